@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Build (once) and cache a free-threaded CPython 3.13 from Debian's source package.
+# Prints the interpreter path. Recipe: ../shared/freethreaded-python.md.
+set -eu
+PREFIX=${PREFIX:-$HOME/.cache/kqrs/py313t}
+if [ ! -x "$PREFIX/bin/python3.13t" ]; then
+  (
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y dpkg-dev libssl-dev zlib1g-dev libffi-dev >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y dpkg-dev libssl-dev zlib1g-dev libffi-dev >/dev/null; }
+    A=$(mktemp -d); mkdir -p $A/lists/partial $A/cache/archives/partial $A/src
+    echo 'deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main' > $A/sources.list
+    O="-o Dir::Etc::sourcelist=$A/sources.list -o Dir::Etc::sourceparts=/nonexistent -o Dir::State::Lists=$A/lists -o Dir::Cache=$A/cache"
+    apt-get $O update >/dev/null
+    cd $A/src && apt-get $O source --download-only python3.13 >/dev/null
+    tar xf python3.13_*.orig.tar.xz && cd Python-3.13.*/
+    ./configure --disable-gil --prefix="$PREFIX" >/dev/null
+    make -j"$(nproc)" >/dev/null 2>&1
+    make install >/dev/null 2>&1
+    rm -rf "$A"
+  ) >&2
+fi
+"$PREFIX/bin/python3.13t" -c 'import sys; assert not sys._is_gil_enabled()' >&2
+echo "$PREFIX/bin/python3.13t"

@@ -1,0 +1,64 @@
+"""kqrs: BSD kqueue for Linux.
+
+``kqrs.kqueue`` and ``kqrs.kevent`` behave like CPython's ``select.kqueue`` / ``select.kevent`` on FreeBSD,
+and every ``KQ_*`` constant is here. ``kqrs.install()`` puts them into the ``select`` module, so that
+``selectors.KqueueSelector`` (imported afterwards) and asyncio run on kqrs unchanged.
+"""
+
+from __future__ import annotations
+
+import select as _select
+import sys as _sys
+
+from . import _kqrs
+from ._kqrs import kevent, kqueue
+
+__all__ = ["kqueue", "kevent", "install", "uninstall", "CONSTANTS"]
+__version__ = "0.1.0"
+
+#: Every KQ_* name this build exports, with its value.
+CONSTANTS: dict[str, int] = {n: getattr(_kqrs, n) for n in dir(_kqrs) if n.startswith("KQ_")}
+globals().update(CONSTANTS)
+__all__ += sorted(CONSTANTS)
+
+_saved: dict[str, object] | None = None
+_MISSING = object()
+
+
+def install() -> None:
+    """Make ``select.kqueue``, ``select.kevent`` and the ``KQ_*`` constants those of kqrs.
+
+    Modules that look kqueue up when imported (``selectors`` defines ``KqueueSelector`` only if
+    ``select.kqueue`` exists) must be imported after this call; ``install()`` reloads ``selectors`` if it
+    was already imported so that it sees kqueue.
+    """
+    global _saved
+    if _saved is not None:
+        return
+    names = {"kqueue": kqueue, "kevent": kevent, **CONSTANTS}
+    _saved = {n: getattr(_select, n, _MISSING) for n in names}
+    for n, v in names.items():
+        setattr(_select, n, v)
+    _reload_selectors()
+
+
+def uninstall() -> None:
+    """Undo :func:`install`."""
+    global _saved
+    if _saved is None:
+        return
+    for n, v in _saved.items():
+        if v is _MISSING:
+            delattr(_select, n)
+        else:
+            setattr(_select, n, v)
+    _saved = None
+    _reload_selectors()
+
+
+def _reload_selectors() -> None:
+    mod = _sys.modules.get("selectors")
+    if mod is not None:
+        import importlib
+
+        importlib.reload(mod)

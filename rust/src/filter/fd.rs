@@ -1,0 +1,511 @@
+//! EVFILT_READ and EVFILT_WRITE: one epoll registration per fd carries both filters' interest; regular
+//! files and directories (which epoll refuses) are watched through the kqueue's inotify instance.
+
+use crate::consts::*;
+use crate::kevent::Kevent;
+use crate::knote::{FdEntry, FdKind, FdReg, Kind, Knote};
+use crate::kqueue::{token, State, TOKEN_INOTIFY};
+use crate::sys::{self, Errno, RawFd, Result, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP};
+
+const READ_BITS: u32 = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+const WRITE_BITS: u32 = EPOLLOUT | EPOLLHUP | EPOLLERR;
+
+fn validate(ch: &Kevent) -> Result<()> {
+    if ch.fflags & !NOTE_LOWAT != 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    Ok(())
+}
+
+fn entry(st: &State, fd: RawFd) -> FdEntry {
+    st.fdtab.get(fd as usize).copied().unwrap_or(FdEntry::EMPTY)
+}
+
+fn entry_mut(st: &mut State, fd: RawFd) -> &mut FdEntry {
+    let i = fd as usize;
+    if st.fdtab.len() <= i {
+        st.fdtab.resize(i + 1, FdEntry::EMPTY);
+    }
+    &mut st.fdtab[i]
+}
+
+/// The epoll mask the fd's enabled knotes want: level-triggered unless every one has EV_CLEAR, or the
+/// registration is parked.
+fn wanted_mask(st: &State, e: &FdEntry) -> u32 {
+    let mut m = 0;
+    let mut all_clear = true;
+    for (s, bits) in [(e.read, EPOLLIN | EPOLLRDHUP), (e.write, EPOLLOUT)] {
+        if s == 0 {
+            continue;
+        }
+        if let Some(k) = st.knotes.get(s - 1) {
+            if k.enabled {
+                m |= bits;
+                all_clear &= k.flags & EV_CLEAR != 0;
+            }
+        }
+    }
+    if m != 0 && (all_clear || e.parked) {
+        m |= EPOLLET;
+    }
+    m
+}
+
+/// Brings the fd's epoll registration in line with its knotes.
+fn sync(st: &mut State, fd: RawFd) -> Result<()> {
+    let e = entry(st, fd);
+    if e.reg != FdReg::Epoll {
+        return Ok(());
+    }
+    let want = wanted_mask(st, &e);
+    if want == e.mask {
+        return Ok(());
+    }
+    let tok = token(fd as u32, e.gen);
+    let r = if e.mask == 0 {
+        sys::epoll_add(st.epfd, fd, want, tok)
+    } else if want == 0 {
+        sys::epoll_del(st.epfd, fd)
+    } else {
+        sys::epoll_mod(st.epfd, fd, want, tok)
+    };
+    match r {
+        Ok(()) => {
+            entry_mut(st, fd).mask = want;
+            Ok(())
+        }
+        Err(err) => {
+            if want == 0 {
+                entry_mut(st, fd).mask = 0;
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Whether `fd` still names the file its epoll registration was made for. EBADF when it is closed (its
+/// knotes are dropped then).
+pub(crate) fn still_same(st: &mut State, fd: RawFd) -> Result<bool> {
+    let e = entry(st, fd);
+    if e.reg != FdReg::Epoll || e.mask == 0 {
+        return Ok(true);
+    }
+    match sys::epoll_mod(st.epfd, fd, e.mask, token(fd as u32, e.gen)) {
+        Ok(()) => Ok(true),
+        Err(Errno(libc::ENOENT)) => Ok(false),
+        Err(Errno(libc::EBADF)) => {
+            st.purge_fd(fd);
+            Err(Errno(libc::EBADF))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
+    validate(ch)?;
+    let fd = ch.ident as RawFd;
+    let mut e = entry(st, fd);
+    if !e.is_empty() && !still_same(st, fd)? {
+        st.purge_fd(fd);
+        e = entry(st, fd);
+    }
+    let fresh = e.is_empty();
+    if fresh {
+        // A new registration: a new generation, so events of an older one are recognised as stale.
+        let gen = e.gen.wrapping_add(1);
+        *entry_mut(st, fd) = FdEntry { gen, ..FdEntry::EMPTY };
+    }
+    let enabled = ch.flags & EV_DISABLE == 0;
+    let kind = match e.reg {
+        FdReg::File if !fresh => Kind::File { wd: -1, regular: false },
+        _ => Kind::Fd { revents: 0, last_data: -1, last_eof: false },
+    };
+    let slot = st.insert(Knote {
+        ident: ch.ident,
+        filter: ch.filter,
+        flags: ch.flags & EV_STICKY,
+        sfflags: ch.fflags,
+        sdata: ch.data,
+        udata: ch.udata,
+        enabled,
+        queued: false,
+        kind,
+    });
+    if !fresh && e.reg == FdReg::File {
+        if let Err(err) = file_attach(st, slot, fd) {
+            unlink(st, slot);
+            return Err(err);
+        }
+        return Ok(slot);
+    }
+    match sync(st, fd) {
+        Ok(()) => Ok(slot),
+        Err(Errno(libc::EPERM)) if fresh => {
+            // epoll refuses regular files, directories and files without poll: watch them another way.
+            entry_mut(st, fd).reg = FdReg::File;
+            if let Some(k) = st.knotes.get_mut(slot) {
+                k.kind = Kind::File { wd: -1, regular: false };
+            }
+            match file_attach(st, slot, fd) {
+                Ok(()) => Ok(slot),
+                Err(err) => {
+                    unlink(st, slot);
+                    Err(err)
+                }
+            }
+        }
+        Err(err) => {
+            unlink(st, slot);
+            Err(err)
+        }
+    }
+}
+
+/// Forgets a knote that never got attached.
+fn unlink(st: &mut State, slot: u32) {
+    if let Some(k) = st.knotes.remove(slot) {
+        let e = entry_mut(st, k.ident as RawFd);
+        if k.filter == EVFILT_READ {
+            e.read = 0;
+        } else {
+            e.write = 0;
+        }
+        if e.is_empty() {
+            e.reg = FdReg::Epoll;
+            e.mask = 0;
+            e.kind = FdKind::Unknown;
+        }
+    }
+}
+
+fn ensure_inotify(st: &mut State) -> Result<RawFd> {
+    if st.inotify >= 0 {
+        return Ok(st.inotify);
+    }
+    let ifd = sys::inotify_init()?;
+    if let Err(e) = sys::epoll_add(st.epfd, ifd, EPOLLIN, TOKEN_INOTIFY) {
+        sys::close(ifd);
+        return Err(e);
+    }
+    st.inotify = ifd;
+    Ok(ifd)
+}
+
+/// Regular files and directories get an inotify watch (IN_MODIFY re-checks them); other files epoll
+/// refuses are always ready, as poll(2) reports them.
+fn file_attach(st: &mut State, slot: u32, fd: RawFd) -> Result<()> {
+    let (mode, _) = sys::fstat(fd)?;
+    let regular = mode == libc::S_IFREG || mode == libc::S_IFDIR;
+    let mut wd = -1;
+    if regular {
+        let ifd = ensure_inotify(st)?;
+        wd = sys::inotify_watch_fd(ifd, fd, libc::IN_MODIFY)?;
+        st.wds.entry(wd).or_default().push(slot);
+    }
+    if let Some(k) = st.knotes.get_mut(slot) {
+        k.kind = Kind::File { wd, regular };
+    }
+    st.enqueue(slot);
+    Ok(())
+}
+
+/// Re-EV_ADD: new fflags/data/udata. Pending state is kept (BSD does not reset a triggered filter).
+pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
+    validate(ch)?;
+    let Some(k) = st.knotes.get_mut(slot) else { return Err(Errno(libc::ENOENT)) };
+    k.sfflags = ch.fflags;
+    k.sdata = ch.data;
+    k.udata = ch.udata;
+    if let Kind::File { .. } = k.kind {
+        st.enqueue(slot);
+    }
+    Ok(())
+}
+
+pub(crate) fn detach(st: &mut State, k: &Knote) -> Result<()> {
+    let fd = k.ident as RawFd;
+    match k.kind {
+        Kind::File { wd, .. } => {
+            if wd >= 0 {
+                if let Some(v) = st.wds.get_mut(&wd) {
+                    v.retain(|&s| st.knotes.get(s).is_some());
+                    if v.is_empty() {
+                        st.wds.remove(&wd);
+                        if st.inotify >= 0 {
+                            sys::inotify_rm_watch(st.inotify, wd);
+                        }
+                    }
+                }
+            }
+            let e = entry_mut(st, fd);
+            if e.is_empty() {
+                let gen = e.gen;
+                *e = FdEntry { gen, ..FdEntry::EMPTY };
+            }
+            Ok(())
+        }
+        _ => {
+            let r = sync(st, fd);
+            let e = entry_mut(st, fd);
+            if e.is_empty() {
+                let gen = e.gen;
+                *e = FdEntry { gen, ..FdEntry::EMPTY };
+            }
+            r
+        }
+    }
+}
+
+pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) -> Result<()> {
+    let Some(k) = st.knotes.get(slot) else { return Ok(()) };
+    let fd = k.ident as RawFd;
+    match k.kind {
+        Kind::File { .. } => {
+            if on {
+                st.enqueue(slot);
+            }
+            Ok(())
+        }
+        _ => {
+            entry_mut(st, fd).parked = false;
+            match sync(st, fd) {
+                Err(Errno(libc::EBADF)) | Err(Errno(libc::ENOENT)) if !on => Ok(()),
+                r => r,
+            }
+        }
+    }
+}
+
+fn fd_kind(st: &mut State, fd: RawFd) -> Result<FdKind> {
+    let e = entry(st, fd);
+    if e.kind != FdKind::Unknown {
+        return Ok(e.kind);
+    }
+    let (mode, _) = sys::fstat(fd)?;
+    let kind = match mode {
+        libc::S_IFSOCK => FdKind::Socket,
+        libc::S_IFIFO => FdKind::Pipe,
+        _ => FdKind::Other,
+    };
+    entry_mut(st, fd).kind = kind;
+    Ok(kind)
+}
+
+/// Bytes readable (or, for a listening socket, connections waiting); None where the fd has no such count.
+fn read_data(fd: RawFd, kind: FdKind) -> Result<Option<isize>> {
+    match sys::fionread(fd) {
+        Ok(n) => Ok(Some(n as isize)),
+        Err(Errno(libc::EBADF)) => Err(Errno(libc::EBADF)),
+        Err(Errno(libc::EINVAL)) if kind == FdKind::Socket => {
+            // A listening socket: the accept queue's length.
+            match sys::tcp_accept_queue(fd) {
+                Ok(n) => Ok(Some(n as isize)),
+                Err(_) => Ok(sys::unix_accept_queue(fd).ok().map(|n| n as isize)),
+            }
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// Free space for writing; None where the fd has no such count.
+fn write_data(fd: RawFd, kind: FdKind) -> Result<Option<isize>> {
+    match kind {
+        FdKind::Socket => {
+            let sndbuf = match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF) {
+                Ok(v) => v as i64,
+                Err(Errno(libc::EBADF)) => return Err(Errno(libc::EBADF)),
+                Err(_) => return Ok(None),
+            };
+            let queued = sys::siocoutq(fd).unwrap_or(0);
+            Ok(Some((sndbuf - queued).max(0) as isize))
+        }
+        FdKind::Pipe => {
+            let size = sys::pipe_size(fd)?;
+            let queued = sys::fionread(fd).unwrap_or(0);
+            Ok(Some((size - queued).max(0) as isize))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// What knote `slot` on `fd` reports for epoll events `revents`; None when it may not report now.
+fn evaluate(st: &mut State, slot: u32, fd: RawFd, revents: u32) -> Result<Option<Kevent>> {
+    let kind = fd_kind(st, fd)?;
+    let Some(k) = st.knotes.get(slot) else { return Ok(None) };
+    let is_read = k.filter == EVFILT_READ;
+    let err = revents & EPOLLERR != 0;
+    let (eof, data) = if is_read {
+        (revents & (EPOLLRDHUP | EPOLLHUP) != 0, read_data(fd, kind)?)
+    } else {
+        let eof = match kind {
+            FdKind::Pipe => revents & (EPOLLERR | EPOLLHUP) != 0,
+            _ => revents & EPOLLHUP != 0,
+        };
+        (eof, write_data(fd, kind)?)
+    };
+    let level_bit = if is_read { EPOLLIN } else { EPOLLOUT };
+    let lowat = if k.sfflags & NOTE_LOWAT != 0 { k.sdata.max(1) } else { 1 };
+    let ready = eof
+        || err
+        || match data {
+            Some(d) if k.sfflags & NOTE_LOWAT != 0 => d >= lowat,
+            Some(d) if is_read && kind != FdKind::Other => d >= 1,
+            _ => revents & level_bit != 0,
+        };
+    if !ready {
+        return Ok(None);
+    }
+    let d = data.unwrap_or(0);
+    if k.flags & EV_CLEAR != 0 {
+        let e = entry(st, fd);
+        let edge = e.mask & EPOLLET != 0 && !e.parked;
+        if let Kind::Fd { last_data, last_eof, .. } = k.kind {
+            let same = (d, eof) == (last_data, last_eof);
+            if (edge && eof && last_eof && same) || (!edge && same) {
+                return Ok(None);
+            }
+        }
+    }
+    let kev = State::event_of(k, if eof { EV_EOF } else { 0 }, 0, d);
+    if let Some(k) = st.knotes.get_mut(slot) {
+        if let Kind::Fd { last_data, last_eof, .. } = &mut k.kind {
+            *last_data = d;
+            *last_eof = eof;
+        }
+    }
+    Ok(Some(kev))
+}
+
+/// An epoll report for `fd`'s registration of generation `gen`.
+pub(crate) fn fd_ready(st: &mut State, fd: RawFd, gen: u32, revents: u32, out: &mut [Kevent], n: &mut usize) {
+    let e = entry(st, fd);
+    if e.gen != gen || e.mask == 0 || e.reg != FdReg::Epoll {
+        st.stats.stale_events += 1;
+        return;
+    }
+    if e.parked {
+        entry_mut(st, fd).parked = false;
+        let _ = sync(st, fd);
+    }
+    let mut any = false;
+    for (s, bits) in [(e.read, READ_BITS), (e.write, WRITE_BITS)] {
+        if s == 0 || revents & bits == 0 {
+            continue;
+        }
+        let slot = s - 1;
+        match st.knotes.get(slot) {
+            Some(k) if k.enabled && !k.queued => {}
+            _ => continue,
+        }
+        if *n >= out.len() {
+            // No room: keep the report for the next call (an edge-triggered one would be lost otherwise).
+            if let Some(Knote { kind: Kind::Fd { revents: r, .. }, .. }) = st.knotes.get_mut(slot) {
+                *r = revents;
+            }
+            st.enqueue(slot);
+            any = true;
+            continue;
+        }
+        match evaluate(st, slot, fd, revents) {
+            Ok(Some(kev)) => {
+                any = true;
+                st.emit(slot, kev, out, n);
+            }
+            Ok(None) => {}
+            Err(Errno(libc::EBADF)) => {
+                // Closed behind our back while a dup() keeps the file open: the knotes go, as on BSD.
+                st.purge_fd(fd);
+                return;
+            }
+            Err(_) => {}
+        }
+    }
+    let e = entry(st, fd);
+    if !any && e.gen == gen && e.mask != 0 && e.mask & EPOLLET == 0 {
+        // Nothing may report this level-triggered readiness (e.g. NOTE_LOWAT not met): wait for the next
+        // change of state instead of spinning.
+        entry_mut(st, fd).parked = true;
+        st.stats.parks += 1;
+        let _ = sync(st, fd);
+    }
+}
+
+/// A report kept on the active queue for lack of room.
+pub(crate) fn deferred_ready(st: &mut State, slot: u32, revents: u32, out: &mut [Kevent], n: &mut usize) {
+    let Some(k) = st.knotes.get(slot) else { return };
+    let fd = k.ident as RawFd;
+    match evaluate(st, slot, fd, revents) {
+        Ok(Some(kev)) => {
+            st.emit(slot, kev, out, n);
+        }
+        Ok(None) => {}
+        Err(_) => st.purge_fd(fd),
+    }
+}
+
+/// A regular file, directory or poll-less file knote taken off the active queue.
+pub(crate) fn file_ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mut usize) {
+    let Some(k) = st.knotes.get(slot) else { return };
+    let fd = k.ident as RawFd;
+    let Kind::File { regular, .. } = k.kind else { return };
+    let data = if k.filter == EVFILT_READ && regular {
+        let size = match sys::fstat(fd) {
+            Ok((_, size)) => size,
+            Err(_) => {
+                st.purge_fd(fd);
+                return;
+            }
+        };
+        let off = sys::current_offset(fd).unwrap_or(0);
+        let data = (size - off) as isize;
+        let lowat = if k.sfflags & NOTE_LOWAT != 0 { k.sdata.max(1) } else { 1 };
+        if data < lowat {
+            return; // nothing unread: IN_MODIFY puts it back on the queue when the file grows
+        }
+        data
+    } else {
+        if !sys::fd_is_open(fd) {
+            st.purge_fd(fd);
+            return;
+        }
+        0
+    };
+    let kev = State::event_of(k, 0, 0, data);
+    let relevel = k.flags & (EV_CLEAR | EV_ONESHOT | EV_DISPATCH) == 0;
+    if st.emit(slot, kev, out, n) && relevel {
+        // Level-triggered: still ready until the data is read; looked at again on the next call.
+        st.enqueue(slot);
+    }
+}
+
+/// The kqueue's inotify instance is readable: re-check the files it names.
+pub(crate) fn inotify_ready(st: &mut State) {
+    if st.inotify < 0 {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let mut hits: Vec<(i32, u32)> = Vec::new();
+    sys::inotify_drain(st.inotify, &mut buf, |wd, mask| hits.push((wd, mask)));
+    for (wd, mask) in hits {
+        if wd == -1 {
+            // Queue overflow: look at every file knote.
+            let all: Vec<u32> = st.wds.values().flatten().copied().collect();
+            for s in all {
+                st.enqueue(s);
+            }
+            continue;
+        }
+        let slots = st.wds.get(&wd).cloned().unwrap_or_default();
+        if mask & libc::IN_IGNORED != 0 {
+            st.wds.remove(&wd);
+            for &s in &slots {
+                if let Some(Knote { kind: Kind::File { wd: w, .. }, .. }) = st.knotes.get_mut(s) {
+                    *w = -1;
+                }
+            }
+        }
+        for s in slots {
+            st.enqueue(s);
+        }
+    }
+}

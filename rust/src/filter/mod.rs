@@ -1,0 +1,99 @@
+//! One module per filter; this file dispatches the knote life cycle to them.
+
+pub(crate) mod fd;
+pub(crate) mod timer;
+pub(crate) mod user;
+
+use crate::consts::*;
+use crate::kevent::Kevent;
+use crate::knote::{Kind, Knote};
+use crate::kqueue::State;
+use crate::sys::{Errno, Result};
+
+/// Filters this build implements. Known BSD filters that are not built yet fail with EOPNOTSUPP; unknown
+/// filter ids with EINVAL (as BSD). Nothing is accepted and ignored.
+pub fn check_filter(filter: i16) -> Result<()> {
+    match filter {
+        EVFILT_READ | EVFILT_WRITE | EVFILT_TIMER | EVFILT_USER => Ok(()),
+        EVFILT_AIO | EVFILT_VNODE | EVFILT_PROC | EVFILT_SIGNAL | EVFILT_NETDEV | EVFILT_FS | EVFILT_LIO => {
+            Err(Errno(libc::EOPNOTSUPP))
+        }
+        _ => Err(Errno(libc::EINVAL)),
+    }
+}
+
+/// Whether this build implements `filter`.
+pub fn is_supported(filter: i16) -> bool {
+    check_filter(filter).is_ok()
+}
+
+pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
+    match ch.filter {
+        EVFILT_READ | EVFILT_WRITE => fd::attach(st, ch),
+        EVFILT_TIMER => timer::attach(st, ch),
+        EVFILT_USER => user::attach(st, ch),
+        _ => Err(Errno(libc::EINVAL)),
+    }
+}
+
+/// A change (with EV_ADD, or any change for EVFILT_USER) on an existing knote.
+pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
+    match ch.filter {
+        EVFILT_READ | EVFILT_WRITE => fd::modify(st, slot, ch),
+        EVFILT_TIMER => timer::modify(st, slot, ch),
+        EVFILT_USER => user::modify(st, slot, ch),
+        _ => Err(Errno(libc::EINVAL)),
+    }
+}
+
+/// Releases what a removed knote held.
+pub(crate) fn detach(st: &mut State, k: &Knote) -> Result<()> {
+    match k.kind {
+        Kind::Fd { .. } | Kind::File { .. } => fd::detach(st, k),
+        Kind::Timer { tfd, .. } => {
+            timer::detach(st, tfd);
+            Ok(())
+        }
+        Kind::User { .. } => Ok(()),
+    }
+}
+
+pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) -> Result<()> {
+    let Some(k) = st.knotes.get(slot) else { return Ok(()) };
+    match k.kind {
+        Kind::Fd { .. } | Kind::File { .. } => fd::enabled_changed(st, slot, on),
+        Kind::Timer { tfd, .. } => timer::enabled_changed(st, slot, tfd, on),
+        Kind::User { triggered } => {
+            if on && triggered {
+                st.enqueue(slot);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Effects that come after EV_ENABLE/EV_DISABLE of the same change (NOTE_TRIGGER).
+pub(crate) fn after_change(st: &mut State, slot: u32, ch: &Kevent) {
+    if ch.filter == EVFILT_USER {
+        user::after_change(st, slot, ch);
+    }
+}
+
+/// An epoll report for a knote's own fd (timers).
+pub(crate) fn knote_ready(st: &mut State, slot: u32, _revents: u32, out: &mut [Kevent], n: &mut usize) {
+    if let Some(Kind::Timer { tfd, .. }) = st.knotes.get(slot).map(|k| &k.kind) {
+        let tfd = *tfd;
+        timer::ready(st, slot, tfd, out, n);
+    }
+}
+
+/// A knote taken off the active queue.
+pub(crate) fn active_ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mut usize) {
+    let Some(k) = st.knotes.get(slot) else { return };
+    match k.kind {
+        Kind::User { .. } => user::ready(st, slot, out, n),
+        Kind::File { .. } => fd::file_ready(st, slot, out, n),
+        Kind::Fd { revents, .. } => fd::deferred_ready(st, slot, revents, out, n),
+        Kind::Timer { tfd, .. } => timer::ready(st, slot, tfd, out, n),
+    }
+}

@@ -1,0 +1,170 @@
+//! The knote table: a slab of knotes, a dense per-fd table for fd-based filters, a hashed index for the
+//! others, and the active queue of knotes that are ready without a kernel object saying so.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::sys::RawFd;
+
+/// A cheap hasher for integer keys (idents are not attacker-chosen hash-flooding input in any useful way:
+/// a collision only costs a longer probe, and it is keyed by the caller's own idents).
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn write_i16(&mut self, n: i16) {
+        self.write_u64(n as u16 as u64);
+    }
+    fn write_i32(&mut self, n: i32) {
+        self.write_u64(n as u32 as u64);
+    }
+}
+
+pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// Filter-specific state of a knote.
+#[derive(Debug)]
+pub(crate) enum Kind {
+    /// READ/WRITE on an fd that epoll watches. `revents` holds a deferred epoll report; `last_*` remember
+    /// what an EV_CLEAR knote last reported.
+    Fd { revents: u32, last_data: isize, last_eof: bool },
+    /// READ/WRITE on an fd epoll refuses: regular files and directories (READ re-checked on inotify
+    /// IN_MODIFY through watch `wd`), and other always-ready files.
+    File { wd: i32, regular: bool },
+    /// EVFILT_TIMER: a timerfd of its own; `fired` keeps the count of an expired timer without EV_CLEAR.
+    Timer { tfd: RawFd, fired: u64 },
+    /// EVFILT_USER: no kernel object at all.
+    User { triggered: bool },
+}
+
+#[derive(Debug)]
+pub(crate) struct Knote {
+    pub ident: usize,
+    pub filter: i16,
+    /// EV_ONESHOT | EV_CLEAR | EV_DISPATCH | EV_RECEIPT, as given when it was added.
+    pub flags: u16,
+    pub sfflags: u32,
+    pub sdata: isize,
+    pub udata: usize,
+    pub enabled: bool,
+    /// On the active queue.
+    pub queued: bool,
+    pub kind: Kind,
+}
+
+struct Slot {
+    gen: u32,
+    knote: Option<Knote>,
+}
+
+/// Knote storage with stable slot numbers and a generation per slot, so a token naming a freed slot is
+/// recognised as stale.
+#[derive(Default)]
+pub(crate) struct Slab {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl Slab {
+    pub fn insert(&mut self, k: Knote) -> u32 {
+        self.len += 1;
+        if let Some(i) = self.free.pop() {
+            self.slots[i as usize].knote = Some(k);
+            i
+        } else {
+            self.slots.push(Slot { gen: 0, knote: Some(k) });
+            (self.slots.len() - 1) as u32
+        }
+    }
+
+    pub fn remove(&mut self, i: u32) -> Option<Knote> {
+        let s = self.slots.get_mut(i as usize)?;
+        let k = s.knote.take()?;
+        s.gen = (s.gen + 1) & 0x7fff_ffff;
+        self.free.push(i);
+        self.len -= 1;
+        Some(k)
+    }
+
+    pub fn get(&self, i: u32) -> Option<&Knote> {
+        self.slots.get(i as usize)?.knote.as_ref()
+    }
+
+    pub fn get_mut(&mut self, i: u32) -> Option<&mut Knote> {
+        self.slots.get_mut(i as usize)?.knote.as_mut()
+    }
+
+    pub fn gen(&self, i: u32) -> u32 {
+        self.slots.get(i as usize).map_or(u32::MAX, |s| s.gen)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn iter_slots(&self) -> impl Iterator<Item = (u32, &Knote)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.knote.as_ref().map(|k| (i as u32, k)))
+    }
+}
+
+/// How an fd's knotes learn of readiness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FdReg {
+    /// Registered in the kqueue's epoll (when `mask != 0`).
+    Epoll,
+    /// epoll refused it (EPERM): regular file, directory or a file without poll; see `Kind::File`.
+    File,
+}
+
+/// What an fd is, learnt on its first report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FdKind {
+    Unknown,
+    Socket,
+    Pipe,
+    Other,
+}
+
+/// The per-fd entry of the dense fd table: the READ and WRITE knotes on that fd and its epoll registration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FdEntry {
+    /// Slot + 1 of the READ knote; 0 = none.
+    pub read: u32,
+    /// Slot + 1 of the WRITE knote; 0 = none.
+    pub write: u32,
+    /// The epoll mask registered now (0 = not registered).
+    pub mask: u32,
+    /// Bumped every time the fd gets a new registration, so events of an old one are recognised.
+    pub gen: u32,
+    /// Registered edge-triggered because the last wake-up had nothing any knote may report.
+    pub parked: bool,
+    pub reg: FdReg,
+    pub kind: FdKind,
+}
+
+impl FdEntry {
+    pub const EMPTY: FdEntry =
+        FdEntry { read: 0, write: 0, mask: 0, gen: 0, parked: false, reg: FdReg::Epoll, kind: FdKind::Unknown };
+
+    pub fn is_empty(&self) -> bool {
+        self.read == 0 && self.write == 0
+    }
+}
+
+/// The active queue: knotes to look at on the next collect, by (slot, generation).
+pub(crate) type ActiveQueue = VecDeque<(u32, u32)>;

@@ -1,0 +1,544 @@
+//! The kqueue: one epoll instance whose fd is the kqueue's fd, a kick eventfd for the active queue and
+//! for close(), and the knote table behind a mutex that is never held while blocking.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, Once, RwLock};
+use std::time::Duration;
+
+use crate::consts::*;
+use crate::kevent::Kevent;
+use crate::knote::{ActiveQueue, FdEntry, IdMap, Kind, Knote, Slab};
+use crate::sys::{self, Errno, RawFd, Result};
+
+/// epoll token of the kick eventfd.
+pub(crate) const TOKEN_KICK: u64 = u64::MAX;
+/// epoll token of the kqueue's inotify instance.
+pub(crate) const TOKEN_INOTIFY: u64 = u64::MAX - 1;
+/// Tokens with this bit name a knote slot (timers); without it, an fd.
+pub(crate) const TAG_KNOTE: u64 = 1 << 63;
+
+pub(crate) fn token(index: u32, gen: u32) -> u64 {
+    index as u64 | ((gen as u64 & 0x7fff_ffff) << 32)
+}
+
+static FORK_GEN: AtomicU64 = AtomicU64::new(0);
+static ATFORK: Once = Once::new();
+
+extern "C" fn on_fork_child() {
+    // Async-signal-safe: one atomic add.
+    FORK_GEN.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The fork generation of this process: bumped in every child after fork().
+pub fn fork_generation() -> u64 {
+    FORK_GEN.load(Ordering::Relaxed)
+}
+
+/// Counters that tell what the engine had to absorb (for tests and `doctor`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Wake-ups from epoll that produced no event and were absorbed.
+    pub absorbed_wakeups: u64,
+    /// Events seen for a registration that no longer exists.
+    pub stale_events: u64,
+    /// Registrations parked edge-triggered because no knote could report them.
+    pub parks: u64,
+}
+
+/// Mutable state of one kqueue; only touched with the mutex held.
+pub(crate) struct State {
+    pub epfd: RawFd,
+    pub kick: RawFd,
+    pub kicked: bool,
+    pub knotes: Slab,
+    pub fdtab: Vec<FdEntry>,
+    pub index: IdMap<(usize, i16), u32>,
+    pub active: ActiveQueue,
+    pub inotify: RawFd,
+    pub wds: IdMap<i32, Vec<u32>>,
+    pub stats: Stats,
+}
+
+/// A kqueue.
+pub struct Kqueue {
+    epfd: RawFd,
+    kick: RawFd,
+    fork_gen: u64,
+    closed: AtomicBool,
+    /// Read-held by every call for its whole length (including the blocking wait); close() takes it for
+    /// writing before the fds are closed, so no thread can be waiting on a closed (or reused) fd number.
+    users: RwLock<()>,
+    state: Mutex<State>,
+}
+
+fn errno(e: i32) -> Errno {
+    Errno(e)
+}
+
+impl Kqueue {
+    /// Creates a kqueue: an epoll instance and its kick eventfd, both close-on-exec.
+    pub fn new() -> Result<Kqueue> {
+        let epfd = sys::epoll_create()?;
+        Self::adopt(epfd).inspect_err(|_| sys::close(epfd))
+    }
+
+    /// Makes a kqueue of an existing epoll instance `epfd`, which it then owns (fails with EINVAL when
+    /// `epfd` is not an epoll fd; the fd is left open then).
+    pub fn adopt(epfd: RawFd) -> Result<Kqueue> {
+        ATFORK.call_once(|| {
+            let _ = sys::atfork_child(on_fork_child);
+        });
+        let kick = sys::eventfd()?;
+        if let Err(e) = sys::epoll_add(epfd, kick, sys::EPOLLIN, TOKEN_KICK) {
+            sys::close(kick);
+            return Err(e);
+        }
+        Ok(Kqueue {
+            epfd,
+            kick,
+            fork_gen: fork_generation(),
+            closed: AtomicBool::new(false),
+            users: RwLock::new(()),
+            state: Mutex::new(State {
+                epfd,
+                kick,
+                kicked: false,
+                knotes: Slab::default(),
+                fdtab: Vec::new(),
+                index: IdMap::default(),
+                active: ActiveQueue::new(),
+                inotify: -1,
+                wds: IdMap::default(),
+                stats: Stats::default(),
+            }),
+        })
+    }
+
+    /// The kqueue's fd (its epoll fd): pollable, readable exactly when an event is pending.
+    pub fn fd(&self) -> RawFd {
+        self.epfd
+    }
+
+    /// Closed by close(), or inherited across fork() (a kqueue is not inherited).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.fork_gen != fork_generation()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while the lock was held leaves the table consistent enough to go on (every mutation is
+        // completed before anything that may fail), so a poisoned lock is taken over, not propagated.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes the kqueue: wakes every thread blocked in it (they return EBADF), then closes its fds.
+    /// Closing twice is fine. In a forked child it only marks the kqueue closed.
+    pub fn close(&self) {
+        if self.fork_gen != fork_generation() {
+            self.closed.store(true, Ordering::Release);
+            return;
+        }
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Wake every waiter; the kick is never drained once closed.
+        let _ = sys::eventfd_write(self.kick, 1);
+        let _w = self.users.write().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
+        st.close_all();
+    }
+
+    /// kevent(2): applies `changes` in order, then (unless a change produced an entry) collects pending
+    /// events into `events`, waiting up to `timeout` (None = forever). EINTR is retried with the time left.
+    pub fn kevent(&self, changes: &[Kevent], events: &mut [Kevent], timeout: Option<Duration>) -> Result<usize> {
+        let deadline = deadline(timeout);
+        let n = self.apply(changes, events)?;
+        if n > 0 || events.is_empty() {
+            return Ok(n);
+        }
+        loop {
+            match self.collect(events, deadline) {
+                Err(Errno(libc::EINTR)) => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// Applies `changes`; returns how many EV_ERROR / EV_RECEIPT entries were written to `events`. A
+    /// failing change with no room left makes the call fail with its errno (later changes are not applied).
+    pub fn apply(&self, changes: &[Kevent], events: &mut [Kevent]) -> Result<usize> {
+        let _u = self.enter()?;
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        let mut st = self.lock();
+        let mut n = 0;
+        for ch in changes {
+            let r = st.apply_one(ch);
+            let receipt = ch.flags & EV_RECEIPT != 0;
+            if r.is_ok() && !receipt {
+                continue;
+            }
+            if n >= events.len() {
+                match r {
+                    Err(e) => return Err(e),
+                    Ok(()) => continue,
+                }
+            }
+            let mut e = *ch;
+            e.flags = EV_ERROR;
+            e.data = match r {
+                Ok(()) => 0,
+                Err(Errno(x)) => x as isize,
+            };
+            events[n] = e;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Waits for and collects pending events into `events` until `deadline` (monotonic ns; None =
+    /// forever). Returns 0 only once the deadline has passed. Returns EINTR to the caller.
+    pub fn collect(&self, events: &mut [Kevent], deadline: Option<u64>) -> Result<usize> {
+        let _u = self.enter()?;
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut buf = [sys::empty_event(); 64];
+        let want = events.len().min(buf.len());
+        loop {
+            let timeout = deadline.map(|d| d.saturating_sub(sys::clock_ns(false)));
+            let n = sys::epoll_wait(self.epfd, &mut buf[..want], timeout)?;
+            if self.is_closed() {
+                return Err(errno(libc::EBADF));
+            }
+            let got = {
+                let mut st = self.lock();
+                let got = st.harvest(&buf[..n], events);
+                if got == 0 && n > 0 {
+                    st.stats.absorbed_wakeups += 1;
+                }
+                got
+            };
+            if got > 0 {
+                return Ok(got);
+            }
+            if let Some(d) = deadline {
+                if sys::clock_ns(false) >= d {
+                    return Ok(0);
+                }
+            }
+        }
+    }
+
+    fn enter(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>> {
+        if self.is_closed() {
+            return Err(errno(libc::EBADF));
+        }
+        let g = self.users.read().unwrap_or_else(|p| p.into_inner());
+        if self.is_closed() {
+            return Err(errno(libc::EBADF));
+        }
+        Ok(g)
+    }
+
+    /// Number of knotes registered.
+    pub fn knote_count(&self) -> usize {
+        if self.is_closed() {
+            return 0;
+        }
+        self.lock().knotes.len()
+    }
+
+    /// Counters of absorbed wake-ups and stale events.
+    pub fn stats(&self) -> Stats {
+        if self.is_closed() {
+            return Stats::default();
+        }
+        self.lock().stats
+    }
+}
+
+impl Drop for Kqueue {
+    fn drop(&mut self) {
+        if self.closed.load(Ordering::Acquire) && self.fork_gen == fork_generation() {
+            return; // close() already closed everything
+        }
+        // &mut self: no other thread can hold the lock in this process; in a forked child the lock may
+        // have been copied held, and get_mut() does not take it.
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        st.close_all();
+    }
+}
+
+/// Absolute monotonic deadline for a relative timeout.
+pub fn deadline(timeout: Option<Duration>) -> Option<u64> {
+    timeout.map(|t| {
+        let ns = u64::try_from(t.as_nanos()).unwrap_or(u64::MAX);
+        sys::clock_ns(false).saturating_add(ns)
+    })
+}
+
+impl State {
+    fn close_all(&mut self) {
+        for (_, k) in self.knotes.iter_slots() {
+            if let Kind::Timer { tfd, .. } = k.kind {
+                sys::close(tfd);
+            }
+        }
+        self.knotes = Slab::default();
+        self.fdtab = Vec::new();
+        self.index.clear();
+        self.active.clear();
+        self.wds.clear();
+        if self.inotify >= 0 {
+            sys::close(self.inotify);
+            self.inotify = -1;
+        }
+        if self.kick >= 0 {
+            sys::close(self.kick);
+            self.kick = -1;
+        }
+        if self.epfd >= 0 {
+            sys::close(self.epfd);
+            self.epfd = -1;
+        }
+    }
+
+    fn is_fd_filter(filter: i16) -> bool {
+        filter == EVFILT_READ || filter == EVFILT_WRITE
+    }
+
+    /// Finds the knote for (ident, filter).
+    pub(crate) fn lookup(&self, ident: usize, filter: i16) -> Option<u32> {
+        if Self::is_fd_filter(filter) {
+            let e = self.fdtab.get(ident)?;
+            let s = if filter == EVFILT_READ { e.read } else { e.write };
+            s.checked_sub(1)
+        } else {
+            self.index.get(&(ident, filter)).copied()
+        }
+    }
+
+    fn apply_one(&mut self, ch: &Kevent) -> Result<()> {
+        if ch.flags & !(EV_INPUT_MASK | EV_EOF | EV_ERROR | EV_FLAG1) != 0 {
+            return Err(errno(libc::EINVAL));
+        }
+        if ch.flags & (EV_ENABLE | EV_DISABLE) == EV_ENABLE | EV_DISABLE {
+            return Err(errno(libc::EINVAL));
+        }
+        crate::filter::check_filter(ch.filter)?;
+        if Self::is_fd_filter(ch.filter) && ch.ident > i32::MAX as usize {
+            return Err(errno(libc::EBADF));
+        }
+        let mut slot = self.lookup(ch.ident, ch.filter);
+        if let Some(s) = slot {
+            if ch.flags & EV_ADD != 0 && Self::is_fd_filter(ch.filter) && !self.fd_still_same(ch.ident as RawFd)? {
+                // The fd now names another file: the old knotes went with the old file (BSD removes
+                // knotes at close); this change starts clean.
+                let _ = s;
+                self.purge_fd(ch.ident as RawFd);
+                slot = None;
+            }
+        }
+        let slot = match slot {
+            Some(s) => {
+                if ch.flags & EV_DELETE == 0 {
+                    // BSD: udata is replaced by every change; fflags/data by EV_ADD (EVFILT_USER: always).
+                    if ch.flags & EV_ADD != 0 || ch.filter == EVFILT_USER {
+                        crate::filter::modify(self, s, ch)?;
+                    } else if let Some(k) = self.knotes.get_mut(s) {
+                        k.udata = ch.udata;
+                    }
+                }
+                s
+            }
+            None => {
+                if ch.flags & EV_ADD == 0 {
+                    if Self::is_fd_filter(ch.filter) && !sys::fd_is_open(ch.ident as RawFd) {
+                        return Err(errno(libc::EBADF));
+                    }
+                    return Err(errno(libc::ENOENT));
+                }
+                crate::filter::attach(self, ch)?
+            }
+        };
+        if ch.flags & EV_DELETE != 0 {
+            return self.delete(slot);
+        }
+        if ch.flags & EV_DISABLE != 0 {
+            self.set_enabled(slot, false)?;
+        }
+        if ch.flags & EV_ENABLE != 0 {
+            self.set_enabled(slot, true)?;
+        }
+        // EVFILT_USER's NOTE_TRIGGER takes effect after an EV_ENABLE in the same change.
+        crate::filter::after_change(self, slot, ch);
+        Ok(())
+    }
+
+    /// Inserts a new knote and indexes it.
+    pub(crate) fn insert(&mut self, k: Knote) -> u32 {
+        let (ident, filter) = (k.ident, k.filter);
+        let s = self.knotes.insert(k);
+        if Self::is_fd_filter(filter) {
+            if self.fdtab.len() <= ident {
+                self.fdtab.resize(ident + 1, FdEntry::EMPTY);
+            }
+            let e = &mut self.fdtab[ident];
+            if filter == EVFILT_READ {
+                e.read = s + 1;
+            } else {
+                e.write = s + 1;
+            }
+        } else {
+            self.index.insert((ident, filter), s);
+        }
+        s
+    }
+
+    /// Removes a knote (EV_DELETE, EV_ONESHOT after its report, or a closed fd).
+    pub(crate) fn delete(&mut self, slot: u32) -> Result<()> {
+        let Some(k) = self.knotes.remove(slot) else { return Err(errno(libc::ENOENT)) };
+        if Self::is_fd_filter(k.filter) {
+            if let Some(e) = self.fdtab.get_mut(k.ident) {
+                if k.filter == EVFILT_READ {
+                    e.read = 0;
+                } else {
+                    e.write = 0;
+                }
+            }
+        } else {
+            self.index.remove(&(k.ident, k.filter));
+        }
+        crate::filter::detach(self, &k)
+    }
+
+    pub(crate) fn set_enabled(&mut self, slot: u32, on: bool) -> Result<()> {
+        let Some(k) = self.knotes.get_mut(slot) else { return Ok(()) };
+        if k.enabled == on {
+            return Ok(());
+        }
+        k.enabled = on;
+        if !on {
+            k.queued = false;
+        }
+        crate::filter::enabled_changed(self, slot, on)
+    }
+
+    /// Puts a knote on the active queue (once) and makes sure the kick is readable.
+    pub(crate) fn enqueue(&mut self, slot: u32) {
+        let gen = self.knotes.gen(slot);
+        let Some(k) = self.knotes.get_mut(slot) else { return };
+        if k.queued || !k.enabled {
+            return;
+        }
+        k.queued = true;
+        self.active.push_back((slot, gen));
+        self.kick_on();
+    }
+
+    fn kick_on(&mut self) {
+        if !self.kicked && self.kick >= 0 {
+            self.kicked = sys::eventfd_write(self.kick, 1).is_ok();
+        }
+    }
+
+    fn kick_off(&mut self) {
+        if self.kicked {
+            let _ = sys::read_u64(self.kick);
+            self.kicked = false;
+        }
+    }
+
+    /// Turns epoll reports into events; returns how many were written to `out`.
+    fn harvest(&mut self, evs: &[sys::EpollEvent], out: &mut [Kevent]) -> usize {
+        let mut n = 0;
+        for ev in evs {
+            let (tok, revents) = (ev.u64, ev.events);
+            match tok {
+                TOKEN_KICK => {}
+                TOKEN_INOTIFY => crate::filter::fd::inotify_ready(self),
+                t if t & TAG_KNOTE != 0 => {
+                    let slot = t as u32;
+                    let gen = ((t >> 32) & 0x7fff_ffff) as u32;
+                    if self.knotes.gen(slot) != gen {
+                        self.stats.stale_events += 1;
+                        continue;
+                    }
+                    crate::filter::knote_ready(self, slot, revents, out, &mut n);
+                }
+                t => {
+                    let fd = t as u32 as RawFd;
+                    let gen = (t >> 32) as u32;
+                    crate::filter::fd::fd_ready(self, fd, gen, revents, out, &mut n);
+                }
+            }
+        }
+        self.drain_active(out, &mut n);
+        n
+    }
+
+    /// Reports what the active queue holds, at most once per knote per call.
+    fn drain_active(&mut self, out: &mut [Kevent], n: &mut usize) {
+        let mut todo = self.active.len();
+        while todo > 0 && *n < out.len() {
+            todo -= 1;
+            let Some((slot, gen)) = self.active.pop_front() else { break };
+            if self.knotes.gen(slot) != gen {
+                continue;
+            }
+            match self.knotes.get_mut(slot) {
+                Some(k) if k.queued && k.enabled => k.queued = false,
+                _ => continue,
+            }
+            crate::filter::active_ready(self, slot, out, n);
+        }
+        if self.active.is_empty() {
+            self.kick_off();
+        }
+    }
+
+    /// Writes an event for `slot` and applies EV_ONESHOT / EV_DISPATCH. With no room, the knote is kept on
+    /// the active queue for the next call. Returns whether it was written.
+    pub(crate) fn emit(&mut self, slot: u32, kev: Kevent, out: &mut [Kevent], n: &mut usize) -> bool {
+        if *n >= out.len() {
+            self.enqueue(slot);
+            return false;
+        }
+        out[*n] = kev;
+        *n += 1;
+        if kev.flags & EV_ONESHOT != 0 {
+            let _ = self.delete(slot);
+        } else if kev.flags & EV_DISPATCH != 0 {
+            let _ = self.set_enabled(slot, false);
+        }
+        true
+    }
+
+    /// The event a knote reports, with its sticky flags.
+    pub(crate) fn event_of(k: &Knote, extra_flags: u16, fflags: u32, data: isize) -> Kevent {
+        Kevent { ident: k.ident, filter: k.filter, flags: k.flags | extra_flags, fflags, data, udata: k.udata }
+    }
+
+    /// Whether `fd` still names the file its knotes were registered for (only knowable for epoll ones).
+    fn fd_still_same(&mut self, fd: RawFd) -> Result<bool> {
+        crate::filter::fd::still_same(self, fd)
+    }
+
+    /// Drops every knote of `fd` without touching the fd (it was closed or now names another file).
+    pub(crate) fn purge_fd(&mut self, fd: RawFd) {
+        let Some(e) = self.fdtab.get_mut(fd as usize) else { return };
+        // Never DEL through an fd number that names another file now.
+        e.mask = 0;
+        let (r, w) = (e.read, e.write);
+        for s in [r, w] {
+            if s != 0 {
+                let _ = self.delete(s - 1);
+            }
+        }
+        if let Some(e) = self.fdtab.get_mut(fd as usize) {
+            let gen = e.gen.wrapping_add(1);
+            *e = FdEntry { gen, ..FdEntry::EMPTY };
+        }
+    }
+}

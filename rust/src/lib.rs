@@ -1,0 +1,20 @@
+//! kqrs: BSD kqueue for Linux.
+//!
+//! One [`Kqueue`] is one epoll instance (its fd is the kqueue's fd, so it is pollable and nestable) plus a
+//! knote table. `kevent()` follows FreeBSD's semantics; see `docs/design.md` for the map of the engine.
+#![deny(unsafe_code)]
+
+pub mod consts;
+mod filter;
+mod kevent;
+mod knote;
+mod kqueue;
+pub mod sys;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use filter::is_supported;
+pub use kevent::Kevent;
+pub use kqueue::{deadline, fork_generation, Kqueue, Stats};
+pub use sys::Errno;

@@ -1,0 +1,507 @@
+//! The PyO3 layer: `kqrs._kqrs.kqueue` and `kqrs._kqrs.kevent`, mirroring CPython's `select.kqueue` and
+//! `select.kevent` (argument parsing, error types and messages, comparisons).
+
+use std::sync::{Arc, Mutex, Weak};
+
+use pyo3::basic::CompareOp;
+use pyo3::exceptions::{PyOSError, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyFloat, PyInt, PyList, PyTuple, PyType};
+
+use crate::consts::*;
+use crate::kqueue::{deadline, Kqueue};
+use crate::sys::Errno;
+use crate::Kevent;
+
+const CLOSED_MSG: &str = "I/O operation on closed kqueue object";
+
+/// OSError(errno, strerror): CPython picks the subclass (FileNotFoundError, ...) from the errno.
+fn os_error(e: Errno) -> PyErr {
+    let msg = std::io::Error::from_raw_os_error(e.0).to_string();
+    let msg = msg.split(" (os error").next().unwrap_or("").to_string();
+    PyOSError::new_err((e.0, msg))
+}
+
+fn type_name(o: &Bound<'_, PyAny>) -> String {
+    o.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+}
+
+/// `o.__index__()` as a Python int, with CPython's TypeError for anything else.
+fn as_index<'py>(o: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyInt>> {
+    if let Ok(i) = o.cast::<PyInt>() {
+        return Ok(i.clone());
+    }
+    if !o.is_instance_of::<PyFloat>() && o.hasattr("__index__")? {
+        let v = o.call_method0("__index__")?;
+        if let Ok(i) = v.cast_into::<PyInt>() {
+            return Ok(i);
+        }
+    }
+    Err(PyTypeError::new_err(format!("'{}' object cannot be interpreted as an integer", type_name(o))))
+}
+
+/// An integer reduced modulo 2**bits, as C's unsigned "mask" conversions do.
+fn masked(o: &Bound<'_, PyAny>, bits: u32) -> PyResult<u64> {
+    let i = as_index(o)?;
+    let mask: u128 = if bits >= 64 { u64::MAX as u128 } else { (1u128 << bits) - 1 };
+    let m = i.bitand(mask)?;
+    let v: u128 = m.extract()?;
+    Ok(v as u64)
+}
+
+fn ident_of(o: &Bound<'_, PyAny>) -> PyResult<usize> {
+    if let Ok(i) = o.cast::<PyInt>() {
+        if i.lt(0)? {
+            return Err(PyOverflowError::new_err("can't convert negative value to size_t"));
+        }
+        return i.extract::<u64>().map(|v| v as usize).map_err(|_| {
+            PyOverflowError::new_err("Python int too large to convert to C size_t")
+        });
+    }
+    if !o.hasattr("fileno")? {
+        return Err(PyTypeError::new_err("argument must be an int, or have a fileno() method."));
+    }
+    let r = o.call_method0("fileno")?;
+    let Ok(i) = r.cast::<PyInt>() else {
+        return Err(PyTypeError::new_err("fileno() returned a non-integer"));
+    };
+    let fd: i32 = i.extract().map_err(|_| PyOverflowError::new_err("Python int too large to convert to C int"))?;
+    if fd < 0 {
+        return Err(PyValueError::new_err(format!("file descriptor cannot be a negative integer ({fd})")));
+    }
+    Ok(fd as usize)
+}
+
+/// A kqueue event or change, as `select.kevent`.
+#[pyclass(name = "kevent", module = "kqrs", skip_from_py_object)]
+#[derive(Clone)]
+pub struct PyKevent {
+    #[pyo3(get, set)]
+    ident: u64,
+    #[pyo3(get, set)]
+    filter: i16,
+    #[pyo3(get, set)]
+    flags: u16,
+    #[pyo3(get, set)]
+    fflags: u32,
+    #[pyo3(get, set)]
+    data: i64,
+    #[pyo3(get, set)]
+    udata: u64,
+}
+
+impl PyKevent {
+    fn to_kevent(&self) -> Kevent {
+        Kevent {
+            ident: self.ident as usize,
+            filter: self.filter,
+            flags: self.flags,
+            fflags: self.fflags,
+            data: self.data as isize,
+            udata: self.udata as usize,
+        }
+    }
+
+    fn from_kevent(k: &Kevent) -> PyKevent {
+        PyKevent {
+            ident: k.ident as u64,
+            filter: k.filter,
+            flags: k.flags,
+            fflags: k.fflags,
+            data: k.data as i64,
+            udata: k.udata as u64,
+        }
+    }
+
+    fn key(&self) -> (u64, i16, u16, u32, i64, i64) {
+        (self.ident, self.filter, self.flags, self.fflags, self.data, self.udata as i64)
+    }
+}
+
+#[pymethods]
+impl PyKevent {
+    #[new]
+    #[pyo3(signature = (ident, filter=None, flags=None, fflags=None, data=None, udata=None))]
+    fn new(
+        ident: &Bound<'_, PyAny>,
+        filter: Option<&Bound<'_, PyAny>>,
+        flags: Option<&Bound<'_, PyAny>>,
+        fflags: Option<&Bound<'_, PyAny>>,
+        data: Option<&Bound<'_, PyAny>>,
+        udata: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyKevent> {
+        let filter = match filter {
+            None => EVFILT_READ,
+            Some(f) => {
+                let v: i64 = as_index(f)?
+                    .extract()
+                    .map_err(|_| PyOverflowError::new_err("Python int too large to convert to C long"))?;
+                if v < i16::MIN as i64 {
+                    return Err(PyOverflowError::new_err("signed short integer is less than minimum"));
+                }
+                if v > i16::MAX as i64 {
+                    return Err(PyOverflowError::new_err("signed short integer is greater than maximum"));
+                }
+                v as i16
+            }
+        };
+        let flags = match flags {
+            None => EV_ADD,
+            Some(f) => masked(f, 16)? as u16,
+        };
+        let fflags = match fflags {
+            None => 0,
+            Some(f) => masked(f, 32)? as u32,
+        };
+        let data = match data {
+            None => 0,
+            Some(d) => as_index(d)?.extract::<i64>().map_err(|_| PyOverflowError::new_err("int too big to convert"))?,
+        };
+        let udata = match udata {
+            None => 0,
+            Some(u) => {
+                if u.cast::<PyInt>().is_err() {
+                    return Err(PyTypeError::new_err(format!(
+                        "kevent() argument 6 must be int, not {}",
+                        type_name(u)
+                    )));
+                }
+                masked(u, 64)?
+            }
+        };
+        let ident = ident_of(ident)? as u64;
+        Ok(PyKevent { ident, filter, flags, fflags, data, udata })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<kqrs.kevent ident={} filter={} flags=0x{:x} fflags=0x{:x} data=0x{:x} udata=0x{:x}>",
+            self.ident, self.filter, self.flags, self.fflags, self.data as u64, self.udata
+        )
+    }
+
+    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp, py: Python<'_>) -> Py<PyAny> {
+        let Ok(o) = other.cast::<PyKevent>() else {
+            return py.NotImplemented();
+        };
+        let Ok(o) = o.try_borrow() else {
+            return py.NotImplemented();
+        };
+        let (a, b) = (self.key(), o.key());
+        let r = match op {
+            CompareOp::Lt => a < b,
+            CompareOp::Le => a <= b,
+            CompareOp::Eq => a == b,
+            CompareOp::Ne => a != b,
+            CompareOp::Gt => a > b,
+            CompareOp::Ge => a >= b,
+        };
+        r.into_pyobject(py).map(|b| b.to_owned().into_any().unbind()).unwrap_or_else(|_| py.NotImplemented())
+    }
+
+    fn __hash__(&self) -> PyResult<isize> {
+        Err(PyTypeError::new_err("unhashable type: 'kqrs.kevent'"))
+    }
+}
+
+/// Live kqueues, for `fromfd(kq.fileno())` to find the same queue.
+static REGISTRY: Mutex<Vec<Weak<Kqueue>>> = Mutex::new(Vec::new());
+
+fn register(kq: &Arc<Kqueue>) {
+    let mut r = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
+    r.retain(|w| w.upgrade().is_some_and(|k| !k.is_closed()));
+    r.push(Arc::downgrade(kq));
+}
+
+fn find(fd: i32) -> Option<Arc<Kqueue>> {
+    let r = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
+    r.iter().filter_map(|w| w.upgrade()).find(|k| !k.is_closed() && k.fd() == fd)
+}
+
+/// Timeout in ns, CPython's way: None = forever; rounded away from zero; TypeError for anything that is
+/// not a number (or does not fit); ValueError when negative.
+fn timeout_ns(t: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
+    let Some(t) = t else { return Ok(None) };
+    if t.is_none() {
+        return Ok(None);
+    }
+    let bad = || PyTypeError::new_err(format!("timeout argument must be a number or None, got {}", type_name(t)));
+    let ns: i128 = if let Ok(f) = t.cast::<PyFloat>() {
+        let v = f.value() * 1e9;
+        if !v.is_finite() || v.abs() > i64::MAX as f64 {
+            return Err(bad());
+        }
+        (if v >= 0.0 { v.ceil() } else { v.floor() }) as i128
+    } else {
+        let i = as_index(t).map_err(|_| bad())?;
+        let s: i64 = i.extract().map_err(|_| bad())?;
+        (s as i128).checked_mul(1_000_000_000).filter(|v| v.abs() <= i64::MAX as i128).ok_or_else(bad)?
+    };
+    if ns < 0 {
+        return Err(PyValueError::new_err("timeout must be positive or None"));
+    }
+    Ok(Some(ns as u64))
+}
+
+/// A kqueue, as `select.kqueue`.
+#[pyclass(name = "kqueue", module = "kqrs", frozen)]
+pub struct PyKqueue {
+    kq: Arc<Kqueue>,
+}
+
+impl PyKqueue {
+    fn check_open(&self) -> PyResult<()> {
+        if self.kq.is_closed() {
+            Err(PyValueError::new_err(CLOSED_MSG))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn map_err(&self, e: Errno) -> PyErr {
+        if e.0 == libc::EBADF && self.kq.is_closed() {
+            PyValueError::new_err(CLOSED_MSG)
+        } else {
+            os_error(e)
+        }
+    }
+}
+
+/// Output buffer: on the stack for the usual small max_events, on the heap otherwise.
+enum OutBuf {
+    Small([Kevent; 32]),
+    Large(Vec<Kevent>),
+}
+
+impl OutBuf {
+    fn new(n: usize) -> OutBuf {
+        if n <= 32 {
+            OutBuf::Small([Kevent::default(); 32])
+        } else {
+            OutBuf::Large(vec![Kevent::default(); n])
+        }
+    }
+    fn slice(&mut self, n: usize) -> &mut [Kevent] {
+        match self {
+            OutBuf::Small(a) => &mut a[..n],
+            OutBuf::Large(v) => &mut v[..n],
+        }
+    }
+}
+
+#[pymethods]
+impl PyKqueue {
+    #[new]
+    #[pyo3(signature = (*args, **kwargs))]
+    fn new(args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyAny>>) -> PyResult<PyKqueue> {
+        if !args.is_empty() {
+            return Err(PyTypeError::new_err("kqueue() takes no positional arguments"));
+        }
+        if kwargs.is_some_and(|k| k.len().unwrap_or(0) > 0) {
+            return Err(PyTypeError::new_err("kqueue() takes no keyword arguments"));
+        }
+        let kq = Arc::new(Kqueue::new().map_err(os_error)?);
+        register(&kq);
+        Ok(PyKqueue { kq })
+    }
+
+    /// Creates a kqueue object for `fd`: the same queue when `fd` is a live kqrs kqueue, else it adopts
+    /// `fd` if it is an epoll instance (-1 makes a new kqueue, as CPython does).
+    #[classmethod]
+    fn fromfd(_cls: &Bound<'_, PyType>, fd: &Bound<'_, PyAny>) -> PyResult<PyKqueue> {
+        let fd: i32 = as_index(fd)?
+            .extract()
+            .map_err(|_| PyOverflowError::new_err("Python int too large to convert to C int"))?;
+        if fd == -1 {
+            let kq = Arc::new(Kqueue::new().map_err(os_error)?);
+            register(&kq);
+            return Ok(PyKqueue { kq });
+        }
+        if let Some(kq) = find(fd) {
+            return Ok(PyKqueue { kq });
+        }
+        let kq = Arc::new(Kqueue::adopt(fd).map_err(os_error)?);
+        register(&kq);
+        Ok(PyKqueue { kq })
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.kq.is_closed()
+    }
+
+    fn fileno(&self) -> PyResult<i32> {
+        self.check_open()?;
+        Ok(self.kq.fd())
+    }
+
+    fn close(&self, py: Python<'_>) {
+        let kq = self.kq.clone();
+        py.detach(move || kq.close());
+    }
+
+    fn __enter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Py<Self>> {
+        slf.get().check_open()?;
+        let _ = py;
+        Ok(slf)
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) {
+        self.close(py);
+    }
+
+    /// control(changelist, max_events, timeout=None, /) -> list of kevent
+    #[pyo3(signature = (changelist, max_events, timeout=None, /))]
+    fn control<'py>(
+        &self,
+        py: Python<'py>,
+        changelist: &Bound<'py, PyAny>,
+        max_events: &Bound<'py, PyAny>,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let maxevents: i32 = as_index(max_events)?
+            .extract()
+            .map_err(|_| PyOverflowError::new_err("Python int too large to convert to C int"))?;
+        self.check_open()?;
+        if maxevents < 0 {
+            return Err(PyValueError::new_err(format!(
+                "Length of eventlist must be 0 or positive, got {maxevents}"
+            )));
+        }
+        let tmo = timeout_ns(timeout)?;
+        let mut changes: Vec<Kevent> = Vec::new();
+        if !changelist.is_none() {
+            let it = changelist.try_iter().map_err(|_| PyTypeError::new_err("changelist is not iterable"))?;
+            for item in it {
+                let item = item?;
+                let Ok(ev) = item.cast::<PyKevent>() else {
+                    return Err(PyTypeError::new_err("changelist must be an iterable of select.kevent objects"));
+                };
+                changes.push(ev.try_borrow()?.to_kevent());
+            }
+        }
+        let max = maxevents as usize;
+        let mut buf = OutBuf::new(max);
+        let out = buf.slice(max);
+        let kq = &*self.kq;
+        let (applied, mut res) = py.detach(|| {
+            let dl = deadline(tmo.map(std::time::Duration::from_nanos));
+            match kq.apply(&changes, out) {
+                Err(e) => (Err(e), None),
+                Ok(n) if n > 0 || max == 0 => (Ok(n), None),
+                Ok(_) => (Ok(0), Some((kq.collect(out, dl), dl))),
+            }
+        });
+        let applied = applied.map_err(|e| self.map_err(e))?;
+        let n = loop {
+            match res {
+                None => break applied,
+                Some((Ok(n), _)) => break n,
+                Some((Err(Errno(libc::EINTR)), dl)) => {
+                    // PEP 475: run the signal handlers (Ctrl-C raises here), then wait for the time left.
+                    py.check_signals()?;
+                    res = Some((py.detach(|| kq.collect(out, dl)), dl));
+                }
+                Some((Err(e), _)) => return Err(self.map_err(e)),
+            }
+        };
+        let list = PyList::empty(py);
+        for k in &out[..n] {
+            list.append(Bound::new(py, PyKevent::from_kevent(k))?)?;
+        }
+        Ok(list)
+    }
+
+    /// Engine counters: (knotes, absorbed wake-ups, stale events, parks). For tests and diagnostics.
+    fn _stats(&self) -> (usize, u64, u64, u64) {
+        let s = self.kq.stats();
+        (self.kq.knote_count(), s.absorbed_wakeups, s.stale_events, s.parks)
+    }
+}
+
+#[pyfunction]
+fn _has_epoll_pwait2() -> bool {
+    crate::sys::has_epoll_pwait2()
+}
+
+#[pyfunction]
+fn _filter_supported(filter: i16) -> bool {
+    crate::is_supported(filter)
+}
+
+#[pymodule]
+fn _kqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyKqueue>()?;
+    m.add_class::<PyKevent>()?;
+    m.add_function(wrap_pyfunction!(_has_epoll_pwait2, m)?)?;
+    m.add_function(wrap_pyfunction!(_filter_supported, m)?)?;
+    let filters: &[(&str, i16)] = &[
+        ("KQ_FILTER_READ", EVFILT_READ),
+        ("KQ_FILTER_WRITE", EVFILT_WRITE),
+        ("KQ_FILTER_AIO", EVFILT_AIO),
+        ("KQ_FILTER_VNODE", EVFILT_VNODE),
+        ("KQ_FILTER_PROC", EVFILT_PROC),
+        ("KQ_FILTER_SIGNAL", EVFILT_SIGNAL),
+        ("KQ_FILTER_TIMER", EVFILT_TIMER),
+        ("KQ_FILTER_NETDEV", EVFILT_NETDEV),
+        ("KQ_FILTER_USER", EVFILT_USER),
+    ];
+    for (n, v) in filters {
+        m.add(*n, *v)?;
+    }
+    let flags: &[(&str, u16)] = &[
+        ("KQ_EV_ADD", EV_ADD),
+        ("KQ_EV_DELETE", EV_DELETE),
+        ("KQ_EV_ENABLE", EV_ENABLE),
+        ("KQ_EV_DISABLE", EV_DISABLE),
+        ("KQ_EV_ONESHOT", EV_ONESHOT),
+        ("KQ_EV_CLEAR", EV_CLEAR),
+        ("KQ_EV_RECEIPT", EV_RECEIPT),
+        ("KQ_EV_DISPATCH", EV_DISPATCH),
+        ("KQ_EV_SYSFLAGS", EV_SYSFLAGS),
+        ("KQ_EV_FLAG1", EV_FLAG1),
+        ("KQ_EV_EOF", EV_EOF),
+        ("KQ_EV_ERROR", EV_ERROR),
+    ];
+    for (n, v) in flags {
+        m.add(*n, *v)?;
+    }
+    let notes: &[(&str, u32)] = &[
+        ("KQ_NOTE_LOWAT", NOTE_LOWAT),
+        ("KQ_NOTE_DELETE", NOTE_DELETE),
+        ("KQ_NOTE_WRITE", NOTE_WRITE),
+        ("KQ_NOTE_EXTEND", NOTE_EXTEND),
+        ("KQ_NOTE_ATTRIB", NOTE_ATTRIB),
+        ("KQ_NOTE_LINK", NOTE_LINK),
+        ("KQ_NOTE_RENAME", NOTE_RENAME),
+        ("KQ_NOTE_REVOKE", NOTE_REVOKE),
+        ("KQ_NOTE_TRUNCATE", NOTE_TRUNCATE),
+        ("KQ_NOTE_EXIT", NOTE_EXIT),
+        ("KQ_NOTE_FORK", NOTE_FORK),
+        ("KQ_NOTE_EXEC", NOTE_EXEC),
+        ("KQ_NOTE_PCTRLMASK", NOTE_PCTRLMASK),
+        ("KQ_NOTE_PDATAMASK", NOTE_PDATAMASK),
+        ("KQ_NOTE_TRACK", NOTE_TRACK),
+        ("KQ_NOTE_TRACKERR", NOTE_TRACKERR),
+        ("KQ_NOTE_CHILD", NOTE_CHILD),
+        ("KQ_NOTE_LINKUP", NOTE_LINKUP),
+        ("KQ_NOTE_LINKDOWN", NOTE_LINKDOWN),
+        ("KQ_NOTE_LINKINV", NOTE_LINKINV),
+        ("KQ_NOTE_TRIGGER", NOTE_TRIGGER),
+        ("KQ_NOTE_FFNOP", NOTE_FFNOP),
+        ("KQ_NOTE_FFAND", NOTE_FFAND),
+        ("KQ_NOTE_FFOR", NOTE_FFOR),
+        ("KQ_NOTE_FFCOPY", NOTE_FFCOPY),
+        ("KQ_NOTE_FFCTRLMASK", NOTE_FFCTRLMASK),
+        ("KQ_NOTE_FFLAGSMASK", NOTE_FFLAGSMASK),
+        ("KQ_NOTE_SECONDS", NOTE_SECONDS),
+        ("KQ_NOTE_USECONDS", NOTE_USECONDS),
+        ("KQ_NOTE_NSECONDS", NOTE_NSECONDS),
+        ("KQ_NOTE_ABSOLUTE", NOTE_ABSOLUTE),
+    ];
+    for (n, v) in notes {
+        m.add(*n, *v)?;
+    }
+    Ok(())
+}
