@@ -63,6 +63,8 @@ pub(crate) struct Knote {
     pub enabled: bool,
     /// On the active queue.
     pub queued: bool,
+    /// The collect call that last reported it (see `State::seq`).
+    pub seen: u64,
     pub kind: Kind,
 }
 

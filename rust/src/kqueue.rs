@@ -1,19 +1,21 @@
 //! The kqueue: one epoll instance whose fd is the kqueue's fd, a kick eventfd for the active queue and
 //! for close(), and the knote table behind a mutex that is never held while blocking.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, Once, RwLock};
 use std::time::Duration;
 
 use crate::consts::*;
 use crate::kevent::Kevent;
-use crate::knote::{ActiveQueue, FdEntry, IdMap, Kind, Knote, Slab};
+use crate::knote::{ActiveQueue, FdEntry, FdReg, IdMap, Kind, Knote, Slab};
 use crate::sys::{self, Errno, RawFd, Result};
 
 /// epoll token of the kick eventfd.
 pub(crate) const TOKEN_KICK: u64 = u64::MAX;
 /// epoll token of the kqueue's inotify instance.
 pub(crate) const TOKEN_INOTIFY: u64 = u64::MAX - 1;
+/// epoll token of the eventfd that wakes threads still waiting on a retired inner epoll.
+pub(crate) const TOKEN_RETIRED: u64 = u64::MAX - 2;
 /// Tokens with this bit name a knote slot (timers); without it, an fd.
 pub(crate) const TAG_KNOTE: u64 = 1 << 63;
 
@@ -43,11 +45,24 @@ pub struct Stats {
     pub stale_events: u64,
     /// Registrations parked edge-triggered because no knote could report them.
     pub parks: u64,
+    /// Times the inner epoll was rebuilt to shed registrations of closed fds.
+    pub rebuilds: u64,
 }
 
 /// Mutable state of one kqueue; only touched with the mutex held.
 pub(crate) struct State {
+    /// The inner epoll, where every registration lives.
     pub epfd: RawFd,
+    /// The outer epoll (the kqueue's fd), which holds only the inner one.
+    pub outer: RawFd,
+    /// Inner epolls replaced by `rebuild`, each with the eventfd that keeps it readable, kept open until
+    /// no thread can still be waiting on them.
+    pub retired: Vec<(RawFd, RawFd)>,
+    /// An event came from a registration that can no longer be removed (its fd was closed or reused
+    /// while a dup() kept the file open): rebuild the inner epoll before the next wait.
+    pub needs_rebuild: bool,
+    /// The last stale token seen (a stuck registration shows up twice in a row).
+    pub last_stale: u64,
     pub kick: RawFd,
     pub kicked: bool,
     pub knotes: Slab,
@@ -57,11 +72,22 @@ pub(crate) struct State {
     pub inotify: RawFd,
     pub wds: IdMap<i32, Vec<u32>>,
     pub stats: Stats,
+    /// Number of the current collect call; a knote whose `seen` equals it was reported in this call.
+    pub seq: u64,
 }
 
 /// A kqueue.
+///
+/// Its fd is an epoll instance (the *outer* one) that holds exactly one thing: the *inner* epoll, where the
+/// registrations live and where kevent() waits. External pollers see the outer fd readable exactly when
+/// the inner one has something ready. The split lets kqrs replace the inner epoll wholesale (`rebuild`)
+/// when a registration can no longer be removed, without changing the kqueue's fd or breaking anyone
+/// who polls it.
 pub struct Kqueue {
-    epfd: RawFd,
+    outer: RawFd,
+    inner: AtomicI32,
+    /// Threads between loading `inner` and returning from epoll_wait on it.
+    waiting: AtomicUsize,
     kick: RawFd,
     fork_gen: u64,
     closed: AtomicBool,
@@ -76,31 +102,47 @@ fn errno(e: i32) -> Errno {
 }
 
 impl Kqueue {
-    /// Creates a kqueue: an epoll instance and its kick eventfd, both close-on-exec.
+    /// Creates a kqueue: its epoll instances and its kick eventfd, all close-on-exec.
     pub fn new() -> Result<Kqueue> {
-        let epfd = sys::epoll_create()?;
-        Self::adopt(epfd).inspect_err(|_| sys::close(epfd))
+        let outer = sys::epoll_create()?;
+        Self::adopt(outer).inspect_err(|_| sys::close(outer))
     }
 
-    /// Makes a kqueue of an existing epoll instance `epfd`, which it then owns (fails with EINVAL when
-    /// `epfd` is not an epoll fd; the fd is left open then).
-    pub fn adopt(epfd: RawFd) -> Result<Kqueue> {
+    /// Makes a kqueue whose fd is the existing epoll instance `outer`, which it then owns (fails with
+    /// EINVAL when `outer` is not an epoll fd; the fd is left open then).
+    pub fn adopt(outer: RawFd) -> Result<Kqueue> {
         ATFORK.call_once(|| {
             let _ = sys::atfork_child(on_fork_child);
         });
-        let kick = sys::eventfd()?;
-        if let Err(e) = sys::epoll_add(epfd, kick, sys::EPOLLIN, TOKEN_KICK) {
+        let inner = sys::epoll_create()?;
+        let kick = match sys::eventfd() {
+            Ok(k) => k,
+            Err(e) => {
+                sys::close(inner);
+                return Err(e);
+            }
+        };
+        let r = sys::epoll_add(inner, kick, sys::EPOLLIN, TOKEN_KICK)
+            .and_then(|_| sys::epoll_add(outer, inner, sys::EPOLLIN, 0));
+        if let Err(e) = r {
             sys::close(kick);
+            sys::close(inner);
             return Err(e);
         }
         Ok(Kqueue {
-            epfd,
+            outer,
+            inner: AtomicI32::new(inner),
+            waiting: AtomicUsize::new(0),
             kick,
             fork_gen: fork_generation(),
             closed: AtomicBool::new(false),
             users: RwLock::new(()),
             state: Mutex::new(State {
-                epfd,
+                epfd: inner,
+                outer,
+                retired: Vec::new(),
+                needs_rebuild: false,
+                last_stale: 0,
                 kick,
                 kicked: false,
                 knotes: Slab::default(),
@@ -110,13 +152,14 @@ impl Kqueue {
                 inotify: -1,
                 wds: IdMap::default(),
                 stats: Stats::default(),
+                seq: 1,
             }),
         })
     }
 
     /// The kqueue's fd (its epoll fd): pollable, readable exactly when an event is pending.
     pub fn fd(&self) -> RawFd {
-        self.epfd
+        self.outer
     }
 
     /// Closed by close(), or inherited across fork() (a kqueue is not inherited).
@@ -150,13 +193,13 @@ impl Kqueue {
     /// kevent(2): applies `changes` in order, then (unless a change produced an entry) collects pending
     /// events into `events`, waiting up to `timeout` (None = forever). EINTR is retried with the time left.
     pub fn kevent(&self, changes: &[Kevent], events: &mut [Kevent], timeout: Option<Duration>) -> Result<usize> {
-        let deadline = deadline(timeout);
-        let n = self.apply(changes, events)?;
+        let wait = Wait::after(timeout);
+        let n = if changes.is_empty() { 0 } else { self.apply(changes, events)? };
         if n > 0 || events.is_empty() {
             return Ok(n);
         }
         loop {
-            match self.collect(events, deadline) {
+            match self.collect(events, wait) {
                 Err(Errno(libc::EINTR)) => continue,
                 r => return r,
             }
@@ -196,36 +239,81 @@ impl Kqueue {
         Ok(n)
     }
 
-    /// Waits for and collects pending events into `events` until `deadline` (monotonic ns; None =
-    /// forever). Returns 0 only once the deadline has passed. Returns EINTR to the caller.
-    pub fn collect(&self, events: &mut [Kevent], deadline: Option<u64>) -> Result<usize> {
+    /// Waits for and collects pending events into `events` as `wait` says. Returns 0 only once the
+    /// deadline has passed (at once for `Wait::Poll`). Returns EINTR to the caller.
+    pub fn collect(&self, events: &mut [Kevent], wait: Wait) -> Result<usize> {
         let _u = self.enter()?;
         if events.is_empty() {
             return Ok(0);
         }
-        let mut buf = [sys::empty_event(); 64];
+        let mut buf = [sys::empty_event(); 256];
         let want = events.len().min(buf.len());
+        let mut got = 0;
+        let mut first = true;
         loop {
-            let timeout = deadline.map(|d| d.saturating_sub(sys::clock_ns(false)));
-            let n = sys::epoll_wait(self.epfd, &mut buf[..want], timeout)?;
+            let timeout = match wait {
+                _ if got > 0 => Some(0),
+                Wait::Poll => Some(0),
+                Wait::Forever => None,
+                Wait::Until(d) => Some(d.saturating_sub(sys::clock_ns(false))),
+            };
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let ep = self.inner.load(Ordering::SeqCst);
+            let r = sys::epoll_wait(ep, &mut buf[..want], timeout);
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            let n = match r {
+                Ok(n) => n,
+                Err(_) if got > 0 => return Ok(got),
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                // Nothing ready at all (the active queue would have made the kick readable).
+                match wait {
+                    _ if got > 0 => return Ok(got),
+                    Wait::Poll => return Ok(0),
+                    Wait::Until(d) if sys::clock_ns(false) >= d => return Ok(0),
+                    _ => continue,
+                }
+            }
             if self.is_closed() {
                 return Err(errno(libc::EBADF));
             }
-            let got = {
+            let before = got;
+            {
                 let mut st = self.lock();
-                let got = st.harvest(&buf[..n], events);
-                if got == 0 && n > 0 {
+                if first {
+                    // A new call: knotes reported from here on are reported once in it.
+                    st.seq = st.seq.wrapping_add(1);
+                    first = false;
+                }
+                got = st.harvest(&buf[..n], events, got);
+                if got == before && n > 0 {
                     st.stats.absorbed_wakeups += 1;
                 }
-                got
-            };
-            if got > 0 {
-                return Ok(got);
-            }
-            if let Some(d) = deadline {
-                if sys::clock_ns(false) >= d {
-                    return Ok(0);
+                if st.needs_rebuild {
+                    st.rebuild();
+                    self.inner.store(st.epfd, Ordering::SeqCst);
                 }
+                if !st.retired.is_empty() && self.waiting.load(Ordering::SeqCst) == 0 {
+                    // Whoever loads `inner` from now on gets the new one: the retired ones are unused.
+                    for (ep, w) in st.retired.drain(..) {
+                        sys::close(w);
+                        sys::close(ep);
+                    }
+                }
+            }
+            if got > 0 {
+                // A full epoll batch may leave more ready registrations behind: take them too while
+                // there is room and each pass still finds something new.
+                if got == events.len() || n < want || got == before {
+                    return Ok(got);
+                }
+                continue;
+            }
+            match wait {
+                Wait::Poll => return Ok(0),
+                Wait::Until(d) if sys::clock_ns(false) >= d => return Ok(0),
+                _ => {}
             }
         }
     }
@@ -270,12 +358,29 @@ impl Drop for Kqueue {
     }
 }
 
-/// Absolute monotonic deadline for a relative timeout.
-pub fn deadline(timeout: Option<Duration>) -> Option<u64> {
-    timeout.map(|t| {
-        let ns = u64::try_from(t.as_nanos()).unwrap_or(u64::MAX);
-        sys::clock_ns(false).saturating_add(ns)
-    })
+/// How long `collect` may wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Do not block: look once.
+    Poll,
+    /// Until an event arrives.
+    Forever,
+    /// Until this CLOCK_MONOTONIC time (ns).
+    Until(u64),
+}
+
+impl Wait {
+    /// The wait for a relative timeout (None = forever), fixed now.
+    pub fn after(timeout: Option<Duration>) -> Wait {
+        match timeout {
+            None => Wait::Forever,
+            Some(t) if t.is_zero() => Wait::Poll,
+            Some(t) => {
+                let ns = u64::try_from(t.as_nanos()).unwrap_or(u64::MAX);
+                Wait::Until(sys::clock_ns(false).saturating_add(ns))
+            }
+        }
+    }
 }
 
 impl State {
@@ -298,9 +403,17 @@ impl State {
             sys::close(self.kick);
             self.kick = -1;
         }
+        for (ep, w) in self.retired.drain(..) {
+            sys::close(w);
+            sys::close(ep);
+        }
         if self.epfd >= 0 {
             sys::close(self.epfd);
             self.epfd = -1;
+        }
+        if self.outer >= 0 {
+            sys::close(self.outer);
+            self.outer = -1;
         }
     }
 
@@ -450,13 +563,12 @@ impl State {
         }
     }
 
-    /// Turns epoll reports into events; returns how many were written to `out`.
-    fn harvest(&mut self, evs: &[sys::EpollEvent], out: &mut [Kevent]) -> usize {
-        let mut n = 0;
+    /// Turns epoll reports into events written to `out` from index `n`; returns the new count.
+    fn harvest(&mut self, evs: &[sys::EpollEvent], out: &mut [Kevent], mut n: usize) -> usize {
         for ev in evs {
             let (tok, revents) = (ev.u64, ev.events);
             match tok {
-                TOKEN_KICK => {}
+                TOKEN_KICK | TOKEN_RETIRED => {}
                 TOKEN_INOTIFY => crate::filter::fd::inotify_ready(self),
                 t if t & TAG_KNOTE != 0 => {
                     let slot = t as u32;
@@ -487,7 +599,13 @@ impl State {
             if self.knotes.gen(slot) != gen {
                 continue;
             }
+            let seq = self.seq;
             match self.knotes.get_mut(slot) {
+                Some(k) if k.queued && k.enabled && k.seen == seq => {
+                    // already reported in this call: look again in the next one
+                    self.active.push_back((slot, gen));
+                    continue;
+                }
                 Some(k) if k.queued && k.enabled => k.queued = false,
                 _ => continue,
             }
@@ -507,6 +625,10 @@ impl State {
         }
         out[*n] = kev;
         *n += 1;
+        let seq = self.seq;
+        if let Some(k) = self.knotes.get_mut(slot) {
+            k.seen = seq;
+        }
         if kev.flags & EV_ONESHOT != 0 {
             let _ = self.delete(slot);
         } else if kev.flags & EV_DISPATCH != 0 {
@@ -523,6 +645,54 @@ impl State {
     /// Whether `fd` still names the file its knotes were registered for (only knowable for epoll ones).
     fn fd_still_same(&mut self, fd: RawFd) -> Result<bool> {
         crate::filter::fd::still_same(self, fd)
+    }
+
+    /// Replaces the inner epoll with a fresh one holding every live registration, so a registration
+    /// that can no longer be removed (its fd closed or reused while a dup() keeps the file open) is gone
+    /// with the old one. Fds that turn out closed or reused lose their knotes, as on BSD. Threads still
+    /// waiting on the old epoll are woken by an eventfd left readable in it.
+    pub(crate) fn rebuild(&mut self) {
+        self.needs_rebuild = false;
+        let Ok(new) = sys::epoll_create() else { return };
+        let mut ok = sys::epoll_add(new, self.kick, sys::EPOLLIN, TOKEN_KICK).is_ok();
+        if ok && self.inotify >= 0 {
+            ok = sys::epoll_add(new, self.inotify, sys::EPOLLIN, TOKEN_INOTIFY).is_ok();
+        }
+        if ok {
+            for (slot, k) in self.knotes.iter_slots() {
+                if let Kind::Timer { tfd, .. } = k.kind {
+                    let ev = if k.enabled { sys::EPOLLIN } else { 0 };
+                    ok &= sys::epoll_add(new, tfd, ev, TAG_KNOTE | token(slot, self.knotes.gen(slot))).is_ok();
+                }
+            }
+        }
+        if !ok || sys::epoll_add(self.outer, new, sys::EPOLLIN, 0).is_err() {
+            sys::close(new);
+            return;
+        }
+        let mut gone = Vec::new();
+        for (fd, e) in self.fdtab.iter().enumerate() {
+            if e.reg == FdReg::Epoll && e.mask != 0 {
+                if sys::epoll_add(new, fd as RawFd, e.mask, token(fd as u32, e.gen)).is_err() {
+                    gone.push(fd as RawFd);
+                }
+            }
+        }
+        let old = self.epfd;
+        let _ = sys::epoll_del(self.outer, old);
+        self.epfd = new;
+        if let Ok(w) = sys::eventfd() {
+            let _ = sys::eventfd_write(w, 1);
+            let _ = sys::epoll_add(old, w, sys::EPOLLIN, TOKEN_RETIRED);
+            self.retired.push((old, w));
+        } else {
+            self.retired.push((old, -1));
+        }
+        self.stats.rebuilds += 1;
+        for fd in gone {
+            // closed, or now another file (EPERM: one epoll refuses): its knotes went with the old file
+            self.purge_fd(fd);
+        }
     }
 
     /// Drops every knote of `fd` without touching the fd (it was closed or now names another file).

@@ -16,5 +16,5 @@ mod python;
 
 pub use filter::is_supported;
 pub use kevent::Kevent;
-pub use kqueue::{deadline, fork_generation, Kqueue, Stats};
+pub use kqueue::{fork_generation, Kqueue, Stats, Wait};
 pub use sys::Errno;

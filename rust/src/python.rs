@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyFloat, PyInt, PyList, PyTuple, PyType};
 
 use crate::consts::*;
-use crate::kqueue::{deadline, Kqueue};
+use crate::kqueue::{Kqueue, Wait};
 use crate::sys::Errno;
 use crate::Kevent;
 
@@ -73,7 +73,7 @@ fn ident_of(o: &Bound<'_, PyAny>) -> PyResult<usize> {
 }
 
 /// A kqueue event or change, as `select.kevent`.
-#[pyclass(name = "kevent", module = "kqrs", skip_from_py_object)]
+#[pyclass(name = "kevent", module = "kqrs", skip_from_py_object, freelist = 256)]
 #[derive(Clone)]
 pub struct PyKevent {
     #[pyo3(get, set)]
@@ -267,26 +267,29 @@ impl PyKqueue {
     }
 }
 
-/// Output buffer: on the stack for the usual small max_events, on the heap otherwise.
-enum OutBuf {
-    Small([Kevent; 32]),
-    Large(Vec<Kevent>),
+thread_local! {
+    /// Each thread's reusable output buffer, so a control() call does not allocate its event array.
+    static OUTBUF: std::cell::RefCell<Vec<Kevent>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-impl OutBuf {
-    fn new(n: usize) -> OutBuf {
-        if n <= 32 {
-            OutBuf::Small([Kevent::default(); 32])
-        } else {
-            OutBuf::Large(vec![Kevent::default(); n])
+/// Runs `f` with an output buffer of `n` events: the thread's own when free (a signal handler may call
+/// control() while an outer call holds it), a fresh one otherwise.
+fn with_outbuf<R>(n: usize, f: impl FnOnce(&mut [Kevent]) -> R) -> R {
+    OUTBUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < n {
+                v.resize(n, Kevent::default());
+            }
+            let r = f(&mut v[..n]);
+            if v.len() > 4096 {
+                // do not keep a huge buffer alive after a one-off call
+                v.truncate(4096);
+                v.shrink_to_fit();
+            }
+            r
         }
-    }
-    fn slice(&mut self, n: usize) -> &mut [Kevent] {
-        match self {
-            OutBuf::Small(a) => &mut a[..n],
-            OutBuf::Large(v) => &mut v[..n],
-        }
-    }
+        Err(_) => f(&mut vec![Kevent::default(); n]),
+    })
 }
 
 #[pymethods]
@@ -382,41 +385,56 @@ impl PyKqueue {
             }
         }
         let max = maxevents as usize;
-        let mut buf = OutBuf::new(max);
-        let out = buf.slice(max);
         let kq = &*self.kq;
-        let (applied, mut res) = py.detach(|| {
-            let dl = deadline(tmo.map(std::time::Duration::from_nanos));
-            match kq.apply(&changes, out) {
-                Err(e) => (Err(e), None),
-                Ok(n) if n > 0 || max == 0 => (Ok(n), None),
-                Ok(_) => (Ok(0), Some((kq.collect(out, dl), dl))),
-            }
-        });
-        let applied = applied.map_err(|e| self.map_err(e))?;
-        let n = loop {
-            match res {
-                None => break applied,
-                Some((Ok(n), _)) => break n,
-                Some((Err(Errno(libc::EINTR)), dl)) => {
-                    // PEP 475: run the signal handlers (Ctrl-C raises here), then wait for the time left.
-                    py.check_signals()?;
-                    res = Some((py.detach(|| kq.collect(out, dl)), dl));
-                }
-                Some((Err(e), _)) => return Err(self.map_err(e)),
-            }
+        let wait = match tmo {
+            None => Wait::Forever,
+            Some(0) => Wait::Poll,
+            Some(ns) => Wait::Until(crate::sys::clock_ns(false).saturating_add(ns)),
         };
-        let list = PyList::empty(py);
-        for k in &out[..n] {
-            list.append(Bound::new(py, PyKevent::from_kevent(k))?)?;
-        }
-        Ok(list)
+        with_outbuf(max, |out| -> PyResult<Bound<'py, PyList>> {
+            let n = if changes.is_empty() && wait == Wait::Poll {
+                // Cannot block: no need to release the GIL.
+                match kq.collect(out, wait) {
+                    Ok(n) => n,
+                    Err(e) => return Err(self.map_err(e)),
+                }
+            } else {
+                let (applied, mut res) = py.detach(|| {
+                    let applied = if changes.is_empty() { Ok(0) } else { kq.apply(&changes, out) };
+                    match applied {
+                        Err(e) => (Err(e), None),
+                        Ok(n) if n > 0 || max == 0 => (Ok(n), None),
+                        Ok(_) => (Ok(0), Some(kq.collect(out, wait))),
+                    }
+                });
+                let applied = applied.map_err(|e| self.map_err(e))?;
+                loop {
+                    match res {
+                        None => break applied,
+                        Some(Ok(n)) => break n,
+                        Some(Err(Errno(libc::EINTR))) => {
+                            // PEP 475: run the signal handlers (Ctrl-C raises here), then wait for the
+                            // time that is left.
+                            py.check_signals()?;
+                            res = Some(py.detach(|| kq.collect(out, wait)));
+                        }
+                        Some(Err(e)) => return Err(self.map_err(e)),
+                    }
+                }
+            };
+            let list = PyList::empty(py);
+            for k in &out[..n] {
+                list.append(Bound::new(py, PyKevent::from_kevent(k))?)?;
+            }
+            Ok(list)
+        })
     }
 
-    /// Engine counters: (knotes, absorbed wake-ups, stale events, parks). For tests and diagnostics.
-    fn _stats(&self) -> (usize, u64, u64, u64) {
+    /// Engine counters: (knotes, absorbed wake-ups, stale events, parks, rebuilds). For tests and
+    /// diagnostics.
+    fn _stats(&self) -> (usize, u64, u64, u64, u64) {
         let s = self.kq.stats();
-        (self.kq.knote_count(), s.absorbed_wakeups, s.stale_events, s.parks)
+        (self.kq.knote_count(), s.absorbed_wakeups, s.stale_events, s.parks, s.rebuilds)
     }
 }
 

@@ -92,7 +92,8 @@ pub(crate) fn still_same(st: &mut State, fd: RawFd) -> Result<bool> {
     }
     match sys::epoll_mod(st.epfd, fd, e.mask, token(fd as u32, e.gen)) {
         Ok(()) => Ok(true),
-        Err(Errno(libc::ENOENT)) => Ok(false),
+        // ENOENT: the fd names another file; EPERM: it names a file epoll refuses (so another file too).
+        Err(Errno(libc::ENOENT)) | Err(Errno(libc::EPERM)) => Ok(false),
         Err(Errno(libc::EBADF)) => {
             st.purge_fd(fd);
             Err(Errno(libc::EBADF))
@@ -129,6 +130,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
         udata: ch.udata,
         enabled,
         queued: false,
+        seen: 0,
         kind,
     });
     if !fresh && e.reg == FdReg::File {
@@ -380,7 +382,15 @@ fn evaluate(st: &mut State, slot: u32, fd: RawFd, revents: u32) -> Result<Option
 pub(crate) fn fd_ready(st: &mut State, fd: RawFd, gen: u32, revents: u32, out: &mut [Kevent], n: &mut usize) {
     let e = entry(st, fd);
     if e.gen != gen || e.mask == 0 || e.reg != FdReg::Epoll {
+        // Either a report that raced with a change (harmless, once), or a registration we can no longer
+        // remove because its fd was closed or reused while a dup() keeps the file open: that one comes
+        // back at once, and then the inner epoll is rebuilt without it.
         st.stats.stale_events += 1;
+        let tok = token(fd as u32, gen);
+        if st.last_stale == tok {
+            st.needs_rebuild = true;
+        }
+        st.last_stale = tok;
         return;
     }
     if e.parked {
@@ -394,6 +404,10 @@ pub(crate) fn fd_ready(st: &mut State, fd: RawFd, gen: u32, revents: u32, out: &
         }
         let slot = s - 1;
         match st.knotes.get(slot) {
+            Some(k) if k.enabled && !k.queued && k.seen == st.seq => {
+                any = true; // reported earlier in this call
+                continue;
+            }
             Some(k) if k.enabled && !k.queued => {}
             _ => continue,
         }
@@ -413,8 +427,10 @@ pub(crate) fn fd_ready(st: &mut State, fd: RawFd, gen: u32, revents: u32, out: &
             }
             Ok(None) => {}
             Err(Errno(libc::EBADF)) => {
-                // Closed behind our back while a dup() keeps the file open: the knotes go, as on BSD.
+                // Closed behind our back while a dup() keeps the file open: the knotes go, as on BSD,
+                // and so must the registration, which only a rebuild can reach now.
                 st.purge_fd(fd);
+                st.needs_rebuild = true;
                 return;
             }
             Err(_) => {}
@@ -439,7 +455,10 @@ pub(crate) fn deferred_ready(st: &mut State, slot: u32, revents: u32, out: &mut 
             st.emit(slot, kev, out, n);
         }
         Ok(None) => {}
-        Err(_) => st.purge_fd(fd),
+        Err(_) => {
+            st.purge_fd(fd);
+            st.needs_rebuild = true;
+        }
     }
 }
 

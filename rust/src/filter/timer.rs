@@ -73,6 +73,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
         udata: ch.udata,
         enabled,
         queued: false,
+        seen: 0,
         kind: Kind::Timer { tfd, fired: 0 },
     });
     let tok = TAG_KNOTE | token(slot, st.knotes.gen(slot));
@@ -136,8 +137,9 @@ pub(crate) fn ready(st: &mut State, slot: u32, tfd: RawFd, out: &mut [Kevent], n
         st.enqueue(slot); // the timerfd stays readable too: reported next time
         return;
     }
+    let seq = st.seq;
     let Some(k) = st.knotes.get_mut(slot) else { return };
-    if !k.enabled {
+    if !k.enabled || k.seen == seq {
         return;
     }
     let Kind::Timer { fired, .. } = &mut k.kind else { return };

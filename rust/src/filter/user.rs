@@ -26,6 +26,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
         udata: ch.udata,
         enabled: ch.flags & EV_DISABLE == 0,
         queued: false,
+        seen: 0,
         kind: Kind::User { triggered: false },
     }))
 }

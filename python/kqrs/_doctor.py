@@ -1,0 +1,272 @@
+"""``kqrs doctor``: probe this machine and say, filter by filter and feature by feature, what works.
+
+Every row comes from a live probe (nothing is assumed from the kernel version), and a row that does not
+work says why.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import _kqrs
+from ._kqrs import kevent, kqueue
+
+OK, NO, PARTIAL = "yes", "no", "partly"
+
+
+def _errname(e: int) -> str:
+    return f"{errno.errorcode.get(e, e)} ({os.strerror(e)})"
+
+
+def _one(kq: kqueue, changes: list[kevent] | None, timeout: float = 1.0) -> list[kevent]:
+    return kq.control(changes, 8, timeout)
+
+
+def probe_read() -> tuple[str, str]:
+    notes = []
+    with kqueue() as kq:
+        a, b = socket.socketpair()
+        with a, b:
+            b.send(b"hello")
+            ev = _one(kq, [kevent(a, _kqrs.KQ_FILTER_READ)])
+            if not ev or ev[0].data != 5:
+                return NO, f"socketpair: expected data=5, got {ev}"
+            notes.append("sockets (bytes readable)")
+        srv = socket.socket()
+        with srv:
+            srv.bind(("127.0.0.1", 0))
+            srv.listen(8)
+            clients = [socket.create_connection(srv.getsockname()) for _ in range(3)]
+            try:
+                time.sleep(0.05)
+                ev = _one(kq, [kevent(srv, _kqrs.KQ_FILTER_READ)])
+                if ev and ev[0].data == 3:
+                    notes.append("listen backlog (real count)")
+                else:
+                    return PARTIAL, f"listen backlog: expected 3, got {ev and ev[0].data}"
+            finally:
+                for c in clients:
+                    c.close()
+        r, w = os.pipe()
+        try:
+            os.write(w, b"x" * 10)
+            ev = _one(kq, [kevent(r, _kqrs.KQ_FILTER_READ)])
+            if not ev or ev[0].data != 10:
+                return NO, f"pipe: expected data=10, got {ev}"
+            os.close(w)
+            w = -1
+            ev = _one(kq, None)
+            if not ev or not ev[0].flags & _kqrs.KQ_EV_EOF:
+                return PARTIAL, "pipe: no EV_EOF after the writer closed"
+            notes.append("pipes (+EOF)")
+        finally:
+            os.close(r)
+            if w >= 0:
+                os.close(w)
+        with tempfile.TemporaryFile() as f:
+            f.write(b"abc")
+            f.flush()
+            f.seek(0)
+            ev = _one(kq, [kevent(f, _kqrs.KQ_FILTER_READ)])
+            if not ev or ev[0].data != 3:
+                return PARTIAL, f"regular file: expected data=3, got {ev}"
+            f.seek(3)
+            if _one(kq, None, 0):
+                return PARTIAL, "regular file: fired at EOF"
+            os.pwrite(f.fileno(), b"defg", 3)
+            ev = _one(kq, None)
+            if not ev or ev[0].data != 4:
+                return PARTIAL, "regular file: no event after growth (inotify missing?)"
+            notes.append("regular files (re-armed on growth, via inotify)")
+    return OK, ", ".join(notes)
+
+
+def probe_write() -> tuple[str, str]:
+    with kqueue() as kq:
+        a, b = socket.socketpair()
+        with a, b:
+            ev = _one(kq, [kevent(a, _kqrs.KQ_FILTER_WRITE)])
+            if not ev or ev[0].data <= 0:
+                return NO, f"socketpair: {ev}"
+            free = ev[0].data
+            a.send(b"x" * 1000)
+            ev2 = _one(kq, None)
+            if not ev2 or ev2[0].data >= free:
+                return PARTIAL, "socket write space does not shrink as data is queued"
+        r, w = os.pipe()
+        try:
+            ev = _one(kq, [kevent(w, _kqrs.KQ_FILTER_WRITE)])
+            if not ev or ev[0].data <= 0:
+                return NO, f"pipe: {ev}"
+        finally:
+            os.close(r)
+            os.close(w)
+    return OK, "sockets and pipes (free space), EV_EOF, NOTE_LOWAT"
+
+
+def probe_timer() -> tuple[str, str]:
+    with kqueue() as kq:
+        t0 = time.monotonic()
+        ev = _one(kq, [kevent(1, _kqrs.KQ_FILTER_TIMER, _kqrs.KQ_EV_ADD | _kqrs.KQ_EV_ONESHOT, 0, 20)])
+        dt = time.monotonic() - t0
+        if not ev or dt < 0.019:
+            return NO, f"20 ms oneshot: {ev} after {dt:.4f}s"
+        dl = int((time.time() + 0.02) * 1e6)
+        ev = _one(kq, [kevent(2, _kqrs.KQ_FILTER_TIMER, _kqrs.KQ_EV_ADD,
+                              _kqrs.KQ_NOTE_ABSOLUTE | _kqrs.KQ_NOTE_USECONDS, dl)])
+        if not ev:
+            return PARTIAL, "NOTE_ABSOLUTE did not fire"
+    pw2 = "ns-precision waits (epoll_pwait2)" if _kqrs._has_epoll_pwait2() else "ms-precision waits (no epoll_pwait2)"
+    return OK, f"timerfd per timer; all units, NOTE_ABSOLUTE, overrun counts; {pw2}"
+
+
+def probe_user() -> tuple[str, str]:
+    with kqueue() as kq:
+        ev = _one(kq, [kevent(7, _kqrs.KQ_FILTER_USER, _kqrs.KQ_EV_ADD | _kqrs.KQ_EV_CLEAR)], 0)
+        ev = _one(kq, [kevent(7, _kqrs.KQ_FILTER_USER, 0, _kqrs.KQ_NOTE_TRIGGER | _kqrs.KQ_NOTE_FFCOPY | 5)], 0)
+        if not ev or ev[0].fflags != 5:
+            return NO, f"trigger: {ev}"
+    return OK, "no fd per knote; NOTE_FF* operations"
+
+
+def probe_unbuilt(name: str, filt: int) -> tuple[str, str]:
+    with kqueue() as kq:
+        ev = kq.control([kevent(os.getpid(), filt, _kqrs.KQ_EV_ADD, 0)], 1, 0)
+    if ev and ev[0].flags & _kqrs.KQ_EV_ERROR and ev[0].data:
+        return NO, f"not built yet: EV_ADD fails with {_errname(ev[0].data)}, never silently"
+    return NO, f"unexpected answer {ev}"
+
+
+def probe_nesting() -> tuple[str, str]:
+    import select
+
+    with kqueue() as outer, kqueue() as inner:
+        _one(outer, [kevent(inner, _kqrs.KQ_FILTER_READ)], 0)
+        if _one(outer, None, 0):
+            return NO, "inner kqueue readable with nothing pending"
+        _one(inner, [kevent(1, _kqrs.KQ_FILTER_USER, _kqrs.KQ_EV_ADD, _kqrs.KQ_NOTE_TRIGGER)], 0)
+        if not _one(outer, None, 1):
+            return NO, "outer kqueue did not see the inner one's event"
+        p = select.poll()
+        p.register(inner.fileno(), select.POLLIN)
+        if not p.poll(0):
+            return PARTIAL, "poll() does not see the pending event"
+    return OK, "the kqueue fd is an epoll fd: poll/select/epoll and EVFILT_READ see it"
+
+
+def probe_fork() -> tuple[str, str]:
+    if not hasattr(os, "fork"):
+        return NO, "no fork()"
+    kq = kqueue()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            ok = kq.closed
+            try:
+                kqueue().close()
+            except Exception:
+                ok = False
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            return NO, "the child saw the parent's kqueue open"
+        return OK, "a kqueue is closed in the child (pthread_atfork generation)"
+    finally:
+        kq.close()
+
+
+def probe_pidfd() -> tuple[str, str]:
+    if not hasattr(os, "pidfd_open"):
+        return NO, "os.pidfd_open missing (Python < 3.9)"
+    try:
+        fd = os.pidfd_open(os.getpid())
+    except OSError as e:
+        return NO, f"pidfd_open: {_errname(e.errno)} (kernel < 5.3?)"
+    os.close(fd)
+    return OK, "pidfd_open works (EVFILT_PROC's NOTE_EXIT will use it)"
+
+
+def probe_proc_connector() -> tuple[str, str]:
+    nl_connector = 11
+    try:
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, nl_connector)
+    except OSError as e:
+        return NO, f"netlink connector socket: {_errname(e.errno)}"
+    with s:
+        try:
+            s.bind((0, 1))  # CN_IDX_PROC group
+        except OSError as e:
+            return NO, f"bind to the proc connector group: {_errname(e.errno)} (needs CAP_NET_ADMIN)"
+    return OK, "process connector reachable (NOTE_FORK/NOTE_EXEC/NOTE_TRACK will use it)"
+
+
+def probe_inotify() -> tuple[str, str]:
+    try:
+        with open("/proc/sys/fs/inotify/max_user_watches") as f:
+            watches = f.read().strip()
+    except OSError:
+        watches = "?"
+    return OK, f"inotify available (max_user_watches={watches})"
+
+
+def probe_threads() -> tuple[str, str]:
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    if gil:
+        return OK, "GIL build: the GIL is released while control() blocks"
+    return OK, "free-threaded build: the GIL stays disabled with kqrs imported"
+
+
+PROBES: list[tuple[str, Callable[[], tuple[str, str]]]] = [
+    ("EVFILT_READ", probe_read),
+    ("EVFILT_WRITE", probe_write),
+    ("EVFILT_TIMER", probe_timer),
+    ("EVFILT_USER", probe_user),
+    ("EVFILT_VNODE", lambda: probe_unbuilt("VNODE", _kqrs.KQ_FILTER_VNODE)),
+    ("EVFILT_PROC", lambda: probe_unbuilt("PROC", _kqrs.KQ_FILTER_PROC)),
+    ("EVFILT_SIGNAL", lambda: probe_unbuilt("SIGNAL", _kqrs.KQ_FILTER_SIGNAL)),
+    ("EVFILT_AIO", lambda: probe_unbuilt("AIO", _kqrs.KQ_FILTER_AIO)),
+    ("pollable / nestable", probe_nesting),
+    ("fork safety", probe_fork),
+    ("threads", probe_threads),
+    ("pidfd", probe_pidfd),
+    ("process connector", probe_proc_connector),
+    ("inotify", probe_inotify),
+]
+
+
+def collect() -> dict[str, Any]:
+    rows = []
+    for name, fn in PROBES:
+        try:
+            status, detail = fn()
+        except Exception as e:  # a probe that crashes is a finding, not a crash of doctor
+            status, detail = NO, f"probe raised {type(e).__name__}: {e}"
+        rows.append({"feature": name, "works": status, "detail": detail})
+    return {
+        "kqrs": __import__("kqrs").__version__,
+        "python": sys.version.split()[0],
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "rows": rows,
+    }
+
+
+def run(json_output: bool = False) -> int:
+    report = collect()
+    if json_output:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"kqrs {report['kqrs']} on Linux {report['kernel']} ({report['machine']}), Python {report['python']}")
+    width = max(len(r["feature"]) for r in report["rows"])
+    for r in report["rows"]:
+        print(f"  {r['feature']:<{width}}  {r['works']:<6}  {r['detail']}")
+    return 0

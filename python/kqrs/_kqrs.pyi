@@ -1,0 +1,108 @@
+"""Type stubs for the compiled core of kqrs (hand-written; checked with mypy.stubtest)."""
+
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Protocol, final
+
+from typing_extensions import Self
+
+class _HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+@final
+class kevent:
+    ident: int
+    filter: int
+    flags: int
+    fflags: int
+    data: int
+    udata: int
+    def __init__(
+        self,
+        ident: int | _HasFileno,
+        filter: int = ...,
+        flags: int = ...,
+        fflags: int = ...,
+        data: int = ...,
+        udata: int = ...,
+    ) -> None: ...
+    def __lt__(self, other: kevent) -> bool: ...
+    def __le__(self, other: kevent) -> bool: ...
+    def __gt__(self, other: kevent) -> bool: ...
+    def __ge__(self, other: kevent) -> bool: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __ne__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class kqueue:
+    def __init__(self) -> None: ...
+    @classmethod
+    def fromfd(cls, fd: int, /) -> kqueue: ...
+    @property
+    def closed(self) -> bool: ...
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
+    def control(
+        self, changelist: Iterable[kevent] | None, max_events: int, timeout: float | None = None, /
+    ) -> list[kevent]: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self, *args: type[BaseException] | BaseException | TracebackType | None
+    ) -> None: ...
+    def _stats(self) -> tuple[int, int, int, int, int]: ...
+
+def _has_epoll_pwait2() -> bool: ...
+def _filter_supported(filter: int) -> bool: ...
+KQ_EV_ADD: int
+KQ_EV_CLEAR: int
+KQ_EV_DELETE: int
+KQ_EV_DISABLE: int
+KQ_EV_DISPATCH: int
+KQ_EV_ENABLE: int
+KQ_EV_EOF: int
+KQ_EV_ERROR: int
+KQ_EV_FLAG1: int
+KQ_EV_ONESHOT: int
+KQ_EV_RECEIPT: int
+KQ_EV_SYSFLAGS: int
+KQ_FILTER_AIO: int
+KQ_FILTER_NETDEV: int
+KQ_FILTER_PROC: int
+KQ_FILTER_READ: int
+KQ_FILTER_SIGNAL: int
+KQ_FILTER_TIMER: int
+KQ_FILTER_USER: int
+KQ_FILTER_VNODE: int
+KQ_FILTER_WRITE: int
+KQ_NOTE_ABSOLUTE: int
+KQ_NOTE_ATTRIB: int
+KQ_NOTE_CHILD: int
+KQ_NOTE_DELETE: int
+KQ_NOTE_EXEC: int
+KQ_NOTE_EXIT: int
+KQ_NOTE_EXTEND: int
+KQ_NOTE_FFAND: int
+KQ_NOTE_FFCOPY: int
+KQ_NOTE_FFCTRLMASK: int
+KQ_NOTE_FFLAGSMASK: int
+KQ_NOTE_FFNOP: int
+KQ_NOTE_FFOR: int
+KQ_NOTE_FORK: int
+KQ_NOTE_LINK: int
+KQ_NOTE_LINKDOWN: int
+KQ_NOTE_LINKINV: int
+KQ_NOTE_LINKUP: int
+KQ_NOTE_LOWAT: int
+KQ_NOTE_NSECONDS: int
+KQ_NOTE_PCTRLMASK: int
+KQ_NOTE_PDATAMASK: int
+KQ_NOTE_RENAME: int
+KQ_NOTE_REVOKE: int
+KQ_NOTE_SECONDS: int
+KQ_NOTE_TRACK: int
+KQ_NOTE_TRACKERR: int
+KQ_NOTE_TRIGGER: int
+KQ_NOTE_TRUNCATE: int
+KQ_NOTE_USECONDS: int
+KQ_NOTE_WRITE: int

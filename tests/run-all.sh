@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh checkout: the engine's Rust tests, then the Python package's tests
+# (with CPython's own kqueue suites) on the machine's CPython and on a free-threaded CPython 3.13t.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo test (engine alone, no Python)"
+cargo test --quiet
+
+run_pytest() {  # $1 = interpreter, $2 = venv dir
+  "$1" -m venv --clear "$2"
+  "$2/bin/pip" install --quiet --upgrade pip >/dev/null
+  "$2/bin/pip" install --quiet '.[test]'
+  echo "== pytest on $("$2/bin/python" -c 'import sys; print(sys.version.split()[0], "free-threaded" if not getattr(sys, "_is_gil_enabled", lambda: True)() else "")')"
+  "$2/bin/python" -m pytest -q -p no:cacheprovider tests
+}
+
+run_pytest "${PYTHON:-python3}" .venv-test
+PY313T=$(bash .ci/py313t.sh)
+run_pytest "$PY313T" .venv-313t
