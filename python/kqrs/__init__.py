@@ -61,4 +61,6 @@ def _reload_selectors() -> None:
     if mod is not None:
         import importlib
 
+        # reload() re-runs the module in its old namespace: a KqueueSelector defined before would survive
+        mod.__dict__.pop("KqueueSelector", None)
         importlib.reload(mod)

@@ -44,7 +44,8 @@ pub(crate) enum Kind {
     Fd { revents: u32, last_data: isize, last_eof: bool },
     /// READ/WRITE on an fd epoll refuses: regular files and directories (READ re-checked on inotify
     /// IN_MODIFY through watch `wd`), and other always-ready files.
-    File { wd: i32, regular: bool },
+    /// `dev`/`ino` name the file, so a reused fd number is noticed.
+    File { wd: i32, regular: bool, dev: u64, ino: u64 },
     /// EVFILT_TIMER: a timerfd of its own; `fired` keeps the count of an expired timer without EV_CLEAR.
     Timer { tfd: RawFd, fired: u64 },
     /// EVFILT_USER: no kernel object at all.
@@ -155,13 +156,24 @@ pub(crate) struct FdEntry {
     pub gen: u32,
     /// Registered edge-triggered because the last wake-up had nothing any knote may report.
     pub parked: bool,
+    /// The registration was just added or modified: epoll re-reports a ready fd then, which is no new edge.
+    pub synced: bool,
     pub reg: FdReg,
     pub kind: FdKind,
 }
 
 impl FdEntry {
     pub const EMPTY: FdEntry =
-        FdEntry { read: 0, write: 0, mask: 0, gen: 0, parked: false, reg: FdReg::Epoll, kind: FdKind::Unknown };
+        FdEntry {
+        read: 0,
+        write: 0,
+        mask: 0,
+        gen: 0,
+        parked: false,
+        synced: false,
+        reg: FdReg::Epoll,
+        kind: FdKind::Unknown,
+    };
 
     pub fn is_empty(&self) -> bool {
         self.read == 0 && self.write == 0

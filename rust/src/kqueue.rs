@@ -222,10 +222,9 @@ impl Kqueue {
                 continue;
             }
             if n >= events.len() {
-                match r {
-                    Err(e) => return Err(e),
-                    Ok(()) => continue,
-                }
+                // No room for the entry: FreeBSD stops here, failing with the errno (or returning what
+                // it has, for a receipt); the remaining changes are not applied.
+                return r.map(|()| n);
             }
             let mut e = *ch;
             e.flags = EV_ERROR;
@@ -250,9 +249,11 @@ impl Kqueue {
         let want = events.len().min(buf.len());
         let mut got = 0;
         let mut first = true;
+        let mut reparked = false;
+        let mut once_more = false;
         loop {
             let timeout = match wait {
-                _ if got > 0 => Some(0),
+                _ if got > 0 || once_more => Some(0),
                 Wait::Poll => Some(0),
                 Wait::Forever => None,
                 Wait::Until(d) => Some(d.saturating_sub(sys::clock_ns(false))),
@@ -261,6 +262,7 @@ impl Kqueue {
             let ep = self.inner.load(Ordering::SeqCst);
             let r = sys::epoll_wait(ep, &mut buf[..want], timeout);
             self.waiting.fetch_sub(1, Ordering::SeqCst);
+            let repoll = std::mem::take(&mut once_more);
             let n = match r {
                 Ok(n) => n,
                 Err(_) if got > 0 => return Ok(got),
@@ -271,6 +273,7 @@ impl Kqueue {
                 match wait {
                     _ if got > 0 => return Ok(got),
                     Wait::Poll => return Ok(0),
+                    _ if repoll => continue,
                     Wait::Until(d) if sys::clock_ns(false) >= d => return Ok(0),
                     _ => continue,
                 }
@@ -279,14 +282,17 @@ impl Kqueue {
                 return Err(errno(libc::EBADF));
             }
             let before = got;
+            let parked;
             {
                 let mut st = self.lock();
+                let parks_before = st.stats.parks;
                 if first {
                     // A new call: knotes reported from here on are reported once in it.
                     st.seq = st.seq.wrapping_add(1);
                     first = false;
                 }
                 got = st.harvest(&buf[..n], events, got);
+                parked = st.stats.parks != parks_before;
                 if got == before && n > 0 {
                     st.stats.absorbed_wakeups += 1;
                 }
@@ -301,6 +307,13 @@ impl Kqueue {
                         sys::close(ep);
                     }
                 }
+            }
+            if got == 0 && parked && !reparked {
+                // Parking re-queued the fd in epoll (EPOLL_CTL_MOD re-polls it): take that edge now, so
+                // the kqueue fd does not poll readable for an event nobody may report.
+                reparked = true;
+                once_more = true;
+                continue;
             }
             if got > 0 {
                 // A full epoll batch may leave more ready registrations behind: take them too while
@@ -672,10 +685,11 @@ impl State {
         }
         let mut gone = Vec::new();
         for (fd, e) in self.fdtab.iter().enumerate() {
-            if e.reg == FdReg::Epoll && e.mask != 0 {
-                if sys::epoll_add(new, fd as RawFd, e.mask, token(fd as u32, e.gen)).is_err() {
-                    gone.push(fd as RawFd);
-                }
+            if e.reg == FdReg::Epoll
+                && e.mask != 0
+                && sys::epoll_add(new, fd as RawFd, e.mask, token(fd as u32, e.gen)).is_err()
+            {
+                gone.push(fd as RawFd);
             }
         }
         let old = self.epfd;

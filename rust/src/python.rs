@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, Weak};
 use pyo3::basic::CompareOp;
 use pyo3::exceptions::{PyOSError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyFloat, PyInt, PyList, PyTuple, PyType};
+use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyTuple, PyType};
 
 use crate::consts::*;
 use crate::kqueue::{Kqueue, Wait};
@@ -76,18 +76,46 @@ fn ident_of(o: &Bound<'_, PyAny>) -> PyResult<usize> {
 #[pyclass(name = "kevent", module = "kqrs", skip_from_py_object, freelist = 256)]
 #[derive(Clone)]
 pub struct PyKevent {
-    #[pyo3(get, set)]
+    #[pyo3(get)]
     ident: u64,
-    #[pyo3(get, set)]
+    #[pyo3(get)]
     filter: i16,
-    #[pyo3(get, set)]
+    #[pyo3(get)]
     flags: u16,
-    #[pyo3(get, set)]
+    #[pyo3(get)]
     fflags: u32,
-    #[pyo3(get, set)]
+    #[pyo3(get)]
     data: i64,
-    #[pyo3(get, set)]
+    #[pyo3(get)]
     udata: u64,
+}
+
+const KEVENT_ARGS: [&str; 6] = ["ident", "filter", "flags", "fflags", "data", "udata"];
+
+/// CPython's "can't delete" for a struct member, and the value to set otherwise.
+fn settable<'a, 'py>(v: Option<&'a Bound<'py, PyAny>>) -> PyResult<&'a Bound<'py, PyAny>> {
+    v.ok_or_else(|| PyTypeError::new_err("can't delete numeric/char attribute"))
+}
+
+fn as_long(v: &Bound<'_, PyAny>) -> PyResult<i64> {
+    as_index(v)?.extract::<i64>().map_err(|_| PyOverflowError::new_err("Python int too large to convert to C long"))
+}
+
+/// A C struct member store with truncation: warns as CPython does, then keeps the low bits.
+fn truncating(py: Python<'_>, v: i64, min: i64, max: i64, what: &str) -> PyResult<i64> {
+    if v < min || v > max {
+        let cat = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+        PyErr::warn(py, &cat, &std::ffi::CString::new(format!("Truncation of value to {what}")).unwrap_or_default(), 1)?;
+    }
+    Ok(v)
+}
+
+fn as_unsigned_member(v: &Bound<'_, PyAny>) -> PyResult<u64> {
+    let i = as_index(v)?;
+    if i.lt(0)? {
+        return Err(PyOverflowError::new_err("can't convert negative int to unsigned"));
+    }
+    i.extract::<u64>().map_err(|_| PyOverflowError::new_err("Python int too large to convert to C unsigned long"))
 }
 
 impl PyKevent {
@@ -121,21 +149,43 @@ impl PyKevent {
 #[pymethods]
 impl PyKevent {
     #[new]
-    #[pyo3(signature = (ident, filter=None, flags=None, fflags=None, data=None, udata=None))]
-    fn new(
-        ident: &Bound<'_, PyAny>,
-        filter: Option<&Bound<'_, PyAny>>,
-        flags: Option<&Bound<'_, PyAny>>,
-        fflags: Option<&Bound<'_, PyAny>>,
-        data: Option<&Bound<'_, PyAny>>,
-        udata: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PyKevent> {
+    #[pyo3(signature = (*args, **kwargs))]
+    fn new(args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<PyKevent> {
+        // CPython's "O|hHILK:kevent" parsing: an explicit None is a value (and a TypeError), not "omitted".
+        let nkw = kwargs.map_or(0, |k| k.len());
+        if args.len() + nkw > 6 {
+            return Err(PyTypeError::new_err(format!(
+                "kevent() takes at most 6 arguments ({} given)",
+                args.len() + nkw
+            )));
+        }
+        let mut vals: [Option<Bound<'_, PyAny>>; 6] = Default::default();
+        for (i, a) in args.iter().enumerate() {
+            vals[i] = Some(a);
+        }
+        if let Some(kw) = kwargs {
+            for (k, v) in kw.iter() {
+                let key: String = k.extract()?;
+                let Some(i) = KEVENT_ARGS.iter().position(|n| *n == key) else {
+                    return Err(PyTypeError::new_err(format!("'{key}' is an invalid keyword argument for kevent()")));
+                };
+                if vals[i].is_some() {
+                    return Err(PyTypeError::new_err(format!(
+                        "argument for kevent() given by name ('{key}') and position ({})",
+                        i + 1
+                    )));
+                }
+                vals[i] = Some(v);
+            }
+        }
+        let [ident, filter, flags, fflags, data, udata] = vals;
+        let Some(ident) = ident else {
+            return Err(PyTypeError::new_err("kevent() missing required argument 'ident' (pos 1)"));
+        };
         let filter = match filter {
             None => EVFILT_READ,
             Some(f) => {
-                let v: i64 = as_index(f)?
-                    .extract()
-                    .map_err(|_| PyOverflowError::new_err("Python int too large to convert to C long"))?;
+                let v = as_long(&f)?;
                 if v < i16::MIN as i64 {
                     return Err(PyOverflowError::new_err("signed short integer is less than minimum"));
                 }
@@ -147,30 +197,92 @@ impl PyKevent {
         };
         let flags = match flags {
             None => EV_ADD,
-            Some(f) => masked(f, 16)? as u16,
+            Some(f) => masked(&f, 16)? as u16,
         };
         let fflags = match fflags {
             None => 0,
-            Some(f) => masked(f, 32)? as u32,
+            Some(f) => masked(&f, 32)? as u32,
         };
         let data = match data {
             None => 0,
-            Some(d) => as_index(d)?.extract::<i64>().map_err(|_| PyOverflowError::new_err("int too big to convert"))?,
+            Some(d) => as_index(&d)?.extract::<i64>().map_err(|_| PyOverflowError::new_err("int too big to convert"))?,
         };
         let udata = match udata {
             None => 0,
             Some(u) => {
                 if u.cast::<PyInt>().is_err() {
-                    return Err(PyTypeError::new_err(format!(
-                        "kevent() argument 6 must be int, not {}",
-                        type_name(u)
-                    )));
+                    let what = if u.is_none() { "None".to_string() } else { type_name(&u) };
+                    return Err(PyTypeError::new_err(format!("kevent() argument 6 must be int, not {what}")));
                 }
-                masked(u, 64)?
+                masked(&u, 64)?
             }
         };
-        let ident = ident_of(ident)? as u64;
+        let ident = ident_of(&ident)? as u64;
         Ok(PyKevent { ident, filter, flags, fflags, data, udata })
+    }
+
+    #[deleter]
+    fn delete_ident(&mut self) -> PyResult<()> {
+        settable(None).map(|_| ())
+    }
+    #[deleter]
+    fn delete_filter(&mut self) -> PyResult<()> {
+        settable(None).map(|_| ())
+    }
+    #[deleter]
+    fn delete_flags(&mut self) -> PyResult<()> {
+        settable(None).map(|_| ())
+    }
+    #[deleter]
+    fn delete_fflags(&mut self) -> PyResult<()> {
+        settable(None).map(|_| ())
+    }
+    #[deleter]
+    fn delete_data(&mut self) -> PyResult<()> {
+        settable(None).map(|_| ())
+    }
+    #[deleter]
+    fn delete_udata(&mut self) -> PyResult<()> {
+        settable(None).map(|_| ())
+    }
+
+    #[setter]
+    fn set_ident(&mut self, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.ident = as_unsigned_member(v)?;
+        Ok(())
+    }
+
+    #[setter]
+    fn set_filter(&mut self, py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        let x = as_long(v)?;
+        self.filter = truncating(py, x, i16::MIN as i64, i16::MAX as i64, "short")? as i16;
+        Ok(())
+    }
+
+    #[setter]
+    fn set_flags(&mut self, py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        let x = as_long(v)?;
+        self.flags = truncating(py, x, 0, u16::MAX as i64, "unsigned short")? as u16;
+        Ok(())
+    }
+
+    #[setter]
+    fn set_fflags(&mut self, py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        let x = as_long(v)?;
+        self.fflags = truncating(py, x, 0, u32::MAX as i64, "unsigned int")? as u32;
+        Ok(())
+    }
+
+    #[setter]
+    fn set_data(&mut self, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.data = as_index(v)?.extract::<i64>().map_err(|_| PyOverflowError::new_err("int too big to convert"))?;
+        Ok(())
+    }
+
+    #[setter]
+    fn set_udata(&mut self, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.udata = as_unsigned_member(v)?;
+        Ok(())
     }
 
     fn __repr__(&self) -> String {
@@ -355,8 +467,39 @@ impl PyKqueue {
     }
 
     /// control(changelist, max_events, timeout=None, /) -> list of kevent
-    #[pyo3(signature = (changelist, max_events, timeout=None, /))]
+    #[pyo3(signature = (*args, **kwargs))]
     fn control<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        if kwargs.is_some_and(|k| !k.is_empty()) {
+            return Err(PyTypeError::new_err("control() takes no keyword arguments"));
+        }
+        let nargs = args.len();
+        if nargs < 2 {
+            return Err(PyTypeError::new_err(format!("control expected at least 2 arguments, got {nargs}")));
+        }
+        if nargs > 3 {
+            return Err(PyTypeError::new_err(format!("control expected at most 3 arguments, got {nargs}")));
+        }
+        let changelist = args.get_item(0)?;
+        let max_events = args.get_item(1)?;
+        let timeout = if nargs == 3 { Some(args.get_item(2)?) } else { None };
+        self.control_impl(py, &changelist, &max_events, timeout.as_ref())
+    }
+
+    /// Engine counters: (knotes, absorbed wake-ups, stale events, parks, rebuilds). For tests and
+    /// diagnostics.
+    fn _stats(&self) -> (usize, u64, u64, u64, u64) {
+        let s = self.kq.stats();
+        (self.kq.knote_count(), s.absorbed_wakeups, s.stale_events, s.parks, s.rebuilds)
+    }
+}
+
+impl PyKqueue {
+    fn control_impl<'py>(
         &self,
         py: Python<'py>,
         changelist: &Bound<'py, PyAny>,
@@ -430,12 +573,6 @@ impl PyKqueue {
         })
     }
 
-    /// Engine counters: (knotes, absorbed wake-ups, stale events, parks, rebuilds). For tests and
-    /// diagnostics.
-    fn _stats(&self) -> (usize, u64, u64, u64, u64) {
-        let s = self.kq.stats();
-        (self.kq.knote_count(), s.absorbed_wakeups, s.stale_events, s.parks, s.rebuilds)
-    }
 }
 
 #[pyfunction]

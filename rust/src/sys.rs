@@ -232,13 +232,22 @@ pub fn pipe_size(fd: RawFd) -> Result<i64> {
     cvt(unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) }).map(|n| n as i64)
 }
 
-/// The file's type bits (S_IFMT part of st_mode) and size.
-pub fn fstat(fd: RawFd) -> Result<(u32, i64)> {
+/// What kqrs needs of fstat(2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    /// The type bits (S_IFMT part of st_mode).
+    pub kind: u32,
+    pub size: i64,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+pub fn fstat(fd: RawFd) -> Result<FileStat> {
     // SAFETY: stat is plain old data; all-zero is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: st is a valid, writable stat buffer.
     cvt(unsafe { libc::fstat(fd, &mut st) })?;
-    Ok((st.st_mode & libc::S_IFMT, st.st_size))
+    Ok(FileStat { kind: st.st_mode & libc::S_IFMT, size: st.st_size, dev: st.st_dev, ino: st.st_ino })
 }
 
 pub fn current_offset(fd: RawFd) -> Result<i64> {
@@ -364,11 +373,7 @@ pub fn set_cloexec_check(fd: RawFd) -> Result<bool> {
 /// Connections waiting in a listening unix socket's accept queue, asked of the kernel's sock_diag
 /// (UNIX_DIAG_RQLEN): unix sockets refuse FIONREAD and TCP_INFO while listening.
 pub fn unix_accept_queue(fd: RawFd) -> Result<i64> {
-    // SAFETY: stat is plain old data; all-zero is a valid value.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: st is a valid, writable stat buffer.
-    cvt(unsafe { libc::fstat(fd, &mut st) })?;
-    let ino = st.st_ino as u32;
+    let ino = fstat(fd)?.ino as u32;
     // SAFETY: plain syscall with integer arguments.
     let nl = cvt(unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) })?;
     let r = unix_diag_rqlen(nl, ino);

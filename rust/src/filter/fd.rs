@@ -71,7 +71,9 @@ fn sync(st: &mut State, fd: RawFd) -> Result<()> {
     };
     match r {
         Ok(()) => {
-            entry_mut(st, fd).mask = want;
+            let e = entry_mut(st, fd);
+            e.mask = want;
+            e.synced = want != 0;
             Ok(())
         }
         Err(err) => {
@@ -105,6 +107,9 @@ pub(crate) fn still_same(st: &mut State, fd: RawFd) -> Result<bool> {
 pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     validate(ch)?;
     let fd = ch.ident as RawFd;
+    if fd == st.outer {
+        return Err(Errno(libc::EINVAL)); // a kqueue cannot watch itself (FreeBSD: EINVAL)
+    }
     let mut e = entry(st, fd);
     if !e.is_empty() && !still_same(st, fd)? {
         st.purge_fd(fd);
@@ -118,7 +123,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     }
     let enabled = ch.flags & EV_DISABLE == 0;
     let kind = match e.reg {
-        FdReg::File if !fresh => Kind::File { wd: -1, regular: false },
+        FdReg::File if !fresh => Kind::File { wd: -1, regular: false, dev: 0, ino: 0 },
         _ => Kind::Fd { revents: 0, last_data: -1, last_eof: false },
     };
     let slot = st.insert(Knote {
@@ -144,11 +149,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
         Ok(()) => Ok(slot),
         Err(Errno(libc::EPERM)) if fresh => {
             // epoll refuses regular files, directories and files without poll: watch them another way.
-            entry_mut(st, fd).reg = FdReg::File;
-            if let Some(k) = st.knotes.get_mut(slot) {
-                k.kind = Kind::File { wd: -1, regular: false };
-            }
-            match file_attach(st, slot, fd) {
+            match to_file_path(st, fd) {
                 Ok(()) => Ok(slot),
                 Err(err) => {
                     unlink(st, slot);
@@ -193,11 +194,28 @@ fn ensure_inotify(st: &mut State) -> Result<RawFd> {
     Ok(ifd)
 }
 
+/// Moves every knote of `fd` to the file path (epoll refused the fd with EPERM).
+fn to_file_path(st: &mut State, fd: RawFd) -> Result<()> {
+    let e = entry_mut(st, fd);
+    e.reg = FdReg::File;
+    e.mask = 0;
+    let (r, w) = (e.read, e.write);
+    for s in [r, w] {
+        if s != 0 {
+            if let Some(k) = st.knotes.get_mut(s - 1) {
+                k.kind = Kind::File { wd: -1, regular: false, dev: 0, ino: 0 };
+            }
+            file_attach(st, s - 1, fd)?;
+        }
+    }
+    Ok(())
+}
+
 /// Regular files and directories get an inotify watch (IN_MODIFY re-checks them); other files epoll
 /// refuses are always ready, as poll(2) reports them.
 fn file_attach(st: &mut State, slot: u32, fd: RawFd) -> Result<()> {
-    let (mode, _) = sys::fstat(fd)?;
-    let regular = mode == libc::S_IFREG || mode == libc::S_IFDIR;
+    let f = sys::fstat(fd)?;
+    let regular = f.kind == libc::S_IFREG || f.kind == libc::S_IFDIR;
     let mut wd = -1;
     if regular {
         let ifd = ensure_inotify(st)?;
@@ -205,10 +223,31 @@ fn file_attach(st: &mut State, slot: u32, fd: RawFd) -> Result<()> {
         st.wds.entry(wd).or_default().push(slot);
     }
     if let Some(k) = st.knotes.get_mut(slot) {
-        k.kind = Kind::File { wd, regular };
+        k.kind = Kind::File { wd, regular, dev: f.dev, ino: f.ino };
     }
-    st.enqueue(slot);
+    if let Ok(Some(_)) = file_check(st, slot) {
+        st.enqueue(slot);
+    }
     Ok(())
+}
+
+/// Whether a file knote may report now, with its data; Err when its fd is closed or names another file.
+fn file_check(st: &State, slot: u32) -> std::result::Result<Option<isize>, ()> {
+    let Some(k) = st.knotes.get(slot) else { return Ok(None) };
+    let Kind::File { regular, dev, ino, .. } = k.kind else { return Ok(None) };
+    let fd = k.ident as RawFd;
+    let f = sys::fstat(fd).map_err(|_| ())?;
+    if regular && (f.dev, f.ino) != (dev, ino) {
+        return Err(());
+    }
+    if k.filter == EVFILT_READ && regular {
+        let off = sys::current_offset(fd).unwrap_or(0);
+        let data = (f.size - off) as isize;
+        let lowat = if k.sfflags & NOTE_LOWAT != 0 { k.sdata.max(1) } else { 1 };
+        Ok(if data >= lowat { Some(data) } else { None })
+    } else {
+        Ok(Some(0))
+    }
 }
 
 /// Re-EV_ADD: new fflags/data/udata. Pending state is kept (BSD does not reset a triggered filter).
@@ -219,7 +258,9 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
     k.sdata = ch.data;
     k.udata = ch.udata;
     if let Kind::File { .. } = k.kind {
-        st.enqueue(slot);
+        if let Ok(Some(_)) = file_check(st, slot) {
+            st.enqueue(slot);
+        }
     }
     Ok(())
 }
@@ -264,14 +305,19 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) -> Result<()>
     match k.kind {
         Kind::File { .. } => {
             if on {
-                st.enqueue(slot);
+                if let Ok(Some(_)) = file_check(st, slot) {
+                    st.enqueue(slot);
+                }
             }
             Ok(())
         }
         _ => {
+            let was_registered = entry(st, fd).mask != 0;
             entry_mut(st, fd).parked = false;
             match sync(st, fd) {
                 Err(Errno(libc::EBADF)) | Err(Errno(libc::ENOENT)) if !on => Ok(()),
+                // Added disabled, so epoll never had the chance to refuse it before: a regular file.
+                Err(Errno(libc::EPERM)) if on && !was_registered => to_file_path(st, fd),
                 r => r,
             }
         }
@@ -283,8 +329,7 @@ fn fd_kind(st: &mut State, fd: RawFd) -> Result<FdKind> {
     if e.kind != FdKind::Unknown {
         return Ok(e.kind);
     }
-    let (mode, _) = sys::fstat(fd)?;
-    let kind = match mode {
+    let kind = match sys::fstat(fd)?.kind {
         libc::S_IFSOCK => FdKind::Socket,
         libc::S_IFIFO => FdKind::Pipe,
         _ => FdKind::Other,
@@ -362,8 +407,12 @@ fn evaluate(st: &mut State, slot: u32, fd: RawFd, revents: u32) -> Result<Option
         let e = entry(st, fd);
         let edge = e.mask & EPOLLET != 0 && !e.parked;
         if let Kind::Fd { last_data, last_eof, .. } = k.kind {
+            // Edge-triggered, every wake-up is a change of state, except the one epoll makes up after an
+            // ADD/MOD of a ready fd, and a repeated EOF. Level-triggered (mixed with a level knote on the
+            // same fd), only a change of what it would report is news.
             let same = (d, eof) == (last_data, last_eof);
-            if (edge && eof && last_eof && same) || (!edge && same) {
+            let suppress = if edge { same && (e.synced || (eof && last_eof)) } else { same };
+            if suppress {
                 return Ok(None);
             }
         }
@@ -392,10 +441,6 @@ pub(crate) fn fd_ready(st: &mut State, fd: RawFd, gen: u32, revents: u32, out: &
         }
         st.last_stale = tok;
         return;
-    }
-    if e.parked {
-        entry_mut(st, fd).parked = false;
-        let _ = sync(st, fd);
     }
     let mut any = false;
     for (s, bits) in [(e.read, READ_BITS), (e.write, WRITE_BITS)] {
@@ -437,9 +482,17 @@ pub(crate) fn fd_ready(st: &mut State, fd: RawFd, gen: u32, revents: u32, out: &
         }
     }
     let e = entry(st, fd);
-    if !any && e.gen == gen && e.mask != 0 && e.mask & EPOLLET == 0 {
+    if e.gen != gen || e.mask == 0 {
+        return;
+    }
+    entry_mut(st, fd).synced = false;
+    if any && e.parked {
+        // Something reported again: back to level-triggered (epoll re-queues it at once if still ready).
+        entry_mut(st, fd).parked = false;
+        let _ = sync(st, fd);
+    } else if !any && e.mask & EPOLLET == 0 {
         // Nothing may report this level-triggered readiness (e.g. NOTE_LOWAT not met): wait for the next
-        // change of state instead of spinning.
+        // change of state, edge-triggered, instead of spinning. It stays parked until a knote reports.
         entry_mut(st, fd).parked = true;
         st.stats.parks += 1;
         let _ = sync(st, fd);
@@ -450,6 +503,12 @@ pub(crate) fn fd_ready(st: &mut State, fd: RawFd, gen: u32, revents: u32, out: &
 pub(crate) fn deferred_ready(st: &mut State, slot: u32, revents: u32, out: &mut [Kevent], n: &mut usize) {
     let Some(k) = st.knotes.get(slot) else { return };
     let fd = k.ident as RawFd;
+    if !matches!(still_same(st, fd), Ok(true)) {
+        // closed or reused since the report was deferred: it belonged to the old file
+        st.purge_fd(fd);
+        st.needs_rebuild = true;
+        return;
+    }
     match evaluate(st, slot, fd, revents) {
         Ok(Some(kev)) => {
             st.emit(slot, kev, out, n);
@@ -466,29 +525,15 @@ pub(crate) fn deferred_ready(st: &mut State, slot: u32, revents: u32, out: &mut 
 pub(crate) fn file_ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mut usize) {
     let Some(k) = st.knotes.get(slot) else { return };
     let fd = k.ident as RawFd;
-    let Kind::File { regular, .. } = k.kind else { return };
-    let data = if k.filter == EVFILT_READ && regular {
-        let size = match sys::fstat(fd) {
-            Ok((_, size)) => size,
-            Err(_) => {
-                st.purge_fd(fd);
-                return;
-            }
-        };
-        let off = sys::current_offset(fd).unwrap_or(0);
-        let data = (size - off) as isize;
-        let lowat = if k.sfflags & NOTE_LOWAT != 0 { k.sdata.max(1) } else { 1 };
-        if data < lowat {
-            return; // nothing unread: IN_MODIFY puts it back on the queue when the file grows
-        }
-        data
-    } else {
-        if !sys::fd_is_open(fd) {
-            st.purge_fd(fd);
+    let data = match file_check(st, slot) {
+        Ok(Some(d)) => d,
+        Ok(None) => return, // nothing unread: IN_MODIFY puts it back on the queue when the file grows
+        Err(()) => {
+            st.purge_fd(fd); // closed, or the number names another file now: the knotes went with it
             return;
         }
-        0
     };
+    let Some(k) = st.knotes.get(slot) else { return };
     let kev = State::event_of(k, 0, 0, data);
     let relevel = k.flags & (EV_CLEAR | EV_ONESHOT | EV_DISPATCH) == 0;
     if st.emit(slot, kev, out, n) && relevel {

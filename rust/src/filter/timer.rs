@@ -107,8 +107,9 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
         fd = nfd;
         k.kind = Kind::Timer { tfd: nfd, fired: 0 };
     }
+    // timerfd_settime resets the expiration count: pending expirations are dropped, and a deadline that
+    // is already due still fires.
     arm(fd, ch.data, ch.fflags, oneshot)?;
-    let _ = sys::read_u64(fd);
     if let Kind::Timer { fired, .. } = &mut k.kind {
         *fired = 0;
     }
