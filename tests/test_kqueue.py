@@ -576,6 +576,7 @@ def test_fork_child_sees_closed_kqueue_and_parent_keeps_working(kq):
     assert [e.ident for e in kq.control(None, 4, 1)] == [2]
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_fork_while_another_thread_is_inside_control(kq):
     apply(kq, user(1))
     result = []
