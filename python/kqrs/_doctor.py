@@ -146,6 +146,30 @@ def probe_unbuilt(name: str, filt: int) -> tuple[str, str]:
     return NO, f"unexpected answer {ev}"
 
 
+def probe_proc() -> tuple[str, str]:
+    import subprocess
+
+    pidfd, getinfo, conn = _kqrs._proc_support()
+    if not pidfd:
+        return NO, "pidfd_open(2) is missing (Linux < 5.3): NOTE_EXIT cannot be watched without reaping"
+    notes = []
+    with kqueue() as kq:
+        p = subprocess.Popen(["sh", "-c", "exit 3"])
+        ev = _one(kq, [kevent(p.pid, _kqrs.KQ_FILTER_PROC, _kqrs.KQ_EV_ADD, _kqrs.KQ_NOTE_EXIT)], 5)
+        if not ev or ev[0].data != 3 << 8:
+            return NO, f"child exit: {ev}"
+        if p.wait() != 3:
+            return NO, "kqrs reaped the child: waitpid() lost its status"
+        notes.append("NOTE_EXIT with wait status for children and non-children, never reaping")
+    notes.append("status of processes reaped by others" + ("" if getinfo else ": no (needs PIDFD_GET_INFO, Linux 6.15)"))
+    if conn == 0:
+        notes.append("NOTE_FORK/NOTE_EXEC/NOTE_TRACK via the process connector")
+        return OK, "; ".join(notes)
+    why = "needs CAP_NET_ADMIN" if conn == errno.EPERM else _errname(conn)
+    notes.append(f"NOTE_FORK/NOTE_EXEC/NOTE_TRACK: no, the process connector says {_errname(conn)} ({why}); such changes fail with that errno")
+    return PARTIAL, "; ".join(notes)
+
+
 def probe_nesting() -> tuple[str, str]:
     import select
 
@@ -195,20 +219,6 @@ def probe_pidfd() -> tuple[str, str]:
     return OK, "pidfd_open works (EVFILT_PROC's NOTE_EXIT will use it)"
 
 
-def probe_proc_connector() -> tuple[str, str]:
-    nl_connector = 11
-    try:
-        s = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, nl_connector)
-    except OSError as e:
-        return NO, f"netlink connector socket: {_errname(e.errno)}"
-    with s:
-        try:
-            s.bind((0, 1))  # CN_IDX_PROC group
-        except OSError as e:
-            return NO, f"bind to the proc connector group: {_errname(e.errno)} (needs CAP_NET_ADMIN)"
-    return OK, "process connector reachable (NOTE_FORK/NOTE_EXEC/NOTE_TRACK will use it)"
-
-
 def probe_inotify() -> tuple[str, str]:
     try:
         with open("/proc/sys/fs/inotify/max_user_watches") as f:
@@ -231,14 +241,13 @@ PROBES: list[tuple[str, Callable[[], tuple[str, str]]]] = [
     ("EVFILT_TIMER", probe_timer),
     ("EVFILT_USER", probe_user),
     ("EVFILT_VNODE", lambda: probe_unbuilt("VNODE", _kqrs.KQ_FILTER_VNODE)),
-    ("EVFILT_PROC", lambda: probe_unbuilt("PROC", _kqrs.KQ_FILTER_PROC)),
+    ("EVFILT_PROC", probe_proc),
     ("EVFILT_SIGNAL", lambda: probe_unbuilt("SIGNAL", _kqrs.KQ_FILTER_SIGNAL)),
     ("EVFILT_AIO", lambda: probe_unbuilt("AIO", _kqrs.KQ_FILTER_AIO)),
     ("pollable / nestable", probe_nesting),
     ("fork safety", probe_fork),
     ("threads", probe_threads),
     ("pidfd", probe_pidfd),
-    ("process connector", probe_proc_connector),
     ("inotify", probe_inotify),
 ]
 

@@ -50,10 +50,11 @@ class kqueue:
     def __exit__(
         self, *args: type[BaseException] | BaseException | TracebackType | None
     ) -> None: ...
-    def _stats(self) -> tuple[int, int, int, int, int]: ...
+    def _stats(self) -> tuple[int, int, int, int, int, int]: ...
 
 def _has_epoll_pwait2() -> bool: ...
 def _filter_supported(filter: int) -> bool: ...
+def _proc_support() -> tuple[bool, bool, int]: ...
 KQ_EV_ADD: int
 KQ_EV_CLEAR: int
 KQ_EV_DELETE: int
@@ -69,6 +70,7 @@ KQ_EV_SYSFLAGS: int
 KQ_FILTER_AIO: int
 KQ_FILTER_NETDEV: int
 KQ_FILTER_PROC: int
+KQ_FILTER_PROCDESC: int
 KQ_FILTER_READ: int
 KQ_FILTER_SIGNAL: int
 KQ_FILTER_TIMER: int
@@ -81,6 +83,7 @@ KQ_NOTE_CHILD: int
 KQ_NOTE_DELETE: int
 KQ_NOTE_EXEC: int
 KQ_NOTE_EXIT: int
+KQ_NOTE_EXITSTATUS: int
 KQ_NOTE_EXTEND: int
 KQ_NOTE_FFAND: int
 KQ_NOTE_FFCOPY: int

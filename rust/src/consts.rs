@@ -11,6 +11,9 @@ pub const EVFILT_NETDEV: i16 = -8;
 pub const EVFILT_FS: i16 = -9;
 pub const EVFILT_LIO: i16 = -10;
 pub const EVFILT_USER: i16 = -11;
+/// FreeBSD's process-descriptor filter (ident = a pidfd). libkqueue has none; FreeBSD's -8 is taken by
+/// libkqueue's EVFILT_NETDEV, so kqrs uses -13.
+pub const EVFILT_PROCDESC: i16 = -13;
 pub const EVFILT_SYSCOUNT: i16 = 11;
 
 pub const EV_ADD: u16 = 0x0001;
@@ -63,6 +66,8 @@ pub const NOTE_PDATAMASK: u32 = 0x000f_ffff;
 pub const NOTE_TRACK: u32 = 0x0000_0001;
 pub const NOTE_TRACKERR: u32 = 0x0000_0002;
 pub const NOTE_CHILD: u32 = 0x0000_0004;
+/// macOS's flag asking for the exit status; accepted (kqrs reports the status either way).
+pub const NOTE_EXITSTATUS: u32 = 0x0400_0000;
 
 // EVFILT_NETDEV
 pub const NOTE_LINKUP: u32 = 0x0001;

@@ -50,6 +50,10 @@ pub(crate) enum Kind {
     Timer { tfd: RawFd, fired: u64 },
     /// EVFILT_USER: no kernel object at all.
     User { triggered: bool },
+    /// EVFILT_PROC / EVFILT_PROCDESC: a pidfd of its own (-1 for a tracked child that was gone before
+    /// it could be opened), the notes and data waiting to be reported, and the exit once seen
+    /// (`Some(None)`: exited, status unknown).
+    Proc { pidfd: RawFd, pid: i32, pending: u32, data: isize, exit: Option<Option<i32>>, registered: bool },
 }
 
 #[derive(Debug)]

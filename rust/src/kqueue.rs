@@ -16,6 +16,8 @@ pub(crate) const TOKEN_KICK: u64 = u64::MAX;
 pub(crate) const TOKEN_INOTIFY: u64 = u64::MAX - 1;
 /// epoll token of the eventfd that wakes threads still waiting on a retired inner epoll.
 pub(crate) const TOKEN_RETIRED: u64 = u64::MAX - 2;
+/// epoll token of the kqueue's process-connector socket.
+pub(crate) const TOKEN_CONNECTOR: u64 = u64::MAX - 3;
 /// Tokens with this bit name a knote slot (timers); without it, an fd.
 pub(crate) const TAG_KNOTE: u64 = 1 << 63;
 
@@ -47,6 +49,8 @@ pub struct Stats {
     pub parks: u64,
     /// Times the inner epoll was rebuilt to shed registrations of closed fds.
     pub rebuilds: u64,
+    /// Process-connector messages ignored: not from the kernel, or malformed.
+    pub forged_messages: u64,
 }
 
 /// Mutable state of one kqueue; only touched with the mutex held.
@@ -70,6 +74,8 @@ pub(crate) struct State {
     pub index: IdMap<(usize, i16), u32>,
     pub active: ActiveQueue,
     pub inotify: RawFd,
+    /// The process-connector socket, opened by the first knote that needs NOTE_FORK/EXEC/TRACK.
+    pub connector: RawFd,
     pub wds: IdMap<i32, Vec<u32>>,
     pub stats: Stats,
     /// Number of the current collect call; a knote whose `seen` equals it was reported in this call.
@@ -150,6 +156,7 @@ impl Kqueue {
                 index: IdMap::default(),
                 active: ActiveQueue::new(),
                 inotify: -1,
+                connector: -1,
                 wds: IdMap::default(),
                 stats: Stats::default(),
                 seq: 1,
@@ -399,8 +406,10 @@ impl Wait {
 impl State {
     fn close_all(&mut self) {
         for (_, k) in self.knotes.iter_slots() {
-            if let Kind::Timer { tfd, .. } = k.kind {
-                sys::close(tfd);
+            match k.kind {
+                Kind::Timer { tfd, .. } => sys::close(tfd),
+                Kind::Proc { pidfd, .. } if pidfd >= 0 => sys::close(pidfd),
+                _ => {}
             }
         }
         self.knotes = Slab::default();
@@ -411,6 +420,10 @@ impl State {
         if self.inotify >= 0 {
             sys::close(self.inotify);
             self.inotify = -1;
+        }
+        if self.connector >= 0 {
+            sys::close(self.connector);
+            self.connector = -1;
         }
         if self.kick >= 0 {
             sys::close(self.kick);
@@ -583,6 +596,7 @@ impl State {
             match tok {
                 TOKEN_KICK | TOKEN_RETIRED => {}
                 TOKEN_INOTIFY => crate::filter::fd::inotify_ready(self),
+                TOKEN_CONNECTOR => crate::filter::proc::connector_ready(self),
                 t if t & TAG_KNOTE != 0 => {
                     let slot = t as u32;
                     let gen = ((t >> 32) & 0x7fff_ffff) as u32;
@@ -670,6 +684,14 @@ impl State {
         let mut ok = sys::epoll_add(new, self.kick, sys::EPOLLIN, TOKEN_KICK).is_ok();
         if ok && self.inotify >= 0 {
             ok = sys::epoll_add(new, self.inotify, sys::EPOLLIN, TOKEN_INOTIFY).is_ok();
+        }
+        if ok && self.connector >= 0 {
+            ok = sys::epoll_add(new, self.connector, sys::EPOLLIN, TOKEN_CONNECTOR).is_ok();
+        }
+        if ok {
+            for (pidfd, tok) in crate::filter::proc::registrations(self) {
+                ok &= sys::epoll_add(new, pidfd, sys::EPOLLIN, tok).is_ok();
+            }
         }
         if ok {
             for (slot, k) in self.knotes.iter_slots() {

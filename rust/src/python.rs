@@ -490,11 +490,11 @@ impl PyKqueue {
         self.control_impl(py, &changelist, &max_events, timeout.as_ref())
     }
 
-    /// Engine counters: (knotes, absorbed wake-ups, stale events, parks, rebuilds). For tests and
-    /// diagnostics.
-    fn _stats(&self) -> (usize, u64, u64, u64, u64) {
+    /// Engine counters: (knotes, absorbed wake-ups, stale events, parks, rebuilds, forged connector
+    /// messages ignored). For tests and diagnostics.
+    fn _stats(&self) -> (usize, u64, u64, u64, u64, u64) {
         let s = self.kq.stats();
-        (self.kq.knote_count(), s.absorbed_wakeups, s.stale_events, s.parks, s.rebuilds)
+        (self.kq.knote_count(), s.absorbed_wakeups, s.stale_events, s.parks, s.rebuilds, s.forged_messages)
     }
 }
 
@@ -585,12 +585,35 @@ fn _filter_supported(filter: i16) -> bool {
     crate::is_supported(filter)
 }
 
+/// What this machine offers EVFILT_PROC: (pidfd works, PIDFD_GET_INFO works, connector errno or 0).
+#[pyfunction]
+fn _proc_support(py: Python<'_>) -> (bool, bool, i32) {
+    py.detach(|| {
+        let pidfd = match crate::sys::pidfd_open(crate::sys::getpid()) {
+            Ok(fd) => {
+                crate::sys::close(fd);
+                true
+            }
+            Err(_) => false,
+        };
+        let conn = match crate::sys::connector_open() {
+            Ok(fd) => {
+                crate::sys::close(fd);
+                0
+            }
+            Err(e) => e.0,
+        };
+        (pidfd, crate::sys::has_pidfd_get_info(), conn)
+    })
+}
+
 #[pymodule]
 fn _kqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyKqueue>()?;
     m.add_class::<PyKevent>()?;
     m.add_function(wrap_pyfunction!(_has_epoll_pwait2, m)?)?;
     m.add_function(wrap_pyfunction!(_filter_supported, m)?)?;
+    m.add_function(wrap_pyfunction!(_proc_support, m)?)?;
     let filters: &[(&str, i16)] = &[
         ("KQ_FILTER_READ", EVFILT_READ),
         ("KQ_FILTER_WRITE", EVFILT_WRITE),
@@ -601,6 +624,7 @@ fn _kqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("KQ_FILTER_TIMER", EVFILT_TIMER),
         ("KQ_FILTER_NETDEV", EVFILT_NETDEV),
         ("KQ_FILTER_USER", EVFILT_USER),
+        ("KQ_FILTER_PROCDESC", EVFILT_PROCDESC),
     ];
     for (n, v) in filters {
         m.add(*n, *v)?;
@@ -640,6 +664,7 @@ fn _kqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("KQ_NOTE_TRACK", NOTE_TRACK),
         ("KQ_NOTE_TRACKERR", NOTE_TRACKERR),
         ("KQ_NOTE_CHILD", NOTE_CHILD),
+        ("KQ_NOTE_EXITSTATUS", NOTE_EXITSTATUS),
         ("KQ_NOTE_LINKUP", NOTE_LINKUP),
         ("KQ_NOTE_LINKDOWN", NOTE_LINKDOWN),
         ("KQ_NOTE_LINKINV", NOTE_LINKINV),

@@ -260,6 +260,12 @@ pub fn current_offset(fd: RawFd) -> Result<i64> {
     }
 }
 
+/// A close-on-exec duplicate of `fd`.
+pub fn dup_cloexec(fd: RawFd) -> Result<RawFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an integer argument.
+    cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })
+}
+
 /// Whether `fd` is an open file descriptor of this process.
 pub fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD takes no pointer argument.
@@ -427,4 +433,323 @@ fn unix_diag_rqlen(nl: RawFd, ino: u32) -> Result<i64> {
         off += (alen + 3) & !3;
     }
     Err(Errno(libc::ENOENT))
+}
+
+// ---- processes: pidfd, waitid, PIDFD_GET_INFO, /proc ----
+
+/// pidfd_open(2): a pidfd for `pid` (always close-on-exec).
+pub fn pidfd_open(pid: i32) -> Result<RawFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    cvt_long(r).map(|fd| fd as RawFd)
+}
+
+/// pidfd_send_signal(pidfd, 0): Ok while the process exists (also as a zombie), ESRCH once reaped.
+pub fn pidfd_alive(pidfd: RawFd) -> Result<()> {
+    // SAFETY: plain syscall; a null siginfo is allowed.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd, 0, std::ptr::null::<libc::siginfo_t>(), 0) };
+    cvt_long(r).map(|_| ())
+}
+
+/// The wait(2) status of the process behind `pidfd` if it has exited, without reaping it
+/// (waitid(P_PIDFD, WEXITED|WNOHANG|WNOWAIT)). ECHILD when it is not our child or was already reaped.
+pub fn pidfd_wait_status(pidfd: RawFd) -> Result<Option<i32>> {
+    // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: info is a valid, writable siginfo_t.
+    cvt(unsafe {
+        libc::waitid(libc::P_PIDFD, pidfd as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
+    })?;
+    // SAFETY: after a successful waitid the SIGCHLD fields of the union are the ones filled in.
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    Ok(Some(match info.si_code {
+        libc::CLD_EXITED => (status & 0xff) << 8,
+        libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+        _ => status & 0x7f,
+    }))
+}
+
+/// PIDFD_GET_INFO with PIDFD_INFO_EXIT (Linux 6.15+): the wait status of a process that has been reaped.
+/// Ok(None) when the kernel has no exit information (yet); ENOTTY/EINVAL on kernels without the ioctl.
+pub fn pidfd_exit_info(pidfd: RawFd) -> Result<Option<i32>> {
+    const PIDFD_INFO_EXIT: u64 = 1 << 3;
+    // _IOWR(0xFF, 11, 64 bytes): the version-0 struct pidfd_info.
+    const PIDFD_GET_INFO: libc::c_ulong = 0xC000_0000 | (64 << 16) | (0xFF << 8) | 11;
+    let mut buf = [0u64; 8];
+    buf[0] = PIDFD_INFO_EXIT;
+    // SAFETY: buf is 64 writable bytes, the size encoded in the request.
+    cvt(unsafe { libc::ioctl(pidfd, PIDFD_GET_INFO, buf.as_mut_ptr()) })?;
+    if buf[0] & PIDFD_INFO_EXIT == 0 {
+        return Ok(None);
+    }
+    // exit_code is the s32 at byte offset 60 (mask 8, cgroupid 8, eleven u32 ids 44).
+    Ok(Some((buf[7] >> 32) as u32 as i32))
+}
+
+/// Whether this kernel answers PIDFD_GET_INFO (Linux 6.13+; exit status from 6.15).
+pub fn has_pidfd_get_info() -> bool {
+    match pidfd_open(getpid()) {
+        Ok(fd) => {
+            let r = pidfd_exit_info(fd);
+            close(fd);
+            r.is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// The exit_code field (52) of /proc/PID/stat, when PID is a zombie: its wait status.
+pub fn proc_zombie_status(pid: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state); field 52 is fields[49].
+    if fields.first() != Some(&"Z") {
+        return None;
+    }
+    fields.get(49)?.parse().ok()
+}
+
+/// The pid a pidfd refers to (the "Pid:" line of /proc/self/fdinfo/FD); EINVAL when `fd` is no pidfd.
+pub fn pidfd_pid(fd: RawFd) -> Result<i32> {
+    if !fd_is_open(fd) {
+        return Err(Errno(libc::EBADF));
+    }
+    let s = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).map_err(|_| Errno(libc::EBADF))?;
+    for line in s.lines() {
+        if let Some(v) = line.strip_prefix("Pid:") {
+            return v.trim().parse().map_err(|_| Errno(libc::EINVAL));
+        }
+    }
+    Err(Errno(libc::EINVAL))
+}
+
+// ---- the kernel's process connector (netlink) ----
+
+const NETLINK_CONNECTOR: i32 = 11;
+const CN_IDX_PROC: u32 = 1;
+const CN_VAL_PROC: u32 = 1;
+pub const PROC_EVENT_FORK: u32 = 0x1;
+pub const PROC_EVENT_EXEC: u32 = 0x2;
+pub const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+
+/// One event from the process connector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcEvent {
+    Fork { parent_tgid: i32, child_pid: i32, child_tgid: i32 },
+    Exec { tgid: i32 },
+    Exit { pid: i32, tgid: i32, status: i32 },
+}
+
+/// What a read of the connector socket saw.
+#[derive(Debug, Default)]
+pub struct ConnectorRead {
+    pub events: Vec<ProcEvent>,
+    /// Messages not sent by the kernel (port id != 0), or malformed: ignored.
+    pub ignored: u64,
+    /// The socket's receive buffer overflowed (ENOBUFS): events were lost.
+    pub overflowed: bool,
+}
+
+fn cn_message(seq: u32, payload: &[u8]) -> Vec<u8> {
+    let len = 16 + 20 + payload.len();
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&(len as u32).to_ne_bytes()); // nlmsg_len
+    m.extend_from_slice(&(libc::NLMSG_DONE as u16).to_ne_bytes()); // nlmsg_type
+    m.extend_from_slice(&0u16.to_ne_bytes()); // nlmsg_flags
+    m.extend_from_slice(&seq.to_ne_bytes()); // nlmsg_seq
+    m.extend_from_slice(&getpid().to_ne_bytes()); // nlmsg_pid
+    m.extend_from_slice(&CN_IDX_PROC.to_ne_bytes()); // cn_msg.id.idx
+    m.extend_from_slice(&CN_VAL_PROC.to_ne_bytes()); // cn_msg.id.val
+    m.extend_from_slice(&seq.to_ne_bytes()); // cn_msg.seq
+    m.extend_from_slice(&0u32.to_ne_bytes()); // cn_msg.ack
+    m.extend_from_slice(&(payload.len() as u16).to_ne_bytes()); // cn_msg.len
+    m.extend_from_slice(&0u16.to_ne_bytes()); // cn_msg.flags
+    m.extend_from_slice(payload);
+    m
+}
+
+/// Opens a process-connector socket subscribed to fork, exec and exit events (filtered by the kernel on
+/// Linux 6.6+), and waits for the kernel's acknowledgement. EPERM without CAP_NET_ADMIN;
+/// EPROTONOSUPPORT (or ENOENT) on kernels without CONFIG_PROC_EVENTS.
+pub fn connector_open() -> Result<RawFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = cvt(unsafe {
+        libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, NETLINK_CONNECTOR)
+    })?;
+    match connector_subscribe(fd) {
+        Ok(()) => Ok(fd),
+        Err(e) => {
+            close(fd);
+            Err(e)
+        }
+    }
+}
+
+fn connector_subscribe(fd: RawFd) -> Result<()> {
+    // SAFETY: sockaddr_nl is plain old data; all-zero is a valid value.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as u16;
+    sa.nl_groups = CN_IDX_PROC;
+    // SAFETY: sa is a valid sockaddr_nl of the given length.
+    cvt(unsafe {
+        libc::bind(fd, (&sa as *const libc::sockaddr_nl).cast(), std::mem::size_of::<libc::sockaddr_nl>() as u32)
+    })?;
+    // 1 = PROC_CN_MCAST_LISTEN, for every event type first: the kernel's acknowledgement is itself an
+    // event (PROC_EVENT_NONE) that an event-type filter would drop.
+    connector_send(fd, &1u32.to_ne_bytes())?;
+    connector_wait_ack(fd)?;
+    if kernel_release() >= (6, 6) {
+        // Linux 6.6+ filters per socket: ask for fork, exec and exit only (no acknowledgement then).
+        let mut payload = 1u32.to_ne_bytes().to_vec();
+        payload.extend_from_slice(&(PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT).to_ne_bytes());
+        connector_send(fd, &payload)?;
+    }
+    Ok(())
+}
+
+fn connector_send(fd: RawFd, payload: &[u8]) -> Result<()> {
+    let msg = cn_message(1, payload);
+    // SAFETY: sockaddr_nl is plain old data; all-zero (port 0, no groups: the kernel) is the address.
+    let mut to: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    to.nl_family = libc::AF_NETLINK as u16;
+    // SAFETY: msg and `to` are valid for the given lengths.
+    let r = unsafe {
+        libc::sendto(
+            fd,
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&to as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// Waits (up to 2 s) for the kernel's PROC_EVENT_NONE acknowledgement; ETIMEDOUT when none comes (the
+/// kernel ignores requests from outside the initial pid/user namespace).
+fn connector_wait_ack(fd: RawFd) -> Result<()> {
+    // The kernel acknowledges with a PROC_EVENT_NONE whose ack.err says whether it subscribed us.
+    let deadline = clock_ns(false) + 2_000_000_000;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_sub(clock_ns(false));
+        if left == 0 {
+            return Err(Errno(libc::ETIMEDOUT));
+        }
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: pfd is one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, (left / 1_000_000).max(1) as i32) };
+        let (n, from) = match recv_from(fd, &mut buf) {
+            Ok(x) => x,
+            Err(Errno(libc::EAGAIN)) => continue,
+            Err(e) => return Err(e),
+        };
+        if from != 0 {
+            continue;
+        }
+        let mut ack = None;
+        parse_cn(&buf[..n], |what, data| {
+            if what == 0 && data.len() >= 4 {
+                ack = Some(u32::from_ne_bytes([data[0], data[1], data[2], data[3]]));
+            }
+        });
+        match ack {
+            Some(0) => return Ok(()),
+            Some(err) => return Err(Errno(err as i32)),
+            None => continue, // an event that raced the ack
+        }
+    }
+}
+
+/// recvfrom on a netlink socket: bytes read and the sender's port id.
+fn recv_from(fd: RawFd, buf: &mut [u8]) -> Result<(usize, u32)> {
+    // SAFETY: sockaddr_nl is plain old data; all-zero is a valid value.
+    let mut from: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_nl>() as u32;
+    // SAFETY: buf, from and len are valid for the call.
+    let r = unsafe {
+        libc::recvfrom(fd, buf.as_mut_ptr().cast(), buf.len(), 0, (&mut from as *mut libc::sockaddr_nl).cast(), &mut len)
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok((r as usize, from.nl_pid))
+}
+
+/// Walks the netlink messages in `buf`, calling `f(what, event_data)` for each process-connector event.
+/// Returns false if anything was malformed.
+fn parse_cn(buf: &[u8], mut f: impl FnMut(u32, &[u8])) -> bool {
+    let rd = |b: &[u8], o: usize| -> Option<u32> { b.get(o..o + 4).map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]])) };
+    let mut off = 0;
+    let mut ok = true;
+    while off + 16 <= buf.len() {
+        let Some(len) = rd(buf, off).map(|l| l as usize) else { return false };
+        if len < 16 || off + len > buf.len() {
+            return false;
+        }
+        let msg = &buf[off + 16..off + len];
+        // cn_msg: id.idx, id.val, seq, ack, len(u16), flags(u16), then proc_event.
+        match (rd(msg, 0), rd(msg, 4)) {
+            (Some(CN_IDX_PROC), Some(CN_VAL_PROC)) if msg.len() >= 20 + 16 => {
+                let ev = &msg[20..];
+                if let Some(what) = rd(ev, 0) {
+                    f(what, &ev[16..]);
+                }
+            }
+            _ => ok = false,
+        }
+        off += (len + 3) & !3;
+    }
+    ok
+}
+
+/// Reads everything waiting on a connector socket; only messages from the kernel (port id 0) count.
+pub fn connector_read(fd: RawFd, buf: &mut [u8]) -> ConnectorRead {
+    let mut out = ConnectorRead::default();
+    let rd = |b: &[u8], o: usize| -> Option<i32> { b.get(o..o + 4).map(|s| i32::from_ne_bytes([s[0], s[1], s[2], s[3]])) };
+    loop {
+        let (n, from) = match recv_from(fd, buf) {
+            Ok(x) => x,
+            Err(Errno(libc::ENOBUFS)) => {
+                out.overflowed = true;
+                continue;
+            }
+            Err(_) => return out,
+        };
+        if from != 0 {
+            out.ignored += 1;
+            continue;
+        }
+        let mut evs = Vec::new();
+        let ok = parse_cn(&buf[..n], |what, d| match what {
+            PROC_EVENT_FORK => {
+                if let (Some(pt), Some(cp), Some(ct)) = (rd(d, 4), rd(d, 8), rd(d, 12)) {
+                    evs.push(ProcEvent::Fork { parent_tgid: pt, child_pid: cp, child_tgid: ct });
+                }
+            }
+            PROC_EVENT_EXEC => {
+                if let Some(t) = rd(d, 4) {
+                    evs.push(ProcEvent::Exec { tgid: t });
+                }
+            }
+            PROC_EVENT_EXIT => {
+                if let (Some(p), Some(t), Some(c)) = (rd(d, 0), rd(d, 4), rd(d, 8)) {
+                    evs.push(ProcEvent::Exit { pid: p, tgid: t, status: c });
+                }
+            }
+            _ => {}
+        });
+        if !ok {
+            out.ignored += 1;
+        }
+        out.events.extend(evs);
+    }
 }

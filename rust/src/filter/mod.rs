@@ -1,6 +1,7 @@
 //! One module per filter; this file dispatches the knote life cycle to them.
 
 pub(crate) mod fd;
+pub(crate) mod proc;
 pub(crate) mod timer;
 pub(crate) mod user;
 
@@ -14,8 +15,8 @@ use crate::sys::{Errno, Result};
 /// filter ids with EINVAL (as BSD). Nothing is accepted and ignored.
 pub fn check_filter(filter: i16) -> Result<()> {
     match filter {
-        EVFILT_READ | EVFILT_WRITE | EVFILT_TIMER | EVFILT_USER => Ok(()),
-        EVFILT_AIO | EVFILT_VNODE | EVFILT_PROC | EVFILT_SIGNAL | EVFILT_NETDEV | EVFILT_FS | EVFILT_LIO => {
+        EVFILT_READ | EVFILT_WRITE | EVFILT_TIMER | EVFILT_USER | EVFILT_PROC | EVFILT_PROCDESC => Ok(()),
+        EVFILT_AIO | EVFILT_VNODE | EVFILT_SIGNAL | EVFILT_NETDEV | EVFILT_FS | EVFILT_LIO => {
             Err(Errno(libc::EOPNOTSUPP))
         }
         _ => Err(Errno(libc::EINVAL)),
@@ -32,6 +33,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
         EVFILT_READ | EVFILT_WRITE => fd::attach(st, ch),
         EVFILT_TIMER => timer::attach(st, ch),
         EVFILT_USER => user::attach(st, ch),
+        EVFILT_PROC | EVFILT_PROCDESC => proc::attach(st, ch),
         _ => Err(Errno(libc::EINVAL)),
     }
 }
@@ -42,6 +44,7 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
         EVFILT_READ | EVFILT_WRITE => fd::modify(st, slot, ch),
         EVFILT_TIMER => timer::modify(st, slot, ch),
         EVFILT_USER => user::modify(st, slot, ch),
+        EVFILT_PROC | EVFILT_PROCDESC => proc::modify(st, slot, ch),
         _ => Err(Errno(libc::EINVAL)),
     }
 }
@@ -55,6 +58,10 @@ pub(crate) fn detach(st: &mut State, k: &Knote) -> Result<()> {
             Ok(())
         }
         Kind::User { .. } => Ok(()),
+        Kind::Proc { .. } => {
+            proc::detach(st, k);
+            Ok(())
+        }
     }
 }
 
@@ -69,6 +76,10 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) -> Result<()>
             }
             Ok(())
         }
+        Kind::Proc { .. } => {
+            proc::enabled_changed(st, slot, on);
+            Ok(())
+        }
     }
 }
 
@@ -80,10 +91,14 @@ pub(crate) fn after_change(st: &mut State, slot: u32, ch: &Kevent) {
 }
 
 /// An epoll report for a knote's own fd (timers).
-pub(crate) fn knote_ready(st: &mut State, slot: u32, _revents: u32, out: &mut [Kevent], n: &mut usize) {
-    if let Some(Kind::Timer { tfd, .. }) = st.knotes.get(slot).map(|k| &k.kind) {
-        let tfd = *tfd;
-        timer::ready(st, slot, tfd, out, n);
+pub(crate) fn knote_ready(st: &mut State, slot: u32, revents: u32, out: &mut [Kevent], n: &mut usize) {
+    match st.knotes.get(slot).map(|k| &k.kind) {
+        Some(Kind::Timer { tfd, .. }) => {
+            let tfd = *tfd;
+            timer::ready(st, slot, tfd, out, n);
+        }
+        Some(Kind::Proc { .. }) => proc::pidfd_ready(st, slot, revents),
+        _ => {}
     }
 }
 
@@ -95,5 +110,6 @@ pub(crate) fn active_ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mu
         Kind::File { .. } => fd::file_ready(st, slot, out, n),
         Kind::Fd { revents, .. } => fd::deferred_ready(st, slot, revents, out, n),
         Kind::Timer { tfd, .. } => timer::ready(st, slot, tfd, out, n),
+        Kind::Proc { .. } => proc::ready(st, slot, out, n),
     }
 }
