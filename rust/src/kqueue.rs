@@ -29,8 +29,10 @@ static FORK_GEN: AtomicU64 = AtomicU64::new(0);
 static ATFORK: Once = Once::new();
 
 extern "C" fn on_fork_child() {
-    // Async-signal-safe: one atomic add.
-    FORK_GEN.fetch_add(1, Ordering::Relaxed);
+    // Async-signal-safe: atomics and close(2) only. Every kqueue of the parent reads as closed from now
+    // on, and its fds (and every other fd kqrs made) are closed, so their numbers are free in the child.
+    FORK_GEN.fetch_add(1, Ordering::SeqCst);
+    sys::close_owned_in_child();
 }
 
 /// The fork generation of this process: bumped in every child after fork().
@@ -135,6 +137,7 @@ impl Kqueue {
             sys::close(inner);
             return Err(e);
         }
+        sys::track(outer);
         Ok(Kqueue {
             outer,
             inner: AtomicI32::new(inner),
@@ -143,24 +146,7 @@ impl Kqueue {
             fork_gen: fork_generation(),
             closed: AtomicBool::new(false),
             users: RwLock::new(()),
-            state: Mutex::new(State {
-                epfd: inner,
-                outer,
-                retired: Vec::new(),
-                needs_rebuild: false,
-                last_stale: 0,
-                kick,
-                kicked: false,
-                knotes: Slab::default(),
-                fdtab: Vec::new(),
-                index: IdMap::default(),
-                active: ActiveQueue::new(),
-                inotify: -1,
-                connector: -1,
-                wds: IdMap::default(),
-                stats: Stats::default(),
-                seq: 1,
-            }),
+            state: Mutex::new(State { epfd: inner, outer, kick, ..State::empty() }),
         })
     }
 
@@ -368,11 +354,20 @@ impl Kqueue {
 
 impl Drop for Kqueue {
     fn drop(&mut self) {
-        if self.closed.load(Ordering::Acquire) && self.fork_gen == fork_generation() {
+        if self.fork_gen != fork_generation() {
+            // A kqueue inherited across fork(): its fds were closed by the fork handler (their numbers
+            // may name the child's own files by now), and its state may have been copied in the middle
+            // of another thread's change. Leak it untouched.
+            std::mem::forget(std::mem::replace(
+                self.state.get_mut().unwrap_or_else(|p| p.into_inner()),
+                State::empty(),
+            ));
+            return;
+        }
+        if self.closed.load(Ordering::Acquire) {
             return; // close() already closed everything
         }
-        // &mut self: no other thread can hold the lock in this process; in a forked child the lock may
-        // have been copied held, and get_mut() does not take it.
+        // &mut self: no other thread can hold the lock.
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         st.close_all();
     }
@@ -404,6 +399,28 @@ impl Wait {
 }
 
 impl State {
+    /// A state that owns nothing (all fds -1).
+    fn empty() -> State {
+        State {
+            epfd: -1,
+            outer: -1,
+            retired: Vec::new(),
+            needs_rebuild: false,
+            last_stale: 0,
+            kick: -1,
+            kicked: false,
+            knotes: Slab::default(),
+            fdtab: Vec::new(),
+            index: IdMap::default(),
+            active: ActiveQueue::new(),
+            inotify: -1,
+            connector: -1,
+            wds: IdMap::default(),
+            stats: Stats::default(),
+            seq: 1,
+        }
+    }
+
     fn close_all(&mut self) {
         for (_, k) in self.knotes.iter_slots() {
             match k.kind {

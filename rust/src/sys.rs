@@ -2,7 +2,7 @@
 //! functions that return `Result<_, Errno>`. Each unsafe block says why it is sound.
 #![allow(unsafe_code)]
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
 
 /// A positive errno value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +60,64 @@ pub fn empty_event() -> EpollEvent {
     EpollEvent { events: 0, u64: 0 }
 }
 
+// ---- every fd kqrs owns, for the fork child ----
+//
+// A lock-free bitmap of the fds kqrs created (1M bits, 128 KiB of zeroed static memory that is only
+// touched where fds are). The pthread_atfork child handler closes them all with nothing but atomic loads
+// and close(2), both async-signal-safe, so a fork while other threads are inside kqrs cannot deadlock the
+// child, and the child holds none of the parent's kqueue fds.
+
+const FD_WORDS: usize = 1 << 14;
+static OWNED: [AtomicU64; FD_WORDS] = [const { AtomicU64::new(0) }; FD_WORDS];
+static OWNED_MAX: AtomicI32 = AtomicI32::new(-1);
+
+/// Records `fd` as kqrs's own (closed in a fork child). Returns it.
+pub fn track(fd: RawFd) -> RawFd {
+    if fd >= 0 && (fd as usize) < FD_WORDS * 64 {
+        OWNED[fd as usize / 64].fetch_or(1 << (fd % 64), Ordering::SeqCst);
+        OWNED_MAX.fetch_max(fd, Ordering::SeqCst);
+    }
+    fd
+}
+
+fn untrack(fd: RawFd) {
+    if fd >= 0 && (fd as usize) < FD_WORDS * 64 {
+        OWNED[fd as usize / 64].fetch_and(!(1 << (fd % 64)), Ordering::SeqCst);
+    }
+}
+
+/// How many fds kqrs owns now (for tests and `doctor`).
+pub fn owned_fd_count() -> usize {
+    let max = OWNED_MAX.load(Ordering::SeqCst);
+    if max < 0 {
+        return 0;
+    }
+    OWNED[..=(max as usize / 64)].iter().map(|w| w.load(Ordering::SeqCst).count_ones() as usize).sum()
+}
+
+/// In a fork child: closes every fd kqrs owns. Async-signal-safe (atomics and close only).
+pub fn close_owned_in_child() {
+    let max = OWNED_MAX.load(Ordering::SeqCst);
+    if max < 0 {
+        return;
+    }
+    for (i, w) in OWNED[..=(max as usize / 64)].iter().enumerate() {
+        let mut bits = w.swap(0, Ordering::SeqCst);
+        while bits != 0 {
+            let b = bits.trailing_zeros();
+            bits &= bits - 1;
+            // SAFETY: the fd was created by kqrs and is owned by no one else in this child.
+            unsafe {
+                libc::close((i * 64) as i32 + b as i32);
+            }
+        }
+    }
+}
+
 pub fn close(fd: RawFd) {
+    // Forget it first: a fork in between leaves the child one fd too many, never one closed that is not
+    // ours.
+    untrack(fd);
     // SAFETY: closing an fd number has no memory-safety effect; callers only close fds they own.
     unsafe {
         libc::close(fd);
@@ -69,7 +126,7 @@ pub fn close(fd: RawFd) {
 
 pub fn epoll_create() -> Result<RawFd> {
     // SAFETY: plain syscall with a flag argument.
-    cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })
+    cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) }).map(track)
 }
 
 pub fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, events: u32, token: u64) -> Result<()> {
@@ -136,7 +193,7 @@ pub fn epoll_wait(epfd: RawFd, events: &mut [EpollEvent], timeout_ns: Option<u64
 
 pub fn eventfd() -> Result<RawFd> {
     // SAFETY: plain syscall with flag arguments.
-    cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })
+    cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) }).map(track)
 }
 
 /// Adds `n` to an eventfd counter.
@@ -173,7 +230,7 @@ pub fn read_u64(fd: RawFd) -> Result<u64> {
 pub fn timerfd_create(realtime: bool) -> Result<RawFd> {
     let clock = if realtime { libc::CLOCK_REALTIME } else { libc::CLOCK_MONOTONIC };
     // SAFETY: plain syscall with flag arguments.
-    cvt(unsafe { libc::timerfd_create(clock, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) })
+    cvt(unsafe { libc::timerfd_create(clock, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) }).map(track)
 }
 
 fn ts(ns: u64) -> libc::timespec {
@@ -263,7 +320,7 @@ pub fn current_offset(fd: RawFd) -> Result<i64> {
 /// A close-on-exec duplicate of `fd`.
 pub fn dup_cloexec(fd: RawFd) -> Result<RawFd> {
     // SAFETY: F_DUPFD_CLOEXEC takes an integer argument.
-    cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })
+    cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) }).map(track)
 }
 
 /// Whether `fd` is an open file descriptor of this process.
@@ -274,7 +331,7 @@ pub fn fd_is_open(fd: RawFd) -> bool {
 
 pub fn inotify_init() -> Result<RawFd> {
     // SAFETY: plain syscall with flag arguments.
-    cvt(unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) })
+    cvt(unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) }).map(track)
 }
 
 /// Watches the open file behind `fd` (through its /proc/self/fd magic link, which names the file itself,
@@ -381,7 +438,9 @@ pub fn set_cloexec_check(fd: RawFd) -> Result<bool> {
 pub fn unix_accept_queue(fd: RawFd) -> Result<i64> {
     let ino = fstat(fd)?.ino as u32;
     // SAFETY: plain syscall with integer arguments.
-    let nl = cvt(unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) })?;
+    let nl = track(cvt(unsafe {
+        libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG)
+    })?);
     let r = unix_diag_rqlen(nl, ino);
     close(nl);
     r
@@ -441,7 +500,7 @@ fn unix_diag_rqlen(nl: RawFd, ino: u32) -> Result<i64> {
 pub fn pidfd_open(pid: i32) -> Result<RawFd> {
     // SAFETY: plain syscall with integer arguments.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    cvt_long(r).map(|fd| fd as RawFd)
+    cvt_long(r).map(|fd| track(fd as RawFd))
 }
 
 /// pidfd_send_signal(pidfd, 0): Ok while the process exists (also as a zombie), ESRCH once reaped.
@@ -577,9 +636,9 @@ fn cn_message(seq: u32, payload: &[u8]) -> Vec<u8> {
 /// EPROTONOSUPPORT (or ENOENT) on kernels without CONFIG_PROC_EVENTS.
 pub fn connector_open() -> Result<RawFd> {
     // SAFETY: plain syscall with integer arguments.
-    let fd = cvt(unsafe {
+    let fd = track(cvt(unsafe {
         libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, NETLINK_CONNECTOR)
-    })?;
+    })?);
     match connector_subscribe(fd) {
         Ok(()) => Ok(fd),
         Err(e) => {

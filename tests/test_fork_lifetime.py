@@ -1,0 +1,172 @@
+"""Fork and fd lifetime: a kqueue is not inherited, the child holds none of kqrs's fds, and fork() while
+other threads are inside kqrs never deadlocks the child."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+import kqrs
+from kqrs import kevent, kqueue
+
+pytestmark = pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+
+USER, TIMER, READ = kqrs.KQ_FILTER_USER, kqrs.KQ_FILTER_TIMER, kqrs.KQ_FILTER_READ
+ADD, CLEAR, TRIGGER = kqrs.KQ_EV_ADD, kqrs.KQ_EV_CLEAR, kqrs.KQ_NOTE_TRIGGER
+
+
+def _wait_child(pid: int, timeout: float = 10.0) -> int:
+    """The child's exit code; kills it and fails if it has not exited in time (a deadlock)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got, status = os.waitpid(pid, os.WNOHANG)
+        if got:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.005)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail(f"fork child {pid} did not exit within {timeout}s (deadlock?)")
+
+
+def _child(fn) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if fn() else 3
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            code = 2
+        finally:
+            os._exit(code)
+    return _wait_child(pid)
+
+
+def test_child_holds_no_kqrs_fd_and_can_reuse_the_numbers() -> None:
+    kq = kqueue()
+    kq.control([kevent(1, TIMER, ADD, 0, 1000), kevent(2, USER, ADD | CLEAR)], 0)
+    kq_fd = kq.fileno()
+    assert kqrs._kqrs._owned_fd_count() >= 4  # outer, inner, kick, timerfd
+    holder = [kq]
+
+    def child() -> bool:
+        if kqrs._kqrs._owned_fd_count() != 0 or not holder[0].closed:
+            return False
+        try:
+            os.fstat(kq_fd)
+            return False  # the kqueue fd is still open in the child
+        except OSError:
+            pass
+        # the number is free: a new file gets it, and dropping the old kqueue object does not close it
+        r, w = os.pipe()
+        holder.clear()
+        import gc
+
+        gc.collect()
+        os.write(w, b"x")
+        return os.read(r, 1) == b"x"
+
+    try:
+        assert _child(child) == 0
+        # the parent's kqueue is untouched by anything the child did
+        kq.control([kevent(2, USER, 0, TRIGGER)], 0)
+        assert [(e.ident, e.filter) for e in kq.control(None, 4, 1)] == [(2, USER)]
+    finally:
+        kq.close()
+
+
+def test_child_can_create_and_use_kqueues_at_once() -> None:
+    parent_kq = kqueue()
+
+    def child() -> bool:
+        with kqueue() as kq:
+            a, b = socket.socketpair()
+            b.send(b"abc")
+            evs = kq.control([kevent(a, READ, ADD)], 4, 1)
+            return [(e.ident, e.data) for e in evs] == [(a.fileno(), 3)]
+
+    try:
+        assert _child(child) == 0
+    finally:
+        parent_kq.close()
+
+
+def test_child_exit_does_not_disturb_parent_registrations() -> None:
+    with kqueue() as kq:
+        a, b = socket.socketpair()
+        with a, b:
+            kq.control([kevent(a, READ, ADD)], 0)
+            assert _child(lambda: True) == 0
+            b.send(b"hi")
+            assert [(e.ident, e.data) for e in kq.control(None, 4, 1)] == [(a.fileno(), 2)]
+
+
+@pytest.mark.parametrize("round_", range(20))
+def test_fork_while_threads_block_and_change_never_deadlocks(round_: int) -> None:
+    kq = kqueue()
+    stop = threading.Event()
+
+    def waiter() -> None:
+        while not stop.is_set():
+            try:
+                kq.control(None, 4, 0.01)
+            except (ValueError, OSError):
+                return
+
+    def changer() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                kq.control([kevent(i % 64, USER, ADD | CLEAR, TRIGGER)], 0)
+                kq.control([kevent(i % 64, USER, kqrs.KQ_EV_DELETE)], 0)
+            except (ValueError, OSError):
+                return
+
+    threads = [threading.Thread(target=waiter) for _ in range(2)] + [threading.Thread(target=changer)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.005)
+
+        def child() -> bool:
+            if not kq.closed:
+                return False
+            with kqueue() as k2:  # creating one takes the registry lock another thread may have held
+                k2.control([kevent(1, USER, ADD, TRIGGER)], 0)
+                return len(k2.control(None, 1, 1)) == 1
+
+        assert _child(child) == 0
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        kq.close()
+
+
+def _mp_child(q) -> None:
+    with kqueue() as kq:
+        kq.control([kevent(5, USER, ADD, TRIGGER)], 0)
+        q.put([(e.ident, e.filter) for e in kq.control(None, 2, 1)])
+
+
+def test_multiprocessing_fork_start_method() -> None:
+    kq = kqueue()  # alive in the parent while the pool forks
+    try:
+        ctx = multiprocessing.get_context("fork")
+        q = ctx.Queue()
+        p = ctx.Process(target=_mp_child, args=(q,))
+        p.start()
+        assert q.get(timeout=10) == [(5, USER)]
+        p.join(10)
+        assert p.exitcode == 0
+    finally:
+        kq.close()
