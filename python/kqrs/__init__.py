@@ -12,8 +12,9 @@ import sys as _sys
 
 from . import _kqrs
 from ._kqrs import kevent, kqueue
+from ._queue import Empty, EventQueue
 
-__all__ = ["kqueue", "kevent", "install", "uninstall", "CONSTANTS"]
+__all__ = ["kqueue", "kevent", "EventQueue", "Empty", "install", "uninstall", "CONSTANTS"]
 __version__ = "0.1.0"
 
 #: Every KQ_* name this build exports, with its value.

@@ -75,6 +75,9 @@ pub(crate) struct State {
     pub fdtab: Vec<FdEntry>,
     pub index: IdMap<(usize, i16), u32>,
     pub active: ActiveQueue,
+    /// Knotes on the active queue that are still live (`queued`); at 0 the kick is reset at once, so the
+    /// kqueue fd stops polling readable as soon as nothing is pending.
+    pub queued_live: usize,
     pub inotify: RawFd,
     /// The process-connector socket, opened by the first knote that needs NOTE_FORK/EXEC/TRACK.
     pub connector: RawFd,
@@ -413,6 +416,7 @@ impl State {
             fdtab: Vec::new(),
             index: IdMap::default(),
             active: ActiveQueue::new(),
+            queued_live: 0,
             inotify: -1,
             connector: -1,
             wds: IdMap::default(),
@@ -433,6 +437,7 @@ impl State {
         self.fdtab = Vec::new();
         self.index.clear();
         self.active.clear();
+        self.queued_live = 0;
         self.wds.clear();
         if self.inotify >= 0 {
             sys::close(self.inotify);
@@ -555,6 +560,10 @@ impl State {
     /// Removes a knote (EV_DELETE, EV_ONESHOT after its report, or a closed fd).
     pub(crate) fn delete(&mut self, slot: u32) -> Result<()> {
         let Some(k) = self.knotes.remove(slot) else { return Err(errno(libc::ENOENT)) };
+        if k.queued {
+            self.queued_live -= 1;
+            self.settle_kick();
+        }
         if Self::is_fd_filter(k.filter) {
             if let Some(e) = self.fdtab.get_mut(k.ident) {
                 if k.filter == EVFILT_READ {
@@ -576,9 +585,28 @@ impl State {
         }
         k.enabled = on;
         if !on {
-            k.queued = false;
+            self.unqueue(slot);
         }
         crate::filter::enabled_changed(self, slot, on)
+    }
+
+    /// Takes a knote off the active queue (lazily: its entry is skipped later).
+    pub(crate) fn unqueue(&mut self, slot: u32) {
+        if let Some(k) = self.knotes.get_mut(slot) {
+            if k.queued {
+                k.queued = false;
+                self.queued_live -= 1;
+                self.settle_kick();
+            }
+        }
+    }
+
+    /// Nothing live on the active queue: forget its stale entries and reset the kick.
+    fn settle_kick(&mut self) {
+        if self.queued_live == 0 {
+            self.active.clear();
+            self.kick_off();
+        }
     }
 
     /// Puts a knote on the active queue (once) and makes sure the kick is readable.
@@ -589,6 +617,7 @@ impl State {
             return;
         }
         k.queued = true;
+        self.queued_live += 1;
         self.active.push_back((slot, gen));
         self.kick_on();
     }
@@ -650,14 +679,15 @@ impl State {
                     self.active.push_back((slot, gen));
                     continue;
                 }
-                Some(k) if k.queued && k.enabled => k.queued = false,
+                Some(k) if k.queued && k.enabled => {
+                    k.queued = false;
+                    self.queued_live -= 1;
+                }
                 _ => continue,
             }
             crate::filter::active_ready(self, slot, out, n);
         }
-        if self.active.is_empty() {
-            self.kick_off();
-        }
+        self.settle_kick();
     }
 
     /// Writes an event for `slot` and applies EV_ONESHOT / EV_DISPATCH. With no room, the knote is kept on

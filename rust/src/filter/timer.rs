@@ -116,7 +116,7 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
     k.sfflags = ch.fflags;
     k.sdata = ch.data;
     k.udata = ch.udata;
-    k.queued = false;
+    st.unqueue(slot);
     Ok(())
 }
 

@@ -49,7 +49,7 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
         if let Kind::User { triggered } = &mut k.kind {
             *triggered = false;
         }
-        k.queued = false;
+        st.unqueue(slot);
     }
     Ok(())
 }

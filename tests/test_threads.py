@@ -1,0 +1,213 @@
+"""Threads and free-threading: exactly-once delivery, close() waking waiters, races with changes.
+
+These tests are also run under pytest-run-parallel (`--parallel-threads=4`), each test body in four
+threads at once, on the GIL build and on free-threaded CPython; every test owns its kqueues.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import sysconfig
+import threading
+import time
+
+import pytest
+
+import kqrs
+from kqrs import EventQueue, kevent, kqueue
+
+USER, TIMER, READ = kqrs.KQ_FILTER_USER, kqrs.KQ_FILTER_TIMER, kqrs.KQ_FILTER_READ
+ADD, DELETE, ENABLE = kqrs.KQ_EV_ADD, kqrs.KQ_EV_DELETE, kqrs.KQ_EV_ENABLE
+ONESHOT, DISPATCH, CLEAR, TRIGGER = kqrs.KQ_EV_ONESHOT, kqrs.KQ_EV_DISPATCH, kqrs.KQ_EV_CLEAR, kqrs.KQ_NOTE_TRIGGER
+
+
+def _run(n: int, target, *args) -> list[threading.Thread]:
+    ts = [threading.Thread(target=target, args=args) for _ in range(n)]
+    for t in ts:
+        t.start()
+    return ts
+
+
+def _join(ts: list[threading.Thread]) -> None:
+    for t in ts:
+        t.join(10)
+        assert not t.is_alive(), "a thread hung"
+
+
+@pytest.mark.skipif(not sysconfig.get_config_var("Py_GIL_DISABLED"), reason="needs free-threaded CPython")
+def test_gil_stays_disabled_with_kqrs_imported() -> None:
+    assert sys._is_gil_enabled() is False
+
+
+@pytest.mark.parametrize("flag", [ONESHOT, DISPATCH])
+def test_oneshot_and_dispatch_reach_exactly_one_waiter(flag: int) -> None:
+    with kqueue() as kq:
+        for _ in range(30):
+            kq.control([kevent(1, USER, ADD | flag)], 0)
+            got: list[int] = []
+            lock = threading.Lock()
+            start = threading.Barrier(5)
+
+            def waiter() -> None:
+                start.wait()
+                evs = kq.control(None, 4, 0.05)
+                with lock:
+                    got.extend(e.ident for e in evs)
+
+            ts = _run(4, waiter)
+            start.wait()
+            kq.control([kevent(1, USER, ENABLE, TRIGGER)], 0)
+            _join(ts)
+            assert got == [1]
+            if flag == DISPATCH:
+                kq.control([kevent(1, USER, DELETE)], 0)
+
+
+def test_timer_expiry_reaches_exactly_one_waiter() -> None:
+    with kqueue() as kq:
+        got: list[int] = []
+        lock = threading.Lock()
+
+        def waiter() -> None:
+            evs = kq.control(None, 4, 0.3)
+            with lock:
+                got.extend(e.data for e in evs)
+
+        ts = _run(4, waiter)
+        kq.control([kevent(9, TIMER, ADD | ONESHOT, 0, 20)], 0)
+        _join(ts)
+        assert got == [1]
+
+
+def test_delete_racing_delivery_is_safe() -> None:
+    with kqueue() as kq:
+        stop = threading.Event()
+        seen: list[int] = []
+
+        def waiter() -> None:
+            while not stop.is_set():
+                seen.extend(e.ident for e in kq.control(None, 8, 0.005))
+
+        ts = _run(3, waiter)
+        for i in range(2000):
+            ident = i % 8
+            kq.control([kevent(ident, USER, ADD | CLEAR, TRIGGER)], 0)
+            kq.control([kevent(ident, USER, DELETE)], 0)
+        stop.set()
+        _join(ts)
+        assert set(seen) <= set(range(8))
+        assert kq._stats()[0] == 0  # every knote gone
+
+
+def test_close_wakes_every_waiter() -> None:
+    kq = kqueue()
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def waiter() -> None:
+        try:
+            r = kq.control(None, 1)
+            out = f"returned {r}"
+        except ValueError:
+            out = "ValueError"
+        except OSError as e:
+            out = f"OSError {e.errno}"
+        with lock:
+            outcomes.append(out)
+
+    ts = _run(4, waiter)
+    time.sleep(0.05)
+    kq.close()
+    _join(ts)
+    assert outcomes == ["ValueError"] * 4
+
+
+def test_rapid_open_close_of_watched_fds_while_another_thread_waits() -> None:
+    with kqueue() as kq:
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def waiter() -> None:
+            try:
+                while not stop.is_set():
+                    kq.control(None, 16, 0.002)
+            except BaseException as e:  # pragma: no cover - a failure is reported below
+                errors.append(e)
+
+        ts = _run(2, waiter)
+        for _ in range(300):
+            a, b = socket.socketpair()
+            kq.control([kevent(a, READ, ADD)], 0)
+            b.send(b"x")
+            a.close()
+            b.close()
+        stop.set()
+        _join(ts)
+        assert errors == []
+        # no event for a closed fd keeps the queue busy
+        t = time.monotonic()
+        assert kq.control(None, 16, 0.05) == []
+        assert time.monotonic() - t >= 0.05
+
+
+def test_event_queue_exactly_once_across_consumers() -> None:
+    with EventQueue() as q:
+        got: list[int] = []
+        lock = threading.Lock()
+
+        def consumer() -> None:
+            while True:
+                x = q.get(timeout=5)
+                if x is None:
+                    return
+                with lock:
+                    got.append(x)
+
+        ts = _run(4, consumer)
+        producers = _run(2, lambda: [q.put(i) for i in range(2500)])
+        _join(producers)
+        for _ in ts:
+            q.put(None)
+        _join(ts)
+        assert sorted(got) == sorted(list(range(2500)) * 2)
+
+
+def test_event_queue_is_an_event_in_another_kqueue() -> None:
+    with EventQueue() as q, kqueue() as kq:
+        kq.control([kevent(q.fileno(), READ, ADD)], 0)
+        assert kq.control(None, 1, 0) == []
+        q.put("a")
+        q.put("b")
+        assert len(q) == 2
+        assert [e.ident for e in kq.control(None, 1, 1)] == [q.fileno()]
+        assert q.get_nowait() == "a" and q.get_nowait() == "b"
+        assert kq.control(None, 1, 0) == []  # empty again: no event
+        with pytest.raises(kqrs.Empty):
+            q.get_nowait()
+
+
+def test_event_queue_get_timeout_and_close() -> None:
+    q = EventQueue()
+    t = time.monotonic()
+    with pytest.raises(kqrs.Empty):
+        q.get(timeout=0.05)
+    assert time.monotonic() - t >= 0.05
+    result: list[str] = []
+
+    def waiter() -> None:
+        try:
+            q.get()
+            result.append("item")
+        except ValueError:
+            result.append("closed")
+
+    ts = _run(2, waiter)
+    time.sleep(0.05)
+    q.close()
+    _join(ts)
+    assert result == ["closed", "closed"]
+    with pytest.raises(ValueError):
+        q.put(1)
+    assert q.closed
