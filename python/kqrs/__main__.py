@@ -7,10 +7,24 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # pwait and trace parse their own arguments (getopt-style, and a command line after "--")
+    if argv and argv[0] == "pwait":
+        from ._pwait import main as pwait
+
+        return pwait(argv[1:])
+    if argv and argv[0] == "trace":
+        from ._trace import main as trace
+
+        return trace(argv[1:])
     parser = argparse.ArgumentParser(prog="kqrs", description="BSD kqueue for Linux")
     sub = parser.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("doctor", help="probe this machine and print what works, filter by filter")
     d.add_argument("--json", action="store_true", help="print the matrix as JSON")
+    pwait_help = "wait for processes to terminate, as FreeBSD's pwait: pwait [-t duration] [-opv] pid ..."
+    sub.add_parser("pwait", add_help=False, help=pwait_help)
+    trace_help = "run a command and print its process tree as it lives: trace [--json] [-o FILE] -- CMD ..."
+    sub.add_parser("trace", add_help=False, help=trace_help)
     args = parser.parse_args(argv)
     if args.cmd == "doctor":
         from ._doctor import run

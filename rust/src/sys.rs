@@ -323,6 +323,16 @@ pub fn dup_cloexec(fd: RawFd) -> Result<RawFd> {
     cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) }).map(track)
 }
 
+/// Whether `a` and `b` are the same open file description (kcmp KCMP_FILE). Err(ENOSYS) on kernels built
+/// without kcmp.
+pub fn same_file(a: RawFd, b: RawFd) -> Result<bool> {
+    const KCMP_FILE: i32 = 0;
+    let pid = getpid();
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, a as libc::c_ulong, b as libc::c_ulong) };
+    cvt_long(r).map(|v| v == 0)
+}
+
 /// Whether `fd` is an open file descriptor of this process.
 pub fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD takes no pointer argument.
@@ -659,6 +669,18 @@ fn connector_subscribe(fd: RawFd) -> Result<()> {
     })?;
     // 1 = PROC_CN_MCAST_LISTEN, for every event type first: the kernel's acknowledgement is itself an
     // event (PROC_EVENT_NONE) that an event-type filter would drop.
+    // A bigger receive buffer than the default (about 256 messages) before the flood starts: forced
+    // past rmem_max where we may (CAP_NET_ADMIN), else as large as rmem_max allows.
+    let size: libc::c_int = 8 << 20;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: size is a valid c_int for the call.
+        let r = unsafe {
+            libc::setsockopt(fd, libc::SOL_SOCKET, opt, (&size as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as u32)
+        };
+        if r == 0 {
+            break;
+        }
+    }
     connector_send(fd, &1u32.to_ne_bytes())?;
     connector_wait_ack(fd)?;
     if kernel_release() >= (6, 6) {

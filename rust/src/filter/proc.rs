@@ -32,7 +32,9 @@ fn ensure_connector(st: &mut State) -> Result<()> {
     }
     let fd = sys::connector_open().map_err(|e| match e.0 {
         // No CONFIG_PROC_EVENTS / no connector: say "not supported" rather than a confusing errno.
-        libc::EPROTONOSUPPORT | libc::ENOENT | libc::ETIMEDOUT => Errno(libc::EOPNOTSUPP),
+        // ECONNREFUSED: no connector in this network namespace; ETIMEDOUT: the kernel ignores requests
+        // from outside the initial pid/user namespaces.
+        libc::EPROTONOSUPPORT | libc::ENOENT | libc::ETIMEDOUT | libc::ECONNREFUSED => Errno(libc::EOPNOTSUPP),
         _ => e,
     })?;
     if let Err(e) = sys::epoll_add(st.epfd, fd, sys::EPOLLIN, TOKEN_CONNECTOR) {
@@ -54,8 +56,8 @@ fn open_pidfd(ch: &Kevent) -> Result<(RawFd, i32)> {
     let pid = i32::try_from(ch.ident).ok().filter(|&p| p > 0).ok_or(Errno(libc::ESRCH))?;
     match sys::pidfd_open(pid) {
         Ok(fd) => Ok((fd, pid)),
-        // EINVAL: a thread id, not a process.
-        Err(Errno(libc::EINVAL)) => Err(Errno(libc::ESRCH)),
+        // A thread id, not a process: EINVAL (ENOENT on Linux 6.18+).
+        Err(Errno(libc::EINVAL)) | Err(Errno(libc::ENOENT)) => Err(Errno(libc::ESRCH)),
         Err(e) => Err(e),
     }
 }
@@ -214,16 +216,37 @@ fn record_exit(st: &mut State, slot: u32, status: ExitStatus) {
 /// A process knote taken off the active queue: report what accumulated.
 pub(crate) fn ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mut usize) {
     let Some(k) = st.knotes.get(slot) else { return };
-    let Kind::Proc { pending, data, exit, .. } = k.kind else { return };
+    let Kind::Proc { pidfd, pending, data, exit, pid, .. } = k.kind else { return };
     if pending == 0 && exit.is_none() {
+        return;
+    }
+    if k.filter == EVFILT_PROCDESC && !same_descriptor(k.ident as RawFd, pidfd, pid) {
+        // The caller closed its process descriptor (or the number now names something else): as on
+        // FreeBSD, closing the descriptor removed the knote.
+        let _ = st.delete(slot);
         return;
     }
     let mut fflags = pending & (k.sfflags | NOTE_CHILD | NOTE_TRACKERR);
     let mut flags = 0;
     let mut d = data;
+    let mut last = false;
+    if pending & NOTE_CHILD != 0 && exit.is_some() {
+        // A tracked child that is already gone: its first event still says NOTE_CHILD with the parent's
+        // pid; the exit follows in the next call.
+        let kev = State::event_of(k, 0, fflags, d);
+        if st.emit(slot, kev, out, n) {
+            if let Some(Knote { kind: Kind::Proc { pending, data, .. }, .. }) = st.knotes.get_mut(slot) {
+                *pending = 0;
+                *data = 0;
+            }
+            st.enqueue(slot);
+        }
+        return;
+    }
     if let Some(status) = exit {
-        // The process is gone: the knote fires with EV_EOF whatever it asked for, then is deleted.
+        // The process is gone: the knote fires with EV_EOF, then is deleted.
         flags |= EV_EOF | EV_ONESHOT;
+        last = true;
         if k.sfflags & NOTE_EXIT != 0 {
             fflags |= NOTE_EXIT;
             match status {
@@ -236,12 +259,26 @@ pub(crate) fn ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mut usize
             }
         }
     }
+    if last && fflags == 0 {
+        // Nothing it asked for happened (FreeBSD's EV_DROP): the knote goes without an event.
+        let _ = st.delete(slot);
+        return;
+    }
     let kev = State::event_of(k, flags, fflags, d);
     if st.emit(slot, kev, out, n) {
         if let Some(Knote { kind: Kind::Proc { pending, data, .. }, .. }) = st.knotes.get_mut(slot) {
             *pending = 0;
             *data = 0;
         }
+    }
+}
+
+/// Whether the caller's descriptor `ident` is still the process descriptor our duplicate `dup` was made
+/// of (kcmp; without kcmp, whether it is a pidfd of the same process, or of a reaped one).
+fn same_descriptor(ident: RawFd, dup: RawFd, pid: i32) -> bool {
+    match sys::same_file(ident, dup) {
+        Ok(same) => same,
+        Err(_) => matches!(sys::pidfd_pid(ident), Ok(p) if p == pid || p == -1),
     }
 }
 
@@ -264,18 +301,6 @@ pub(crate) fn connector_ready(st: &mut State) {
     let mut buf = vec![0u8; 64 * 1024];
     let r = sys::connector_read(st.connector, &mut buf);
     st.stats.forged_messages += r.ignored;
-    if r.overflowed {
-        // Events were lost: every tracking knote learns that its tracking may have missed children.
-        let tracking: Vec<i32> = st
-            .knotes
-            .iter_slots()
-            .filter(|(_, k)| k.filter == EVFILT_PROC && k.sfflags & NOTE_TRACK != 0)
-            .map(|(_, k)| k.ident as i32)
-            .collect();
-        for pid in tracking {
-            note(st, pid, NOTE_TRACKERR, None);
-        }
-    }
     for ev in r.events {
         match ev {
             ProcEvent::Fork { parent_tgid, child_pid, child_tgid } => {
@@ -300,6 +325,30 @@ pub(crate) fn connector_ready(st: &mut State) {
                     record_exit(st, slot, Some(status));
                 }
             }
+        }
+    }
+    // After the events read with it: a child attached from one of them may be the one whose exit was lost.
+    if r.overflowed {
+        // Events were lost: every tracking knote learns that its tracking may have missed children.
+        let tracking: Vec<i32> = st
+            .knotes
+            .iter_slots()
+            .filter(|(_, k)| k.filter == EVFILT_PROC && k.sfflags & NOTE_TRACK != 0)
+            .map(|(_, k)| k.ident as i32)
+            .collect();
+        for pid in tracking {
+            note(st, pid, NOTE_TRACKERR, None);
+        }
+        // A tracked child that was gone before it got a pidfd learns its exit only from the connector;
+        // if that message was lost, finish it now (status unknown) rather than leave it waiting forever.
+        let orphans: Vec<u32> = st
+            .knotes
+            .iter_slots()
+            .filter(|(_, k)| matches!(k.kind, Kind::Proc { pidfd: -1, exit: None, .. }))
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in orphans {
+            record_exit(st, slot, None);
         }
     }
 }
