@@ -97,8 +97,10 @@ pub(crate) struct State {
 pub struct Kqueue {
     outer: RawFd,
     inner: AtomicI32,
-    /// Threads between loading `inner` and returning from epoll_wait on it.
-    waiting: AtomicUsize,
+    /// Retired inner epolls are waiting to be closed (see `rebuild`).
+    has_retired: AtomicBool,
+    /// The number of knotes, as of the last change (read without the lock to size output buffers).
+    knotes_hint: AtomicUsize,
     kick: RawFd,
     fork_gen: u64,
     closed: AtomicBool,
@@ -144,7 +146,8 @@ impl Kqueue {
         Ok(Kqueue {
             outer,
             inner: AtomicI32::new(inner),
-            waiting: AtomicUsize::new(0),
+            has_retired: AtomicBool::new(false),
+            knotes_hint: AtomicUsize::new(0),
             kick,
             fork_gen: fork_generation(),
             closed: AtomicBool::new(false),
@@ -210,6 +213,12 @@ impl Kqueue {
             return Ok(0);
         }
         let mut st = self.lock();
+        let r = Self::apply_locked(&mut st, changes, events);
+        self.knotes_hint.store(st.knotes.len(), Ordering::Relaxed);
+        r
+    }
+
+    fn apply_locked(st: &mut State, changes: &[Kevent], events: &mut [Kevent]) -> Result<usize> {
         let mut n = 0;
         for ch in changes {
             let r = st.apply_one(ch);
@@ -237,12 +246,36 @@ impl Kqueue {
     /// Waits for and collects pending events into `events` as `wait` says. Returns 0 only once the
     /// deadline has passed (at once for `Wait::Poll`). Returns EINTR to the caller.
     pub fn collect(&self, events: &mut [Kevent], wait: Wait) -> Result<usize> {
+        let r = self.collect_in(events, wait);
+        if self.has_retired.load(Ordering::Acquire) {
+            self.close_retired();
+        }
+        r
+    }
+
+    /// Closes inner epolls replaced by a rebuild once no thread can be waiting on them: every waiter
+    /// read-holds `users`, so getting it for writing proves there is none.
+    #[cold]
+    fn close_retired(&self) {
+        let Ok(_w) = self.users.try_write() else { return };
+        if self.is_closed() {
+            return;
+        }
+        let mut st = self.lock();
+        for (ep, w) in st.retired.drain(..) {
+            sys::close(w);
+            sys::close(ep);
+        }
+        self.has_retired.store(false, Ordering::Release);
+    }
+
+    fn collect_in(&self, events: &mut [Kevent], wait: Wait) -> Result<usize> {
         let _u = self.enter()?;
         if events.is_empty() {
             return Ok(0);
         }
-        let mut buf = [sys::empty_event(); 256];
-        let want = events.len().min(buf.len());
+        let mut buf = sys::EventBuf::new();
+        let want = events.len().min(sys::EventBuf::LEN);
         let mut got = 0;
         let mut first = true;
         let mut reparked = false;
@@ -254,10 +287,8 @@ impl Kqueue {
                 Wait::Forever => None,
                 Wait::Until(d) => Some(d.saturating_sub(sys::clock_ns(false))),
             };
-            self.waiting.fetch_add(1, Ordering::SeqCst);
-            let ep = self.inner.load(Ordering::SeqCst);
-            let r = sys::epoll_wait(ep, &mut buf[..want], timeout);
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            let ep = self.inner.load(Ordering::Acquire);
+            let r = buf.wait(ep, want, timeout).map(|evs| evs.len());
             let repoll = std::mem::take(&mut once_more);
             let n = match r {
                 Ok(n) => n,
@@ -287,21 +318,16 @@ impl Kqueue {
                     st.seq = st.seq.wrapping_add(1);
                     first = false;
                 }
-                got = st.harvest(&buf[..n], events, got);
+                got = st.harvest(buf.events(n), events, got);
+                self.knotes_hint.store(st.knotes.len(), Ordering::Relaxed);
                 parked = st.stats.parks != parks_before;
                 if got == before && n > 0 {
                     st.stats.absorbed_wakeups += 1;
                 }
                 if st.needs_rebuild {
                     st.rebuild();
-                    self.inner.store(st.epfd, Ordering::SeqCst);
-                }
-                if !st.retired.is_empty() && self.waiting.load(Ordering::SeqCst) == 0 {
-                    // Whoever loads `inner` from now on gets the new one: the retired ones are unused.
-                    for (ep, w) in st.retired.drain(..) {
-                        sys::close(w);
-                        sys::close(ep);
-                    }
+                    self.inner.store(st.epfd, Ordering::Release);
+                    self.has_retired.store(true, Ordering::Release);
                 }
             }
             if got == 0 && parked && !reparked {
@@ -336,6 +362,12 @@ impl Kqueue {
             return Err(errno(libc::EBADF));
         }
         Ok(g)
+    }
+
+    /// Number of knotes registered as of the last change, read without taking the lock (a hint: another
+    /// thread may be changing it).
+    pub fn knote_count_hint(&self) -> usize {
+        self.knotes_hint.load(Ordering::Relaxed)
     }
 
     /// Number of knotes registered.

@@ -425,9 +425,9 @@ fn with_outbuf<R>(n: usize, f: impl FnOnce(&mut [Kevent]) -> R) -> R {
                 v.resize(n, Kevent::default());
             }
             let r = f(&mut v[..n]);
-            if v.len() > 4096 {
+            if v.len() > 65536 {
                 // do not keep a huge buffer alive after a one-off call
-                v.truncate(4096);
+                v.truncate(65536);
                 v.shrink_to_fit();
             }
             r
@@ -559,8 +559,10 @@ impl PyKqueue {
                 changes.push(ev.try_borrow()?.to_kevent());
             }
         }
-        let max = maxevents as usize;
         let kq = &*self.kq;
+        // A call reports each knote at most once: no need for more room than there are knotes (plus the
+        // changes' error entries), however large max_events is.
+        let max = (maxevents as usize).min(kq.knote_count_hint() + changes.len() + 64);
         let wait = match tmo {
             None => Wait::Forever,
             Some(0) => Wait::Poll,

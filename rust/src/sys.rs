@@ -170,16 +170,55 @@ pub fn has_epoll_pwait2() -> bool {
     }
 }
 
+/// A stack buffer for epoll_wait that is never zero-filled: only the entries the kernel wrote are read.
+pub struct EventBuf {
+    buf: [std::mem::MaybeUninit<EpollEvent>; EventBuf::LEN],
+}
+
+impl EventBuf {
+    pub const LEN: usize = 256;
+
+    pub fn new() -> EventBuf {
+        EventBuf { buf: [std::mem::MaybeUninit::uninit(); EventBuf::LEN] }
+    }
+
+    /// epoll_wait into the first `max` entries (at most LEN); returns the events written.
+    pub fn wait(&mut self, epfd: RawFd, max: usize, timeout_ns: Option<u64>) -> Result<&[EpollEvent]> {
+        let max = max.min(Self::LEN);
+        let ptr = self.buf.as_mut_ptr().cast::<EpollEvent>();
+        let n = epoll_wait_raw(epfd, ptr, max, timeout_ns)?;
+        Ok(self.events(n))
+    }
+
+    /// The first `n` entries, as written by the last `wait` (n must not exceed what it returned).
+    pub fn events(&self, n: usize) -> &[EpollEvent] {
+        let n = n.min(Self::LEN);
+        // SAFETY: the kernel initialised the first n entries in the last successful wait (callers pass
+        // no more than it returned), and EpollEvent is plain old data.
+        unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast::<EpollEvent>(), n) }
+    }
+}
+
+impl Default for EventBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// epoll_wait with an optional timeout in nanoseconds (None = forever). Returns the number of events.
 pub fn epoll_wait(epfd: RawFd, events: &mut [EpollEvent], timeout_ns: Option<u64>) -> Result<usize> {
-    let max = events.len().min(i32::MAX as usize) as i32;
+    epoll_wait_raw(epfd, events.as_mut_ptr(), events.len(), timeout_ns)
+}
+
+/// epoll_wait into `len` entries at `events`, which must be valid for writes of that many.
+fn epoll_wait_raw(epfd: RawFd, events: *mut EpollEvent, len: usize, timeout_ns: Option<u64>) -> Result<usize> {
+    let max = len.min(i32::MAX as usize) as i32;
     if let Some(ns) = timeout_ns {
         if ns > 0 && has_epoll_pwait2() {
             let ts = libc::timespec { tv_sec: (ns / 1_000_000_000) as i64, tv_nsec: (ns % 1_000_000_000) as i64 };
-            // SAFETY: `events` is a valid writable buffer of `max` entries; `ts` outlives the call; no sigmask.
-            let r = unsafe {
-                libc::syscall(libc::SYS_epoll_pwait2, epfd, events.as_mut_ptr(), max, &ts as *const _, 0usize, 8usize)
-            };
+            // SAFETY: `events` is valid for writes of `max` entries (caller's contract); `ts` outlives the call;
+            // no sigmask.
+            let r = unsafe { libc::syscall(libc::SYS_epoll_pwait2, epfd, events, max, &ts as *const _, 0usize, 8usize) };
             return cvt_long(r).map(|n| n as usize);
         }
     }
@@ -187,8 +226,8 @@ pub fn epoll_wait(epfd: RawFd, events: &mut [EpollEvent], timeout_ns: Option<u64
         None => -1,
         Some(ns) => ns.div_ceil(1_000_000).min(i32::MAX as u64) as i32,
     };
-    // SAFETY: `events` is a valid writable buffer of `max` entries.
-    cvt(unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), max, ms) }).map(|n| n as usize)
+    // SAFETY: `events` is valid for writes of `max` entries (caller's contract).
+    cvt(unsafe { libc::epoll_wait(epfd, events, max, ms) }).map(|n| n as usize)
 }
 
 pub fn eventfd() -> Result<RawFd> {

@@ -1,0 +1,278 @@
+"""Writes benches/RESULTS.md from the outputs of one or more benchmark runs (run by benches/run.sh).
+
+    python benches/report.py --out RESULTS.md --command "..." [--smoke] RUNDIR [RUNDIR ...]
+
+Each RUNDIR holds bench.json (pytest-benchmark --benchmark-json), metrics.json (the `record` fixture)
+and engine.json (benches/engine.rs). Every row is kqrs / alternative; a row with a target is "met" when
+the ratio is at or under it in every run, "missed" when over it in every run, "mixed" otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+
+
+@dataclass
+class Row:
+    id: str
+    measure: str
+    kqrs: str  # key of the kqrs value
+    base: str | None  # key of the alternative's value (None: a value, not a ratio)
+    unit: str  # "time" (seconds from pytest-benchmark), "ns", "us", "B", "fds"
+    target: float | None = None
+    pending: bool = False
+
+
+def _rows() -> list[Row]:
+    r: list[Row] = []
+    a = r.append
+    # -- Python: polling
+    a(Row("empty", "`control(None, 1, 0)`, nothing ready vs `epoll.poll(0)`", "empty/kqrs", "empty/epoll", "time", 1.10))
+    for n in (1, 1000, 10000):
+        t = 1.15 if n == 10000 else None
+        a(Row(f"ready{n}.epoll", f"one ready among {n:,}: `control(None, 1, 0)` vs `epoll.poll(0)`",
+              f"ready{n}/kqrs", f"ready{n}/epoll", "time", t))
+        a(Row(f"ready{n}.epollselector", f"one ready among {n:,}: `control(None, 1, 0)` vs `EpollSelector.select(0)`",
+              f"ready{n}/kqrs", f"ready{n}/epollselector", "time"))
+        a(Row(f"ready{n}.selectors", f"one ready among {n:,}: `KqueueSelector.select(0)` (kqrs) vs `EpollSelector.select(0)`",
+              f"ready{n}/kqueueselector", f"ready{n}/epollselector", "time"))
+    # -- Python: changelists
+    for n in (1000, 10000):
+        t = 0.5 if n == 10000 else None
+        a(Row(f"add{n}", f"register {n:,} sockets: one changelist (prebuilt kevents) vs {n:,} `epoll.register`",
+              f"add{n}/kqrs", f"add{n}/epoll", "time", t))
+        a(Row(f"add{n}.build", f"register {n:,} sockets: one changelist built in the loop vs {n:,} `epoll.register`",
+              f"add{n}/kqrs_build", f"add{n}/epoll", "time"))
+        a(Row(f"del{n}", f"delete {n:,}: one changelist of EV_DELETE vs {n:,} `epoll.unregister`",
+              f"del{n}/kqrs", f"del{n}/epoll", "time"))
+    # -- Python: EVFILT_USER
+    a(Row("user", "USER trigger + retrieve in one `control()` vs eventfd write + `epoll.poll(0)` + read",
+          "user/kqrs", "user/eventfd", "time", 1.0))
+    a(Row("user.two_calls", "USER trigger, then `control(None, 1, 0)` vs eventfd write + `epoll.poll(0)` + read",
+          "user/kqrs_two_calls", "user/eventfd", "time"))
+    for p in ("p50", "p99"):
+        a(Row(f"xthread.{p}", f"cross-thread wake-up latency {p}: USER trigger vs eventfd write",
+              f"xthread/kqrs.{p}", f"xthread/eventfd.{p}", "us"))
+    # -- Python: asyncio
+    a(Row("asyncio.pingpong", "asyncio socket ping-pong (100 round trips): KqueueSelector loop vs default EpollSelector loop",
+          "pingpong/kqrs", "pingpong/epoll", "time", 1.10))
+    a(Row("asyncio.reader", "asyncio `add_reader` + `remove_reader`: KqueueSelector loop vs EpollSelector loop",
+          "reader/kqrs", "reader/epoll", "time", 1.10))
+    # -- Python: timers
+    for p in ("p50", "p99"):
+        a(Row(f"timer.timerfd.{p}", f"1 ms timer lateness {p}: EVFILT_TIMER vs timerfd + `epoll.poll`",
+              f"timer/kqrs.{p}", f"timer/timerfd.{p}", "us"))
+        a(Row(f"timer.asyncio.{p}", f"1 ms timer lateness {p}: EVFILT_TIMER vs asyncio `call_later` (EpollSelector)",
+              f"timer/kqrs.{p}", f"timer/asyncio.{p}", "us"))
+        a(Row(f"timer.asyncio_kqrs.{p}", f"1 ms timer lateness {p}: asyncio `call_later` on kqrs vs on EpollSelector",
+              f"timer/asyncio_kqrs.{p}", f"timer/asyncio.{p}", "us"))
+    # -- memory and fds
+    a(Row("mem.user", "bytes per USER knote (user-space RSS; target count 100,000)", "mem/user.bytes", None, "B"))
+    a(Row("mem.timer", "bytes per TIMER knote (user-space RSS; one timerfd each, so at the fd limit)", "mem/timer.bytes", None, "B"))
+    a(Row("mem.read", "bytes per READ knote (user-space RSS; one socket each, so at the fd limit)", "mem/read.bytes", None, "B"))
+    a(Row("fds.kqueue", "fds per kqueue", "mem/kqueue.fds", None, "fds"))
+    a(Row("fds.user", "fds per USER knote", "mem/user.fds", None, "fds"))
+    a(Row("fds.timer", "fds per TIMER knote", "mem/timer.fds", None, "fds"))
+    a(Row("fds.read", "fds per READ knote (beyond the watched fd)", "mem/read.fds", None, "fds"))
+    # -- fork
+    a(Row("fork.user", "fork+_exit+waitpid, 10 kqueues x 1,000 USER knotes vs no kqrs",
+          "fork/user.median", "fork/base.median", "us", 1.05))
+    a(Row("fork.read", "fork+_exit+waitpid, 1,000 sockets in 10 kqueues (READ) vs in 10 `select.epoll`",
+          "fork/read_kqrs.median", "fork/read_epoll.median", "us", 1.05))
+    a(Row("fork.import", "fork+_exit+waitpid, `import kqrs` only (no kqueue) vs no kqrs",
+          "fork/import.median", "fork/base.median", "us"))
+    # -- process exits: not built yet
+    a(Row("proc.1000", "1,000 child exits: EVFILT_PROC vs pidfd + epoll", "proc/kqrs.1000", "proc/pidfd.1000", "time", pending=True))
+    a(Row("proc.asyncio", "1,000 child exits: EVFILT_PROC vs asyncio subprocess wait", "proc/kqrs.1000", "proc/asyncio.1000", "time", pending=True))
+    a(Row("proc.per_exit", "per-exit cost, 10,000 vs 100 watched (EVFILT_PROC)", "proc/kqrs.per_exit.10000", "proc/kqrs.per_exit.100", "time", pending=True))
+    # -- engine alone (Rust)
+    a(Row("engine.empty", "engine: `kevent()` timeout 0, nothing ready vs `epoll_wait`", "engine.empty/kqrs", "engine.empty/base", "ns", 1.15))
+    a(Row("engine.one_ready", "engine: one ready socket vs `epoll_wait`", "engine.one_ready/kqrs", "engine.one_ready/base", "ns"))
+    a(Row("engine.one_ready_data", "engine: one ready socket vs `epoll_wait` + FIONREAD (what `data` costs by hand)",
+          "engine.one_ready_data/kqrs", "engine.one_ready_data/base", "ns"))
+    a(Row("engine.ev_add", "engine: EV_ADD per change (1,000 in one changelist) vs `epoll_ctl(ADD)`",
+          "engine.ev_add/kqrs", "engine.ev_add/base", "ns", 1.3))
+    a(Row("engine.ev_delete", "engine: EV_DELETE per change vs `epoll_ctl(DEL)`", "engine.ev_delete/kqrs", "engine.ev_delete/base", "ns"))
+    a(Row("engine.ev_add_single", "engine: EV_ADD, one change per `kevent()` call vs `epoll_ctl(ADD)`",
+          "engine.ev_add_single/kqrs", "engine.ev_add_single/base", "ns"))
+    a(Row("engine.user", "engine: USER trigger + retrieve vs eventfd write + `epoll_wait` + read", "engine.user/kqrs", "engine.user/base", "ns"))
+    return r
+
+
+ROWS = _rows()
+
+
+def load_run(d: str) -> dict[str, float]:
+    """Every value of one run by key: pytest-benchmark medians (s), recorded metrics, engine ns."""
+    vals: dict[str, float] = {}
+    p = os.path.join(d, "bench.json")
+    if os.path.exists(p):
+        with open(p) as f:
+            for b in json.load(f)["benchmarks"]:
+                key = b.get("extra_info", {}).get("key")
+                if key:
+                    vals[key] = b["stats"]["median"]
+    p = os.path.join(d, "metrics.json")
+    if os.path.exists(p):
+        with open(p) as f:
+            vals.update(json.load(f)["metrics"])
+    p = os.path.join(d, "engine.json")
+    if os.path.exists(p):
+        with open(p) as f:
+            for k, v in json.load(f).items():
+                vals[f"{k}/kqrs"] = v["kqrs_ns"]
+                vals[f"{k}/base"] = v["base_ns"]
+    return vals
+
+
+def fmt(v: float | None, unit: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "missing"
+    if unit == "time":
+        v *= 1e9
+        unit = "ns"
+    if unit == "ns":
+        if v >= 1e6:
+            return f"{v / 1e6:.2f} ms"
+        if v >= 1e3:
+            return f"{v / 1e3:.2f} µs"
+        return f"{v:.0f} ns"
+    if unit == "us":
+        return f"{v:.1f} µs"
+    if unit == "B":
+        return f"{v:.0f} B"
+    return f"{v:g}"
+
+
+def ratio(vals: dict[str, float], row: Row) -> float | None:
+    k, b = vals.get(row.kqrs), vals.get(row.base) if row.base else None
+    if k is None or b is None or b <= 0:
+        return None
+    return k / b
+
+
+def status(row: Row, ratios: list[float | None]) -> str:
+    if row.pending:
+        return "pending (benchmark not written yet)"
+    if any(r is None for r in ratios) and row.base:
+        return "missing"
+    note = ""
+    rs = [r for r in ratios if r is not None]
+    if len(rs) > 1 and max(rs) / min(rs) > 1.10:
+        note = " (runs disagree)"
+    if row.target is None:
+        return "—" + note
+    met = sum(r <= row.target for r in rs)
+    if met == len(rs):
+        return "**met**" + note
+    if met == 0:
+        return "**missed**" + note
+    return f"mixed: met in {met} of {len(rs)} runs" + note
+
+
+def machine(python: str) -> list[str]:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return [
+        f"- kernel: `{platform.release()}` (uname -r); CPU: {cpu}, {os.cpu_count()} cores (shared with other work)",
+        f"- Python: {python}",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--command", required=True)
+    ap.add_argument("--build", default="")
+    ap.add_argument("--python", default=sys.version.split()[0])
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("runs", nargs="+")
+    a = ap.parse_args()
+    runs = [load_run(d) for d in a.runs]
+    nrun = len(runs)
+    lines = ["# kqrs benchmark results", ""]
+    if a.smoke:
+        lines += ["**Smoke run**: every measurement is tiny; the numbers mean nothing, only that everything ran.", ""]
+    lines += machine(a.python)
+    if a.build:
+        lines.append(f"- kqrs build: {a.build}")
+    try:
+        rev = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except OSError:
+        rev = ""
+    if rev:
+        lines.append(f"- source: `{rev}`")
+    lines += [f"- command: `{a.command}`", ""]
+    lines += [
+        "Every ratio is kqrs / the alternative (time, latency or cost: lower is better for kqrs), medians of "
+        "many rounds, both sides measured in the same run.",
+        f"{nrun} run{'s' if nrun > 1 else ''}; the kqrs and alternative columns are from run 1. A row "
+        "with a target is met when its ratio is at or under the target in every run.",
+        "",
+    ]
+    rcols = " | ".join(f"ratio (run {i + 1})" for i in range(nrun))
+    lines += [f"| id | measure | kqrs | alternative | {rcols} | target | status |",
+              "|" + "---|" * (6 + nrun)]
+    for row in ROWS:
+        v0 = runs[0]
+        ratios = [ratio(v, row) for v in runs]
+        if row.base is None:
+            rc = " | ".join("—" for _ in runs)
+            kq = fmt(v0.get(row.kqrs), row.unit)
+            if row.id.startswith("mem.") and v0.get(row.kqrs.replace(".bytes", ".count")):
+                kq += f" at {v0[row.kqrs.replace('.bytes', '.count')]:,.0f}"
+            lines.append(f"| {row.id} | {row.measure} | {kq} | — | {rc} | — | — |")
+            continue
+        if row.pending:
+            rc = " | ".join("—" for _ in runs)
+            lines.append(f"| {row.id} | {row.measure} | — | — | {rc} | — | {status(row, ratios)} |")
+            continue
+        rc = " | ".join("missing" if r is None else f"{r:.2f}" for r in ratios)
+        tgt = f"≤ {row.target:.2f}" if row.target is not None else "—"
+        lines.append(
+            f"| {row.id} | {row.measure} | {fmt(v0.get(row.kqrs), row.unit)} | {fmt(v0.get(row.base), row.unit)} "
+            f"| {rc} | {tgt} | {status(row, ratios)} |"
+        )
+    lines += [
+        "",
+        "Notes:",
+        "- Time ratios come from the `*_pair` tests, which run every side of a row interleaved (a round of "
+        "each in turn, hundreds of rounds, medians): on a shared machine only interleaved sides give stable "
+        "ratios. The per-side pytest-benchmark tests (`pytest benches --benchmark-only`) are for looking at "
+        "one side or comparing builds (`--benchmark-save` / `--benchmark-compare`).",
+        "- N registered fds are both ends of N/2 socketpairs (the soft RLIMIT_NOFILE is raised to the hard "
+        "limit); the ready one has 1 byte pending.",
+        "- READ and TIMER knotes need one fd each, so their memory is measured at as many knotes as the fd "
+        "limit allows; kernel memory (epoll items, timerfds) is not in RSS and not counted.",
+        "- Latency rows (wake-up, timer lateness) have no target; their ratio is informative.",
+        "- Process exits (EVFILT_PROC) are pending: benches/test_bench_proc.py is the place for them.",
+        "",
+    ]
+    with open(a.out, "w") as f:
+        f.write("\n".join(lines))
+    missing = [row.id for row in ROWS if not row.pending and any(
+        (v.get(row.kqrs) is None) or (row.base and v.get(row.base) is None) for v in runs)]
+    if missing:
+        print("report: rows without data: " + ", ".join(missing), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs every kqrs benchmark (the Rust engine bench and the pytest-benchmark suites) and writes a markdown
+# table of kqrs / alternative ratios to benches/RESULTS.md.
+#
+#   bash benches/run.sh            full run: release build of kqrs into a bench venv, 2 runs
+#   bash benches/run.sh --smoke    a tiny version of everything (well under a minute), for CI
+#
+# Options:
+#   --python PY   use this interpreter as it is (kqrs, pytest and pytest-benchmark importable; no build)
+#   --runs N      how many times to run everything (default 2; 1 with --smoke)
+#   --out FILE    where to write the table (default benches/RESULTS.md)
+# Environment: KQRS_BENCH_VENV (default ~/.cache/kqrs/bench-venv), CARGO_TARGET_DIR as usual.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ARGS="$*"
+SMOKE=0 RUNS="" PY="" OUT="benches/RESULTS.md"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) SMOKE=1 ;;
+    --python) PY="$2"; shift ;;
+    --runs) RUNS="$2"; shift ;;
+    --out) OUT="$2"; shift ;;
+    *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ -n "$RUNS" ] || RUNS=$([ "$SMOKE" = 1 ] && echo 1 || echo 2)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/kqrs-bench.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+if [ -z "$PY" ]; then
+  VENV=${KQRS_BENCH_VENV:-$HOME/.cache/kqrs/bench-venv}
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet maturin pytest 'pytest-benchmark>=4'
+  echo "== building kqrs (release wheel) into $VENV"
+  "$VENV/bin/maturin" build --release --quiet -i "$VENV/bin/python" -o "$WORK/wheels" >/dev/null
+  "$VENV/bin/pip" install --quiet --force-reinstall --no-deps "$WORK"/wheels/kqrs-*.whl
+  PY="$VENV/bin/python"
+  BUILD="release wheel (maturin build --release), installed in the bench venv"
+else
+  BUILD="as installed for $PY ($("$PY" -c 'import kqrs, os; print(os.path.dirname(kqrs.__file__))'))"
+fi
+PYVER=$("$PY" -c 'import sys; print(sys.version.split()[0], "free-threaded" if not getattr(sys, "_is_gil_enabled", lambda: True)() else "")')
+
+if [ "$SMOKE" = 1 ]; then
+  export KQRS_BENCH_SMOKE=1
+  BENCH_OPTS=(--benchmark-min-rounds=1 --benchmark-max-time=0.0005 --benchmark-min-time=0.000001 --benchmark-warmup=off)
+else
+  unset KQRS_BENCH_SMOKE
+  BENCH_OPTS=(--benchmark-min-rounds=100 --benchmark-max-time=0.5 --benchmark-min-time=0.0002 --benchmark-warmup=on)
+fi
+
+DIRS=()
+for i in $(seq 1 "$RUNS"); do
+  D="$WORK/run$i"
+  mkdir -p "$D"
+  echo "== run $i/$RUNS: engine (cargo bench --bench engine)"
+  KQRS_BENCH_ENGINE_JSON="$D/engine.json" cargo bench --quiet --bench engine -- $([ "$SMOKE" = 1 ] && echo --smoke)
+  echo "== run $i/$RUNS: Python suites (pytest benches/)"
+  KQRS_BENCH_METRICS="$D/metrics.json" "$PY" -m pytest benches -q -p no:cacheprovider -o addopts="" \
+    --benchmark-disable-gc --benchmark-json="$D/bench.json" --benchmark-columns=median,iqr,rounds \
+    --benchmark-sort=name "${BENCH_OPTS[@]}"
+  DIRS+=("$D")
+done
+
+"$PY" benches/report.py --out "$OUT" --command "bash benches/run.sh${ARGS:+ $ARGS}" --build "$BUILD" \
+  --python "$PYVER" $([ "$SMOKE" = 1 ] && echo --smoke) "${DIRS[@]}"
+echo "== wrote $OUT"
