@@ -170,6 +170,36 @@ def probe_proc() -> tuple[str, str]:
     return PARTIAL, "; ".join(notes)
 
 
+def probe_vnode() -> tuple[str, str]:
+    V = _kqrs.KQ_FILTER_VNODE
+    notes = (_kqrs.KQ_NOTE_WRITE | _kqrs.KQ_NOTE_EXTEND | _kqrs.KQ_NOTE_RENAME | _kqrs.KQ_NOTE_DELETE
+             | _kqrs.KQ_NOTE_ATTRIB | _kqrs.KQ_NOTE_LINK)
+    with tempfile.TemporaryDirectory() as d, kqueue() as kq:
+        path = os.path.join(d, "f")
+        with open(path, "w"):
+            pass
+        fd = os.open(path, os.O_RDWR)
+        try:
+            kq.control([kevent(fd, V, _kqrs.KQ_EV_ADD | _kqrs.KQ_EV_CLEAR, notes)], 0)
+            with open(path) as other:  # someone else opening and reading: no event
+                other.read()
+            if kq.control(None, 4, 0.05):
+                return PARTIAL, "an open/read by someone else woke kevent()"
+            os.write(fd, b"x")
+            ev = _one(kq, None)
+            if not ev or ev[0].fflags != _kqrs.KQ_NOTE_WRITE | _kqrs.KQ_NOTE_EXTEND:
+                return NO, f"write: {ev}"
+            os.rename(path, path + "2")
+            os.unlink(path + "2")
+            ev = _one(kq, None)
+            want = _kqrs.KQ_NOTE_RENAME | _kqrs.KQ_NOTE_DELETE | _kqrs.KQ_NOTE_LINK
+            if not ev or ev[0].fflags & want != want:
+                return PARTIAL, f"rename+unlink: {ev}"
+        finally:
+            os.close(fd)
+    return OK, "inotify, one instance per kqueue; follows the open file; no wake-up on open/read/close"
+
+
 def probe_nesting() -> tuple[str, str]:
     import select
 
@@ -240,7 +270,7 @@ PROBES: list[tuple[str, Callable[[], tuple[str, str]]]] = [
     ("EVFILT_WRITE", probe_write),
     ("EVFILT_TIMER", probe_timer),
     ("EVFILT_USER", probe_user),
-    ("EVFILT_VNODE", lambda: probe_unbuilt("VNODE", _kqrs.KQ_FILTER_VNODE)),
+    ("EVFILT_VNODE", probe_vnode),
     ("EVFILT_PROC", probe_proc),
     ("EVFILT_SIGNAL", lambda: probe_unbuilt("SIGNAL", _kqrs.KQ_FILTER_SIGNAL)),
     ("EVFILT_AIO", lambda: probe_unbuilt("AIO", _kqrs.KQ_FILTER_AIO)),

@@ -50,6 +50,9 @@ pub(crate) enum Kind {
     Timer { tfd: RawFd, fired: u64 },
     /// EVFILT_USER: no kernel object at all.
     User { triggered: bool },
+    /// EVFILT_VNODE: a share of the kqueue's inotify watch `wd` on the file `dev`/`ino`, the fstat snapshot
+    /// the next event is compared with, and the notes gathered since the last report.
+    Vnode { wd: i32, dev: u64, ino: u64, dir: bool, snap: crate::filter::vnode::Snapshot, pending: u32 },
     /// EVFILT_PROC / EVFILT_PROCDESC: a pidfd of its own (-1 for a tracked child that was gone before
     /// it could be opened), the notes and data waiting to be reported, and the exit once seen
     /// (`Some(None)`: exited, status unknown).

@@ -336,6 +336,12 @@ pub struct FileStat {
     pub size: i64,
     pub dev: u64,
     pub ino: u64,
+    pub nlink: u64,
+    /// st_mode, st_uid, st_gid and st_mtime (ns): what NOTE_ATTRIB compares.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
 }
 
 pub fn fstat(fd: RawFd) -> Result<FileStat> {
@@ -343,7 +349,17 @@ pub fn fstat(fd: RawFd) -> Result<FileStat> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: st is a valid, writable stat buffer.
     cvt(unsafe { libc::fstat(fd, &mut st) })?;
-    Ok(FileStat { kind: st.st_mode & libc::S_IFMT, size: st.st_size, dev: st.st_dev, ino: st.st_ino })
+    Ok(FileStat {
+        kind: st.st_mode & libc::S_IFMT,
+        size: st.st_size,
+        dev: st.st_dev,
+        ino: st.st_ino,
+        nlink: st.st_nlink,
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mtime_ns: st.st_mtime.saturating_mul(1_000_000_000).saturating_add(st.st_mtime_nsec),
+    })
 }
 
 pub fn current_offset(fd: RawFd) -> Result<i64> {
@@ -412,8 +428,9 @@ pub fn inotify_rm_watch(ifd: RawFd, wd: i32) {
     }
 }
 
-/// Reads inotify events into `buf`, calling `f(wd, mask)` for each. Returns when the queue is empty.
-pub fn inotify_drain(ifd: RawFd, buf: &mut [u8], mut f: impl FnMut(i32, u32)) {
+/// Reads inotify events into `buf`, calling `f(wd, mask, named)` for each (`named`: the event is about
+/// an entry of a watched directory, not the directory itself). Returns when the queue is empty.
+pub fn inotify_drain(ifd: RawFd, buf: &mut [u8], mut f: impl FnMut(i32, u32, bool)) {
     loop {
         // SAFETY: buf is a valid writable buffer of buf.len() bytes.
         let r = unsafe { libc::read(ifd, buf.as_mut_ptr().cast(), buf.len()) };
@@ -427,7 +444,7 @@ pub fn inotify_drain(ifd: RawFd, buf: &mut [u8], mut f: impl FnMut(i32, u32)) {
             let wd = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
             let mask = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
             let len = u32::from_ne_bytes([b[12], b[13], b[14], b[15]]) as usize;
-            f(wd, mask);
+            f(wd, mask, len > 0);
             off += hdr + len;
         }
     }

@@ -181,7 +181,7 @@ fn unlink(st: &mut State, slot: u32) {
     }
 }
 
-fn ensure_inotify(st: &mut State) -> Result<RawFd> {
+pub(crate) fn ensure_inotify(st: &mut State) -> Result<RawFd> {
     if st.inotify >= 0 {
         return Ok(st.inotify);
     }
@@ -219,7 +219,8 @@ fn file_attach(st: &mut State, slot: u32, fd: RawFd) -> Result<()> {
     let mut wd = -1;
     if regular {
         let ifd = ensure_inotify(st)?;
-        wd = sys::inotify_watch_fd(ifd, fd, libc::IN_MODIFY)?;
+        // IN_MASK_ADD: the watch is per inode and shared with EVFILT_VNODE knotes on the same file.
+        wd = sys::inotify_watch_fd(ifd, fd, libc::IN_MODIFY | libc::IN_MASK_ADD)?;
         st.wds.entry(wd).or_default().push(slot);
     }
     if let Some(k) = st.knotes.get_mut(slot) {
@@ -269,17 +270,7 @@ pub(crate) fn detach(st: &mut State, k: &Knote) -> Result<()> {
     let fd = k.ident as RawFd;
     match k.kind {
         Kind::File { wd, .. } => {
-            if wd >= 0 {
-                if let Some(v) = st.wds.get_mut(&wd) {
-                    v.retain(|&s| st.knotes.get(s).is_some());
-                    if v.is_empty() {
-                        st.wds.remove(&wd);
-                        if st.inotify >= 0 {
-                            sys::inotify_rm_watch(st.inotify, wd);
-                        }
-                    }
-                }
-            }
+            unwatch(st, wd);
             let e = entry_mut(st, fd);
             if e.is_empty() {
                 let gen = e.gen;
@@ -542,6 +533,22 @@ pub(crate) fn file_ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mut 
     }
 }
 
+/// Drops a knote's share of inotify watch `wd`; the watch goes with the last knote using it.
+pub(crate) fn unwatch(st: &mut State, wd: i32) {
+    if wd < 0 {
+        return;
+    }
+    if let Some(v) = st.wds.get_mut(&wd) {
+        v.retain(|&s| st.knotes.get(s).is_some());
+        if v.is_empty() {
+            st.wds.remove(&wd);
+            if st.inotify >= 0 {
+                sys::inotify_rm_watch(st.inotify, wd);
+            }
+        }
+    }
+}
+
 /// The kqueue's inotify instance is readable: re-check the files it names.
 pub(crate) fn inotify_ready(st: &mut State) {
     if st.inotify < 0 {
@@ -549,27 +556,49 @@ pub(crate) fn inotify_ready(st: &mut State) {
     }
     let mut buf = [0u8; 4096];
     let mut hits: Vec<(i32, u32)> = Vec::new();
-    sys::inotify_drain(st.inotify, &mut buf, |wd, mask| hits.push((wd, mask)));
+    sys::inotify_drain(st.inotify, &mut buf, |wd, mask, named| {
+        // About an entry of a watched directory: only adding, removing or renaming entries concerns the
+        // directory itself (a file in it being written or chmod-ed does not).
+        let mask = if named {
+            mask & (libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO | libc::IN_ISDIR)
+        } else {
+            mask
+        };
+        if mask & !libc::IN_ISDIR != 0 {
+            hits.push((wd, mask));
+        }
+    });
+    // Renames last: rename(A, B) over a watched B reports NOTE_DELETE on B before NOTE_RENAME on A.
+    hits.sort_by_key(|&(_, mask)| mask & libc::IN_MOVE_SELF != 0);
     for (wd, mask) in hits {
         if wd == -1 {
-            // Queue overflow: look at every file knote.
+            // Queue overflow: look at every file and vnode knote.
             let all: Vec<u32> = st.wds.values().flatten().copied().collect();
             for s in all {
-                st.enqueue(s);
+                if let Some(Knote { kind: Kind::Vnode { .. }, .. }) = st.knotes.get(s) {
+                    crate::filter::vnode::inotify_event(st, s, libc::IN_Q_OVERFLOW);
+                } else {
+                    st.enqueue(s);
+                }
             }
             continue;
         }
         let slots = st.wds.get(&wd).cloned().unwrap_or_default();
+        for &s in &slots {
+            if let Some(Knote { kind: Kind::Vnode { .. }, .. }) = st.knotes.get(s) {
+                crate::filter::vnode::inotify_event(st, s, mask);
+            } else {
+                st.enqueue(s);
+            }
+        }
         if mask & libc::IN_IGNORED != 0 {
             st.wds.remove(&wd);
             for &s in &slots {
-                if let Some(Knote { kind: Kind::File { wd: w, .. }, .. }) = st.knotes.get_mut(s) {
-                    *w = -1;
+                match st.knotes.get_mut(s).map(|k| &mut k.kind) {
+                    Some(Kind::File { wd: w, .. }) | Some(Kind::Vnode { wd: w, .. }) => *w = -1,
+                    _ => {}
                 }
             }
-        }
-        for s in slots {
-            st.enqueue(s);
         }
     }
 }

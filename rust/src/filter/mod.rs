@@ -4,6 +4,7 @@ pub(crate) mod fd;
 pub(crate) mod proc;
 pub(crate) mod timer;
 pub(crate) mod user;
+pub(crate) mod vnode;
 
 use crate::consts::*;
 use crate::kevent::Kevent;
@@ -15,8 +16,10 @@ use crate::sys::{Errno, Result};
 /// filter ids with EINVAL (as BSD). Nothing is accepted and ignored.
 pub fn check_filter(filter: i16) -> Result<()> {
     match filter {
-        EVFILT_READ | EVFILT_WRITE | EVFILT_TIMER | EVFILT_USER | EVFILT_PROC | EVFILT_PROCDESC => Ok(()),
-        EVFILT_AIO | EVFILT_VNODE | EVFILT_SIGNAL | EVFILT_NETDEV | EVFILT_FS | EVFILT_LIO => {
+        EVFILT_READ | EVFILT_WRITE | EVFILT_TIMER | EVFILT_USER | EVFILT_PROC | EVFILT_PROCDESC | EVFILT_VNODE => {
+            Ok(())
+        }
+        EVFILT_AIO | EVFILT_SIGNAL | EVFILT_NETDEV | EVFILT_FS | EVFILT_LIO => {
             Err(Errno(libc::EOPNOTSUPP))
         }
         _ => Err(Errno(libc::EINVAL)),
@@ -34,6 +37,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
         EVFILT_TIMER => timer::attach(st, ch),
         EVFILT_USER => user::attach(st, ch),
         EVFILT_PROC | EVFILT_PROCDESC => proc::attach(st, ch),
+        EVFILT_VNODE => vnode::attach(st, ch),
         _ => Err(Errno(libc::EINVAL)),
     }
 }
@@ -45,6 +49,7 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
         EVFILT_TIMER => timer::modify(st, slot, ch),
         EVFILT_USER => user::modify(st, slot, ch),
         EVFILT_PROC | EVFILT_PROCDESC => proc::modify(st, slot, ch),
+        EVFILT_VNODE => vnode::modify(st, slot, ch),
         _ => Err(Errno(libc::EINVAL)),
     }
 }
@@ -60,6 +65,10 @@ pub(crate) fn detach(st: &mut State, k: &Knote) -> Result<()> {
         Kind::User { .. } => Ok(()),
         Kind::Proc { .. } => {
             proc::detach(st, k);
+            Ok(())
+        }
+        Kind::Vnode { .. } => {
+            vnode::detach(st, k);
             Ok(())
         }
     }
@@ -78,6 +87,10 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) -> Result<()>
         }
         Kind::Proc { .. } => {
             proc::enabled_changed(st, slot, on);
+            Ok(())
+        }
+        Kind::Vnode { .. } => {
+            vnode::enabled_changed(st, slot, on);
             Ok(())
         }
     }
@@ -111,5 +124,6 @@ pub(crate) fn active_ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mu
         Kind::Fd { revents, .. } => fd::deferred_ready(st, slot, revents, out, n),
         Kind::Timer { tfd, .. } => timer::ready(st, slot, tfd, out, n),
         Kind::Proc { .. } => proc::ready(st, slot, out, n),
+        Kind::Vnode { .. } => vnode::ready(st, slot, out, n),
     }
 }

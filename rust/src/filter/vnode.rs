@@ -1,0 +1,179 @@
+//! EVFILT_VNODE on the kqueue's one inotify instance.
+//!
+//! The watch is made through `/proc/self/fd/N`, so it follows the open file, not its path. Only events
+//! that change the file are subscribed (never IN_OPEN, IN_ACCESS or IN_CLOSE_*): someone opening, reading
+//! or closing the file does not even make the inotify fd readable. inotify says *that* something changed;
+//! a snapshot of the file's fstat (size, link count, mode, owner, mtime) says *what*: NOTE_EXTEND or
+//! NOTE_TRUNCATE from the size, NOTE_LINK and NOTE_DELETE from the link count (an unlink of an open file
+//! only shows up as a link-count change), NOTE_ATTRIB from the rest.
+
+use crate::consts::*;
+use crate::kevent::Kevent;
+use crate::knote::{Kind, Knote};
+use crate::kqueue::State;
+use crate::sys::{self, Errno, FileStat, RawFd, Result};
+
+const VNODE_NOTES: u32 =
+    NOTE_DELETE | NOTE_WRITE | NOTE_EXTEND | NOTE_ATTRIB | NOTE_LINK | NOTE_RENAME | NOTE_REVOKE | NOTE_TRUNCATE;
+
+/// Everything that changes a file or a directory's entries; nothing that merely uses it.
+const WATCH: u32 = libc::IN_MODIFY
+    | libc::IN_ATTRIB
+    | libc::IN_MOVE_SELF
+    | libc::IN_DELETE_SELF
+    | libc::IN_CREATE
+    | libc::IN_DELETE
+    | libc::IN_MOVED_FROM
+    | libc::IN_MOVED_TO
+    | libc::IN_MASK_ADD;
+
+/// The part of fstat a vnode knote compares between events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    size: i64,
+    nlink: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime_ns: i64,
+}
+
+impl From<FileStat> for Snapshot {
+    fn from(f: FileStat) -> Snapshot {
+        Snapshot { size: f.size, nlink: f.nlink, mode: f.mode, uid: f.uid, gid: f.gid, mtime_ns: f.mtime_ns }
+    }
+}
+
+fn validate(ch: &Kevent) -> Result<()> {
+    if ch.fflags & !VNODE_NOTES != 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    Ok(())
+}
+
+pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
+    validate(ch)?;
+    let fd = i32::try_from(ch.ident).map_err(|_| Errno(libc::EBADF))?;
+    let f = sys::fstat(fd)?;
+    if f.kind == libc::S_IFIFO || f.kind == libc::S_IFSOCK {
+        return Err(Errno(libc::EINVAL)); // pipes and sockets are not vnodes
+    }
+    let ifd = crate::filter::fd::ensure_inotify(st)?;
+    let wd = sys::inotify_watch_fd(ifd, fd, WATCH)?;
+    let slot = st.insert(Knote {
+        ident: ch.ident,
+        filter: ch.filter,
+        flags: ch.flags & EV_STICKY,
+        sfflags: ch.fflags,
+        sdata: ch.data,
+        udata: ch.udata,
+        enabled: ch.flags & EV_DISABLE == 0,
+        queued: false,
+        seen: 0,
+        kind: Kind::Vnode { wd, dev: f.dev, ino: f.ino, dir: f.kind == libc::S_IFDIR, snap: f.into(), pending: 0 },
+    });
+    st.wds.entry(wd).or_default().push(slot);
+    Ok(slot)
+}
+
+pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
+    validate(ch)?;
+    let Some(k) = st.knotes.get_mut(slot) else { return Err(Errno(libc::ENOENT)) };
+    k.sfflags = ch.fflags;
+    k.sdata = ch.data;
+    k.udata = ch.udata;
+    Ok(())
+}
+
+pub(crate) fn detach(st: &mut State, k: &Knote) {
+    if let Kind::Vnode { wd, .. } = k.kind {
+        crate::filter::fd::unwatch(st, wd);
+    }
+}
+
+pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) {
+    if let Some(Knote { kind: Kind::Vnode { pending, .. }, .. }) = st.knotes.get_mut(slot) {
+        if !on {
+            *pending = 0; // EV_DISABLE drops what was pending
+        } else if *pending != 0 {
+            st.enqueue(slot);
+        }
+    }
+}
+
+/// inotify reported `mask` for the file of knote `slot` (IN_Q_OVERFLOW: something, unknown).
+pub(crate) fn inotify_event(st: &mut State, slot: u32, mask: u32) {
+    let Some(k) = st.knotes.get(slot) else { return };
+    let Kind::Vnode { dev, ino, dir, snap, .. } = k.kind else { return };
+    let fd = k.ident as RawFd;
+    let now = match sys::fstat(fd) {
+        Ok(f) if (f.dev, f.ino) == (dev, ino) => f,
+        // Closed, or the number names another file now: the knote went with the close, as on BSD.
+        _ => {
+            let _ = st.delete(slot);
+            return;
+        }
+    };
+    let new: Snapshot = now.into();
+    let overflow = mask & libc::IN_Q_OVERFLOW != 0;
+    let mut notes = 0;
+    if mask & libc::IN_MODIFY != 0 || (overflow && new != snap) {
+        if new.size > snap.size {
+            notes |= NOTE_WRITE | NOTE_EXTEND;
+        } else if new.size < snap.size {
+            notes |= NOTE_TRUNCATE;
+        } else {
+            notes |= NOTE_WRITE;
+        }
+    }
+    if dir && mask & (libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO) != 0 {
+        notes |= NOTE_WRITE; // an entry added, removed or renamed
+    }
+    if new.nlink != snap.nlink {
+        notes |= NOTE_LINK;
+    }
+    if (new.nlink == 0 && snap.nlink != 0) || mask & libc::IN_DELETE_SELF != 0 {
+        notes |= NOTE_DELETE;
+    }
+    if mask & libc::IN_ATTRIB != 0 && (new.nlink == snap.nlink || (new.mode, new.uid, new.gid) != (snap.mode, snap.uid, snap.gid)) {
+        notes |= NOTE_ATTRIB;
+    }
+    if mask & libc::IN_MOVE_SELF != 0 {
+        notes |= NOTE_RENAME;
+    }
+    if mask & libc::IN_UNMOUNT != 0 {
+        notes |= NOTE_REVOKE;
+    }
+    let Some(Knote { sfflags, kind: Kind::Vnode { snap, pending, .. }, .. }) = st.knotes.get_mut(slot) else {
+        return;
+    };
+    *snap = new;
+    let wanted = notes & *sfflags;
+    if wanted != 0 {
+        *pending |= wanted;
+        st.enqueue(slot);
+    }
+}
+
+/// A vnode knote taken off the active queue: report the notes gathered since the last report.
+pub(crate) fn ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mut usize) {
+    let Some(k) = st.knotes.get(slot) else { return };
+    let Kind::Vnode { pending, .. } = k.kind else { return };
+    if pending == 0 {
+        return;
+    }
+    let revoked = pending & NOTE_REVOKE != 0;
+    let kev = State::event_of(k, if revoked { EV_EOF } else { 0 }, pending, 0);
+    let clear = k.flags & EV_CLEAR != 0;
+    if !st.emit(slot, kev, out, n) {
+        return;
+    }
+    if clear {
+        if let Some(Knote { kind: Kind::Vnode { pending, .. }, .. }) = st.knotes.get_mut(slot) {
+            *pending = 0;
+        }
+    } else {
+        // Without EV_CLEAR the notes stay and are reported on every call (FreeBSD).
+        st.enqueue(slot);
+    }
+}
