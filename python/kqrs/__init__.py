@@ -13,14 +13,44 @@ import sys as _sys
 from . import _kqrs
 from ._kqrs import kevent, kqueue
 from ._queue import Empty, EventQueue
+from ._kqrs import *  # noqa: F403 - the KQ_* constants (also set below), spelled out for type checkers
+from ._api import (Event, ExitStatus, FdHandle, FileHandle, Filter, Flag, Handle, KQueue, KQueueError, KQueueExistsError, KQueueNotFoundError, KQueuePermissionError, KQueueProcessLookupError, ProcessHandle, ProcNote, SignalHandle, TimerHandle, TimerNote, UserHandle, UserNote, VnodeNote)
 
 __all__ = ["kqueue", "kevent", "EventQueue", "Empty", "install", "uninstall", "CONSTANTS"]
+__all__ += ["KQueue", "Event", "ExitStatus", "Filter", "Flag", "VnodeNote", "ProcNote", "UserNote", "TimerNote", "KQueueError", "KQueueExistsError", "KQueueNotFoundError", "KQueuePermissionError", "KQueueProcessLookupError", "Handle", "FdHandle", "TimerHandle", "UserHandle", "ProcessHandle", "SignalHandle", "FileHandle"]
 __version__ = "0.1.0"
 
 #: Every KQ_* name this build exports, with its value.
 CONSTANTS: dict[str, int] = {n: getattr(_kqrs, n) for n in dir(_kqrs) if n.startswith("KQ_")}
 globals().update(CONSTANTS)
 __all__ += sorted(CONSTANTS)
+
+def _hook_signal_module() -> None:
+    """Keeps EVFILT_SIGNAL counting when the application calls signal.signal().
+
+    kqrs counts a watched signal with its own handler placed in front of the application's disposition.
+    signal.signal() replaces the OS-level handler; this wrapper calls the original and then lets kqrs put
+    its handler back in front of the new disposition (a no-op for signals no knote watches). The Python
+    handler, SIG_IGN or SIG_DFL the application set is then what each delivery is handed to.
+    """
+    import signal as _signal
+
+    original = _signal.signal
+    if getattr(original, "__kqrs_wrapped__", False):
+        return
+
+    def signal(signalnum, handler):  # type: ignore[no-untyped-def]
+        old = original(signalnum, handler)
+        _kqrs._signal_reassert(int(signalnum))
+        return old
+
+    signal.__doc__ = original.__doc__
+    signal.__wrapped__ = original  # type: ignore[attr-defined]
+    signal.__kqrs_wrapped__ = True  # type: ignore[attr-defined]
+    _signal.signal = signal
+
+
+_hook_signal_module()
 
 _saved: dict[str, object] | None = None
 _MISSING = object()

@@ -200,6 +200,26 @@ def probe_vnode() -> tuple[str, str]:
     return OK, "inotify, one instance per kqueue; follows the open file; no wake-up on open/read/close"
 
 
+def probe_signal() -> tuple[str, str]:
+    import signal as sig
+
+    seen = []
+    old = sig.signal(sig.SIGUSR2, lambda s, f: seen.append(s))
+    try:
+        with kqueue() as kq:
+            kq.control([kevent(sig.SIGUSR2, _kqrs.KQ_FILTER_SIGNAL, _kqrs.KQ_EV_ADD)], 0)
+            os.kill(os.getpid(), sig.SIGUSR2)
+            os.kill(os.getpid(), sig.SIGUSR2)
+            ev = _one(kq, None)
+            if not ev or ev[0].data != 2:
+                return NO, f"two deliveries: {ev}"
+        if seen != [sig.SIGUSR2, sig.SIGUSR2]:
+            return PARTIAL, "deliveries counted, but the application's handler did not run each time"
+    finally:
+        sig.signal(sig.SIGUSR2, old)
+    return OK, "counted by a chaining handler: the application's handlers still run, no mask, no thread"
+
+
 def probe_nesting() -> tuple[str, str]:
     import select
 
@@ -272,7 +292,7 @@ PROBES: list[tuple[str, Callable[[], tuple[str, str]]]] = [
     ("EVFILT_USER", probe_user),
     ("EVFILT_VNODE", probe_vnode),
     ("EVFILT_PROC", probe_proc),
-    ("EVFILT_SIGNAL", lambda: probe_unbuilt("SIGNAL", _kqrs.KQ_FILTER_SIGNAL)),
+    ("EVFILT_SIGNAL", probe_signal),
     ("EVFILT_AIO", lambda: probe_unbuilt("AIO", _kqrs.KQ_FILTER_AIO)),
     ("pollable / nestable", probe_nesting),
     ("fork safety", probe_fork),

@@ -50,6 +50,8 @@ pub(crate) enum Kind {
     Timer { tfd: RawFd, fired: u64 },
     /// EVFILT_USER: no kernel object at all.
     User { triggered: bool },
+    /// EVFILT_SIGNAL: the process-wide delivery count of `sig` when last reported.
+    Signal { sig: i32, last: u64 },
     /// EVFILT_VNODE: a share of the kqueue's inotify watch `wd` on the file `dev`/`ino`, the fstat snapshot
     /// the next event is compared with, and the notes gathered since the last report.
     Vnode { wd: i32, dev: u64, ino: u64, dir: bool, snap: crate::filter::vnode::Snapshot, pending: u32 },

@@ -18,6 +18,8 @@ pub(crate) const TOKEN_INOTIFY: u64 = u64::MAX - 1;
 pub(crate) const TOKEN_RETIRED: u64 = u64::MAX - 2;
 /// epoll token of the kqueue's process-connector socket.
 pub(crate) const TOKEN_CONNECTOR: u64 = u64::MAX - 3;
+/// epoll token of the process-wide signal eventfd.
+pub(crate) const TOKEN_SIGNAL: u64 = u64::MAX - 4;
 /// Tokens with this bit name a knote slot (timers); without it, an fd.
 pub(crate) const TAG_KNOTE: u64 = 1 << 63;
 
@@ -81,6 +83,8 @@ pub(crate) struct State {
     pub inotify: RawFd,
     /// The process-connector socket, opened by the first knote that needs NOTE_FORK/EXEC/TRACK.
     pub connector: RawFd,
+    /// The process-wide signal eventfd is registered in this kqueue's epoll.
+    pub sig_wake_registered: bool,
     pub wds: IdMap<i32, Vec<u32>>,
     pub stats: Stats,
     /// Number of the current collect call; a knote whose `seen` equals it was reported in this call.
@@ -451,6 +455,7 @@ impl State {
             queued_live: 0,
             inotify: -1,
             connector: -1,
+            sig_wake_registered: false,
             wds: IdMap::default(),
             stats: Stats::default(),
             seq: 1,
@@ -462,6 +467,7 @@ impl State {
             match k.kind {
                 Kind::Timer { tfd, .. } => sys::close(tfd),
                 Kind::Proc { pidfd, .. } if pidfd >= 0 => sys::close(pidfd),
+                Kind::Signal { sig, .. } => sys::signal_unref(sig),
                 _ => {}
             }
         }
@@ -675,6 +681,7 @@ impl State {
                 TOKEN_KICK | TOKEN_RETIRED => {}
                 TOKEN_INOTIFY => crate::filter::fd::inotify_ready(self),
                 TOKEN_CONNECTOR => crate::filter::proc::connector_ready(self),
+                TOKEN_SIGNAL => crate::filter::signal::wake(self),
                 t if t & TAG_KNOTE != 0 => {
                     let slot = t as u32;
                     let gen = ((t >> 32) & 0x7fff_ffff) as u32;
@@ -766,6 +773,11 @@ impl State {
         }
         if ok && self.connector >= 0 {
             ok = sys::epoll_add(new, self.connector, sys::EPOLLIN, TOKEN_CONNECTOR).is_ok();
+        }
+        if ok && self.sig_wake_registered {
+            ok = sys::signal_wake_fd()
+                .and_then(|fd| sys::epoll_add(new, fd, sys::EPOLLIN | sys::EPOLLET, TOKEN_SIGNAL))
+                .is_ok();
         }
         if ok {
             for (pidfd, tok) in crate::filter::proc::registrations(self) {

@@ -619,6 +619,19 @@ fn _filter_supported(filter: i16) -> bool {
     crate::is_supported(filter)
 }
 
+/// After the application set a new disposition for `signum` (kqrs wraps signal.signal() to call this):
+/// kqrs's counting handler goes back in front of it if knotes watch the signal.
+#[pyfunction]
+fn _signal_reassert(signum: i32) -> PyResult<()> {
+    crate::sys::signal_reassert(signum).map_err(os_error)
+}
+
+/// Whether kqrs's counting handler is installed for `signum` now.
+#[pyfunction]
+fn _signal_hooked(signum: i32) -> bool {
+    crate::sys::signal_hooked(signum)
+}
+
 /// How many fds kqrs owns in this process (all kqueues together).
 #[pyfunction]
 fn _owned_fd_count() -> usize {
@@ -655,6 +668,8 @@ fn _kqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_filter_supported, m)?)?;
     m.add_function(wrap_pyfunction!(_proc_support, m)?)?;
     m.add_function(wrap_pyfunction!(_owned_fd_count, m)?)?;
+    m.add_function(wrap_pyfunction!(_signal_reassert, m)?)?;
+    m.add_function(wrap_pyfunction!(_signal_hooked, m)?)?;
     let filters: &[(&str, i16)] = &[
         ("KQ_FILTER_READ", EVFILT_READ),
         ("KQ_FILTER_WRITE", EVFILT_WRITE),

@@ -890,3 +890,185 @@ pub fn connector_read(fd: RawFd, buf: &mut [u8]) -> ConnectorRead {
         out.events.extend(evs);
     }
 }
+
+// ---- signals: counting deliveries without taking them from the application ----
+//
+// kqrs catches a watched signal with its own handler, counts the delivery, wakes every kqueue (one global
+// eventfd, registered edge-triggered in each kqueue that watches signals), then hands the signal to the
+// disposition that was there before: the application's handler (C, or Python's, which then runs its
+// Python handler), SIG_IGN (nothing more), or SIG_DFL (see `on_signal`). Everything the handler touches is
+// an atomic or an async-signal-safe call.
+
+const NSIG: usize = 65;
+static SIG_COUNT: [AtomicU64; NSIG] = [const { AtomicU64::new(0) }; NSIG];
+static SIG_PREV_HANDLER: [std::sync::atomic::AtomicUsize; NSIG] = [const { std::sync::atomic::AtomicUsize::new(0) }; NSIG];
+static SIG_PREV_FLAGS: [AtomicI32; NSIG] = [const { AtomicI32::new(0) }; NSIG];
+static SIG_REFS: [std::sync::atomic::AtomicU32; NSIG] = [const { std::sync::atomic::AtomicU32::new(0) }; NSIG];
+static SIG_WAKE: AtomicI32 = AtomicI32::new(-1);
+/// The full previous sigaction of each watched signal, to restore it exactly; and the lock that orders
+/// installs and restores (never taken by the handler).
+static SIG_SAVED: std::sync::Mutex<[Option<SavedAction>; NSIG]> = std::sync::Mutex::new([const { None }; NSIG]);
+
+#[derive(Clone, Copy)]
+struct SavedAction(libc::sigaction);
+// SAFETY: a sigaction is plain data (a handler address, flags and a mask).
+unsafe impl Send for SavedAction {}
+
+/// Deliveries of `sig` counted so far (process-wide, since the first knote for it).
+pub fn signal_count(sig: i32) -> u64 {
+    SIG_COUNT.get(sig as usize).map_or(0, |c| c.load(Ordering::SeqCst))
+}
+
+/// The eventfd the signal handler writes to (created once, never closed, deliberately not in the
+/// fork-child close list: a handler inherited by a child must never write to a reused fd number).
+pub fn signal_wake_fd() -> Result<RawFd> {
+    let fd = SIG_WAKE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        return Ok(fd);
+    }
+    // SAFETY: plain syscall with flag arguments.
+    let new = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+    match SIG_WAKE.compare_exchange(-1, new, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => Ok(new),
+        Err(existing) => {
+            // SAFETY: `new` is ours and unused.
+            unsafe { libc::close(new) };
+            Ok(existing)
+        }
+    }
+}
+
+extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: __errno_location returns this thread's errno; saved and restored around our write.
+    let errno_ptr = unsafe { libc::__errno_location() };
+    // SAFETY: errno_ptr is valid for this thread.
+    let saved_errno = unsafe { *errno_ptr };
+    let i = sig as usize;
+    if i < NSIG {
+        SIG_COUNT[i].fetch_add(1, Ordering::SeqCst);
+        let fd = SIG_WAKE.load(Ordering::SeqCst);
+        if fd >= 0 {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: write(2) is async-signal-safe; `one` is 8 valid bytes.
+            unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
+        }
+        let h = SIG_PREV_HANDLER[i].load(Ordering::SeqCst);
+        let flags = SIG_PREV_FLAGS[i].load(Ordering::SeqCst);
+        if h == libc::SIG_IGN {
+            // ignored: counted, nothing else
+        } else if h == libc::SIG_DFL {
+            if matches!(sig, libc::SIGSEGV | libc::SIGBUS | libc::SIGFPE | libc::SIGILL | libc::SIGTRAP | libc::SIGSYS) {
+                // A fault nobody handles must still kill the process: back to the default action, and
+                // the signal again (blocked until this handler returns).
+                // SAFETY: signal(2) and raise(3) are async-signal-safe.
+                unsafe {
+                    libc::signal(sig, libc::SIG_DFL);
+                    libc::raise(sig);
+                }
+            }
+            // Any other default action is not taken while a knote watches the signal (docs/design.md).
+        } else if flags & libc::SA_SIGINFO != 0 {
+            // SAFETY: h is the sa_sigaction the application installed, with SA_SIGINFO.
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = unsafe { std::mem::transmute(h) };
+            f(sig, info, ctx);
+        } else {
+            // SAFETY: h is the sa_handler the application installed.
+            let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(h) };
+            f(sig);
+        }
+    }
+    // SAFETY: errno_ptr is valid for this thread.
+    unsafe { *errno_ptr = saved_errno };
+}
+
+fn current_action(sig: i32) -> Result<libc::sigaction> {
+    // SAFETY: sigaction is plain old data; all-zero is valid.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only reads the current one into `old`.
+    cvt(unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) })?;
+    Ok(old)
+}
+
+/// Puts kqrs's handler in front of `prev` (remembered as the disposition to hand signals to).
+fn install_over(sig: i32, prev: libc::sigaction, saved: &mut [Option<SavedAction>; NSIG]) -> Result<()> {
+    let i = sig as usize;
+    SIG_PREV_HANDLER[i].store(prev.sa_sigaction, Ordering::SeqCst);
+    SIG_PREV_FLAGS[i].store(prev.sa_flags, Ordering::SeqCst);
+    // SAFETY: sigaction is plain old data; all-zero is valid.
+    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+    act.sa_sigaction = on_signal as *const () as usize;
+    // Keep the application's restart, alternate-stack and SIGCHLD flags, so system calls and child
+    // handling behave as before.
+    act.sa_flags = libc::SA_SIGINFO
+        | (prev.sa_flags & (libc::SA_RESTART | libc::SA_ONSTACK | libc::SA_NOCLDSTOP | libc::SA_NOCLDWAIT | libc::SA_NODEFER));
+    act.sa_mask = prev.sa_mask;
+    // SAFETY: act is a valid sigaction; the old one is not needed.
+    cvt(unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) })?;
+    saved[i] = Some(SavedAction(prev));
+    Ok(())
+}
+
+fn is_ours(a: &libc::sigaction) -> bool {
+    a.sa_sigaction == on_signal as *const () as usize
+}
+
+/// One more knote watches `sig`: the first one installs kqrs's handler. EINVAL for signals that cannot
+/// be caught (SIGKILL, SIGSTOP, glibc's reserved ones).
+pub fn signal_ref(sig: i32) -> Result<()> {
+    if !(1..NSIG as i32).contains(&sig) || sig == libc::SIGKILL || sig == libc::SIGSTOP {
+        return Err(Errno(libc::EINVAL));
+    }
+    let mut saved = SIG_SAVED.lock().unwrap_or_else(|p| p.into_inner());
+    let i = sig as usize;
+    if SIG_REFS[i].load(Ordering::SeqCst) == 0 {
+        let prev = current_action(sig)?;
+        if !is_ours(&prev) {
+            install_over(sig, prev, &mut saved)?;
+        }
+    }
+    SIG_REFS[i].fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+/// One knote less watches `sig`: the last one restores the disposition exactly as it was (as the
+/// application last set it, if it changed it meanwhile through Python's signal.signal()).
+pub fn signal_unref(sig: i32) {
+    let i = sig as usize;
+    if !(1..NSIG).contains(&i) {
+        return;
+    }
+    let mut saved = SIG_SAVED.lock().unwrap_or_else(|p| p.into_inner());
+    if SIG_REFS[i].load(Ordering::SeqCst) == 0 || SIG_REFS[i].fetch_sub(1, Ordering::SeqCst) != 1 {
+        return;
+    }
+    if let Some(SavedAction(prev)) = saved[i].take() {
+        if current_action(sig).is_ok_and(|cur| is_ours(&cur)) {
+            // SAFETY: prev is the sigaction read from the kernel earlier.
+            unsafe { libc::sigaction(sig, &prev, std::ptr::null_mut()) };
+        }
+    }
+}
+
+/// After the application changed the disposition of `sig` (Python's signal.signal() calls this): if
+/// knotes watch it, the new disposition becomes the one signals are handed to, and kqrs's handler goes
+/// back in front of it.
+pub fn signal_reassert(sig: i32) -> Result<()> {
+    let i = sig as usize;
+    if !(1..NSIG).contains(&i) {
+        return Ok(());
+    }
+    let mut saved = SIG_SAVED.lock().unwrap_or_else(|p| p.into_inner());
+    if SIG_REFS[i].load(Ordering::SeqCst) == 0 {
+        return Ok(());
+    }
+    let cur = current_action(sig)?;
+    if is_ours(&cur) {
+        return Ok(());
+    }
+    install_over(sig, cur, &mut saved)
+}
+
+/// Whether kqrs's handler is installed for `sig` now (for tests and doctor).
+pub fn signal_hooked(sig: i32) -> bool {
+    current_action(sig).is_ok_and(|a| is_ours(&a))
+}

@@ -2,6 +2,7 @@
 
 pub(crate) mod fd;
 pub(crate) mod proc;
+pub(crate) mod signal;
 pub(crate) mod timer;
 pub(crate) mod user;
 pub(crate) mod vnode;
@@ -16,10 +17,9 @@ use crate::sys::{Errno, Result};
 /// filter ids with EINVAL (as BSD). Nothing is accepted and ignored.
 pub fn check_filter(filter: i16) -> Result<()> {
     match filter {
-        EVFILT_READ | EVFILT_WRITE | EVFILT_TIMER | EVFILT_USER | EVFILT_PROC | EVFILT_PROCDESC | EVFILT_VNODE => {
-            Ok(())
-        }
-        EVFILT_AIO | EVFILT_SIGNAL | EVFILT_NETDEV | EVFILT_FS | EVFILT_LIO => {
+        EVFILT_READ | EVFILT_WRITE | EVFILT_TIMER | EVFILT_USER | EVFILT_PROC | EVFILT_PROCDESC | EVFILT_VNODE
+        | EVFILT_SIGNAL => Ok(()),
+        EVFILT_AIO | EVFILT_NETDEV | EVFILT_FS | EVFILT_LIO => {
             Err(Errno(libc::EOPNOTSUPP))
         }
         _ => Err(Errno(libc::EINVAL)),
@@ -38,6 +38,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
         EVFILT_USER => user::attach(st, ch),
         EVFILT_PROC | EVFILT_PROCDESC => proc::attach(st, ch),
         EVFILT_VNODE => vnode::attach(st, ch),
+        EVFILT_SIGNAL => signal::attach(st, ch),
         _ => Err(Errno(libc::EINVAL)),
     }
 }
@@ -50,6 +51,7 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
         EVFILT_USER => user::modify(st, slot, ch),
         EVFILT_PROC | EVFILT_PROCDESC => proc::modify(st, slot, ch),
         EVFILT_VNODE => vnode::modify(st, slot, ch),
+        EVFILT_SIGNAL => signal::modify(st, slot, ch),
         _ => Err(Errno(libc::EINVAL)),
     }
 }
@@ -69,6 +71,10 @@ pub(crate) fn detach(st: &mut State, k: &Knote) -> Result<()> {
         }
         Kind::Vnode { .. } => {
             vnode::detach(st, k);
+            Ok(())
+        }
+        Kind::Signal { .. } => {
+            signal::detach(k);
             Ok(())
         }
     }
@@ -91,6 +97,10 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) -> Result<()>
         }
         Kind::Vnode { .. } => {
             vnode::enabled_changed(st, slot, on);
+            Ok(())
+        }
+        Kind::Signal { .. } => {
+            signal::enabled_changed(st, slot, on);
             Ok(())
         }
     }
@@ -125,5 +135,6 @@ pub(crate) fn active_ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mu
         Kind::Timer { tfd, .. } => timer::ready(st, slot, tfd, out, n),
         Kind::Proc { .. } => proc::ready(st, slot, out, n),
         Kind::Vnode { .. } => vnode::ready(st, slot, out, n),
+        Kind::Signal { .. } => signal::ready(st, slot, out, n),
     }
 }

@@ -1,0 +1,103 @@
+//! EVFILT_SIGNAL: deliveries counted by kqrs's own handler, which then hands the signal to whatever the
+//! application had (see `sys::on_signal`); no signal mask, no signalfd, no thread. Every kqueue keeps its
+//! own count per knote, so every kqueue watching a signal sees each delivery.
+
+use crate::consts::*;
+use crate::kevent::Kevent;
+use crate::knote::{Kind, Knote};
+use crate::kqueue::{State, TOKEN_SIGNAL};
+use crate::sys::{self, Errno, Result};
+
+fn signum(ch: &Kevent) -> Result<i32> {
+    i32::try_from(ch.ident).ok().filter(|s| (1..=64).contains(s)).ok_or(Errno(libc::EINVAL))
+}
+
+/// Registers the process-wide signal eventfd in this kqueue's epoll, edge-triggered: it is never drained,
+/// and every write (one per delivery) is an edge for every kqueue watching.
+pub(crate) fn ensure_wake(st: &mut State) -> Result<()> {
+    if st.sig_wake_registered {
+        return Ok(());
+    }
+    let fd = sys::signal_wake_fd()?;
+    sys::epoll_add(st.epfd, fd, sys::EPOLLIN | sys::EPOLLET, TOKEN_SIGNAL)?;
+    st.sig_wake_registered = true;
+    Ok(())
+}
+
+pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
+    if ch.fflags != 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    let sig = signum(ch)?;
+    ensure_wake(st)?;
+    sys::signal_ref(sig)?;
+    Ok(st.insert(Knote {
+        ident: ch.ident,
+        filter: ch.filter,
+        // EV_CLEAR is implied: data counts deliveries since the last report.
+        flags: (ch.flags & EV_STICKY) | EV_CLEAR,
+        sfflags: 0,
+        sdata: ch.data,
+        udata: ch.udata,
+        enabled: ch.flags & EV_DISABLE == 0,
+        queued: false,
+        seen: 0,
+        kind: Kind::Signal { sig, last: sys::signal_count(sig) },
+    }))
+}
+
+pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
+    if ch.fflags != 0 {
+        return Err(Errno(libc::EINVAL));
+    }
+    let Some(k) = st.knotes.get_mut(slot) else { return Err(Errno(libc::ENOENT)) };
+    k.sdata = ch.data;
+    k.udata = ch.udata;
+    Ok(())
+}
+
+pub(crate) fn detach(k: &Knote) {
+    if let Kind::Signal { sig, .. } = k.kind {
+        sys::signal_unref(sig);
+    }
+}
+
+pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) {
+    let Some(Knote { kind: Kind::Signal { sig, last }, .. }) = st.knotes.get_mut(slot) else { return };
+    let now = sys::signal_count(*sig);
+    if !on {
+        *last = now; // EV_DISABLE drops the deliveries not yet reported
+    } else if now > *last {
+        st.enqueue(slot); // deliveries while disabled are reported once enabled
+    }
+}
+
+/// The signal eventfd fired: queue every knote whose signal was delivered since its last report.
+pub(crate) fn wake(st: &mut State) {
+    let ready: Vec<u32> = st
+        .knotes
+        .iter_slots()
+        .filter_map(|(slot, k)| match k.kind {
+            Kind::Signal { sig, last } if sys::signal_count(sig) > last => Some(slot),
+            _ => None,
+        })
+        .collect();
+    for slot in ready {
+        st.enqueue(slot);
+    }
+}
+
+pub(crate) fn ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mut usize) {
+    let Some(k) = st.knotes.get(slot) else { return };
+    let Kind::Signal { sig, last } = k.kind else { return };
+    let now = sys::signal_count(sig);
+    if now <= last {
+        return;
+    }
+    let kev = State::event_of(k, 0, 0, (now - last).min(isize::MAX as u64) as isize);
+    if st.emit(slot, kev, out, n) {
+        if let Some(Knote { kind: Kind::Signal { last, .. }, .. }) = st.knotes.get_mut(slot) {
+            *last = now;
+        }
+    }
+}
