@@ -2,7 +2,7 @@
 //! for close(), and the knote table behind a mutex that is never held while blocking.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, Once, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, Once, RwLock};
 use std::time::Duration;
 
 use crate::consts::*;
@@ -80,6 +80,11 @@ pub(crate) struct State {
     /// Knotes on the active queue that are still live (`queued`); at 0 the kick is reset at once, so the
     /// kqueue fd stops polling readable as soon as nothing is pending.
     pub queued_live: usize,
+    /// Mirrors `queued_live > 0` for readers without the lock (collect's fast check before it waits).
+    pub active_hint: Arc<AtomicBool>,
+    /// Set while applying changes whose caller collects right after: a trigger then need not write the
+    /// kick for itself (the collect drains the active queue anyway); leftovers get it after the drain.
+    pub defer_kick: bool,
     pub inotify: RawFd,
     /// The process-connector socket, opened by the first knote that needs NOTE_FORK/EXEC/TRACK.
     pub connector: RawFd,
@@ -105,6 +110,8 @@ pub struct Kqueue {
     has_retired: AtomicBool,
     /// The number of knotes, as of the last change (read without the lock to size output buffers).
     knotes_hint: AtomicUsize,
+    /// Something is on the active queue (shared with the state; see `State::active_hint`).
+    active_hint: Arc<AtomicBool>,
     kick: RawFd,
     fork_gen: u64,
     closed: AtomicBool,
@@ -147,16 +154,19 @@ impl Kqueue {
             return Err(e);
         }
         sys::track(outer);
+        let state = State { epfd: inner, outer, kick, ..State::empty() };
+        let active_hint = state.active_hint.clone();
         Ok(Kqueue {
             outer,
             inner: AtomicI32::new(inner),
             has_retired: AtomicBool::new(false),
             knotes_hint: AtomicUsize::new(0),
+            active_hint,
             kick,
             fork_gen: fork_generation(),
             closed: AtomicBool::new(false),
             users: RwLock::new(()),
-            state: Mutex::new(State { epfd: inner, outer, kick, ..State::empty() }),
+            state: Mutex::new(state),
         })
     }
 
@@ -197,7 +207,7 @@ impl Kqueue {
     /// events into `events`, waiting up to `timeout` (None = forever). EINTR is retried with the time left.
     pub fn kevent(&self, changes: &[Kevent], events: &mut [Kevent], timeout: Option<Duration>) -> Result<usize> {
         let wait = Wait::after(timeout);
-        let n = if changes.is_empty() { 0 } else { self.apply(changes, events)? };
+        let n = if changes.is_empty() { 0 } else { self.apply_then_collect(changes, events)? };
         if n > 0 || events.is_empty() {
             return Ok(n);
         }
@@ -218,6 +228,26 @@ impl Kqueue {
         }
         let mut st = self.lock();
         let r = Self::apply_locked(&mut st, changes, events);
+        self.knotes_hint.store(st.knotes.len(), Ordering::Relaxed);
+        r
+    }
+
+    /// `apply` for a caller that collects right after (with the same `events`) when this returns 0: a
+    /// knote a change makes ready is left for that collect instead of waking other threads through the
+    /// kick (which would cost a write now and a read in the collect).
+    pub fn apply_then_collect(&self, changes: &[Kevent], events: &mut [Kevent]) -> Result<usize> {
+        let _u = self.enter()?;
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        let mut st = self.lock();
+        st.defer_kick = !events.is_empty();
+        let r = Self::apply_locked(&mut st, changes, events);
+        st.defer_kick = false;
+        if !matches!(r, Ok(0)) || events.is_empty() {
+            // No collect follows: whatever is queued must be visible to others now.
+            st.flush_kick();
+        }
         self.knotes_hint.store(st.knotes.len(), Ordering::Relaxed);
         r
     }
@@ -285,8 +315,10 @@ impl Kqueue {
         let mut reparked = false;
         let mut once_more = false;
         loop {
+            // Knotes already on the active queue (e.g. triggered by this very call's changes): look now.
+            let pending = self.active_hint.load(Ordering::Acquire);
             let timeout = match wait {
-                _ if got > 0 || once_more => Some(0),
+                _ if got > 0 || once_more || pending => Some(0),
                 Wait::Poll => Some(0),
                 Wait::Forever => None,
                 Wait::Until(d) => Some(d.saturating_sub(sys::clock_ns(false))),
@@ -299,8 +331,8 @@ impl Kqueue {
                 Err(_) if got > 0 => return Ok(got),
                 Err(e) => return Err(e),
             };
-            if n == 0 {
-                // Nothing ready at all (the active queue would have made the kick readable).
+            if n == 0 && !pending {
+                // Nothing ready at all.
                 match wait {
                     _ if got > 0 => return Ok(got),
                     Wait::Poll => return Ok(0),
@@ -453,6 +485,8 @@ impl State {
             index: IdMap::default(),
             active: ActiveQueue::new(),
             queued_live: 0,
+            active_hint: Arc::new(AtomicBool::new(false)),
+            defer_kick: false,
             inotify: -1,
             connector: -1,
             sig_wake_registered: false,
@@ -476,6 +510,7 @@ impl State {
         self.index.clear();
         self.active.clear();
         self.queued_live = 0;
+        self.active_hint.store(false, Ordering::Release);
         self.wds.clear();
         if self.inotify >= 0 {
             sys::close(self.inotify);
@@ -644,6 +679,14 @@ impl State {
         if self.queued_live == 0 {
             self.active.clear();
             self.kick_off();
+            self.active_hint.store(false, Ordering::Release);
+        }
+    }
+
+    /// The kick reflects the active queue (after a deferred apply, or a drain that left knotes queued).
+    fn flush_kick(&mut self) {
+        if self.queued_live > 0 {
+            self.kick_on();
         }
     }
 
@@ -657,7 +700,10 @@ impl State {
         k.queued = true;
         self.queued_live += 1;
         self.active.push_back((slot, gen));
-        self.kick_on();
+        self.active_hint.store(true, Ordering::Release);
+        if !self.defer_kick {
+            self.kick_on();
+        }
     }
 
     fn kick_on(&mut self) {
@@ -727,6 +773,7 @@ impl State {
             crate::filter::active_ready(self, slot, out, n);
         }
         self.settle_kick();
+        self.flush_kick();
     }
 
     /// Writes an event for `slot` and applies EV_ONESHOT / EV_DISPATCH. With no room, the knote is kept on
@@ -796,16 +843,19 @@ impl State {
             sys::close(new);
             return;
         }
+        let old = self.epfd;
         let mut gone = Vec::new();
         for (fd, e) in self.fdtab.iter().enumerate() {
-            if e.reg == FdReg::Epoll
-                && e.mask != 0
-                && sys::epoll_add(new, fd as RawFd, e.mask, token(fd as u32, e.gen)).is_err()
-            {
-                gone.push(fd as RawFd);
+            if e.reg != FdReg::Epoll || e.mask == 0 {
+                continue;
+            }
+            let (fd, tok) = (fd as RawFd, token(fd as u32, e.gen));
+            // Only if the fd still names the file registered in the old epoll (a MOD there fails
+            // otherwise): its number may have been closed and reused by a file this kqueue never saw.
+            if sys::epoll_mod(old, fd, e.mask, tok).is_err() || sys::epoll_add(new, fd, e.mask, tok).is_err() {
+                gone.push(fd);
             }
         }
-        let old = self.epfd;
         let _ = sys::epoll_del(self.outer, old);
         self.epfd = new;
         if let Ok(w) = sys::eventfd() {

@@ -577,7 +577,7 @@ impl PyKqueue {
                 }
             } else {
                 let (applied, mut res) = py.detach(|| {
-                    let applied = if changes.is_empty() { Ok(0) } else { kq.apply(&changes, out) };
+                    let applied = if changes.is_empty() { Ok(0) } else { kq.apply_then_collect(&changes, out) };
                     match applied {
                         Err(e) => (Err(e), None),
                         Ok(n) if n > 0 || max == 0 => (Ok(n), None),
