@@ -74,6 +74,16 @@ def _rows() -> list[Row]:
               f"timer/kqrs.{p}", f"timer/asyncio.{p}", "us"))
         a(Row(f"timer.asyncio_kqrs.{p}", f"1 ms timer lateness {p}: asyncio `call_later` on kqrs vs on EpollSelector",
               f"timer/asyncio_kqrs.{p}", f"timer/asyncio.{p}", "us"))
+    # -- Python: EVFILT_VNODE
+    a(Row("vnode.inotify", "write to a watched file → the event, one thread: EVFILT_VNODE `control()` vs inotify + `os.read`",
+          "vnode/kqrs", "vnode/inotify", "time"))
+    a(Row("vnode.watchfiles", "write to a watched file → the event, one thread: EVFILT_VNODE `control()` vs "
+          "`watchfiles.watch(debounce=0, step=1)`", "vnode/kqrs_beside_watchfiles", "vnode/watchfiles", "time"))
+    for p in ("p50", "p99"):
+        a(Row(f"vnode.xthread.inotify.{p}", f"write → a blocked thread wakes with the event, {p}: EVFILT_VNODE vs inotify + `os.read`",
+              f"vnode_xthread/kqrs.{p}", f"vnode_xthread/inotify.{p}", "us"))
+        a(Row(f"vnode.xthread.watchfiles.{p}", f"write → a blocked thread wakes with the event, {p}: EVFILT_VNODE vs watchfiles",
+              f"vnode_xthread/kqrs.{p}", f"vnode_xthread/watchfiles.{p}", "us"))
     # -- memory and fds
     a(Row("mem.user", "bytes per USER knote (user-space RSS; target count 100,000)", "mem/user.bytes", None, "B"))
     a(Row("mem.timer", "bytes per TIMER knote (user-space RSS; one timerfd each, so at the fd limit)", "mem/timer.bytes", None, "B"))

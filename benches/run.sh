@@ -31,7 +31,7 @@ trap 'rm -rf "$WORK"' EXIT
 if [ -z "$PY" ]; then
   VENV=${KQRS_BENCH_VENV:-$HOME/.cache/kqrs/bench-venv}
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet maturin pytest 'pytest-benchmark>=4'
+  "$VENV/bin/pip" install --quiet maturin pytest 'pytest-benchmark>=4' 'watchfiles>=0.21'
   echo "== building kqrs (release wheel) into $VENV"
   "$VENV/bin/maturin" build --release --quiet -i "$VENV/bin/python" -o "$WORK/wheels" >/dev/null
   "$VENV/bin/pip" install --quiet --force-reinstall --no-deps "$WORK"/wheels/kqrs-*.whl

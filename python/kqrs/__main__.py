@@ -17,6 +17,10 @@ def main(argv: list[str] | None = None) -> int:
         from ._trace import main as trace
 
         return trace(argv[1:])
+    if argv and argv[0] == "watch":
+        from ._watch import main as watch
+
+        return watch(argv[1:])
     parser = argparse.ArgumentParser(prog="kqrs", description="BSD kqueue for Linux")
     sub = parser.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("doctor", help="probe this machine and print what works, filter by filter")
@@ -25,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("pwait", add_help=False, help=pwait_help)
     trace_help = "run a command and print its process tree as it lives: trace [--json] [-o FILE] -- CMD ..."
     sub.add_parser("trace", add_help=False, help=trace_help)
+    watch_help = "print each change to files and directories as it happens: watch [--json] [-c N] [-t S] PATH ..."
+    sub.add_parser("watch", add_help=False, help=watch_help)
     args = parser.parse_args(argv)
     if args.cmd == "doctor":
         from ._doctor import run

@@ -35,6 +35,7 @@ extern "C" fn on_fork_child() {
     // on, and its fds (and every other fd kqrs made) are closed, so their numbers are free in the child.
     FORK_GEN.fetch_add(1, Ordering::SeqCst);
     sys::close_owned_in_child();
+    sys::signals_reset_in_child();
 }
 
 /// The fork generation of this process: bumped in every child after fork().

@@ -342,6 +342,7 @@ pub struct FileStat {
     pub uid: u32,
     pub gid: u32,
     pub mtime_ns: i64,
+    pub ctime_ns: i64,
 }
 
 pub fn fstat(fd: RawFd) -> Result<FileStat> {
@@ -359,6 +360,7 @@ pub fn fstat(fd: RawFd) -> Result<FileStat> {
         uid: st.st_uid,
         gid: st.st_gid,
         mtime_ns: st.st_mtime.saturating_mul(1_000_000_000).saturating_add(st.st_mtime_nsec),
+        ctime_ns: st.st_ctime.saturating_mul(1_000_000_000).saturating_add(st.st_ctime_nsec),
     })
 }
 
@@ -952,8 +954,12 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
             // SAFETY: write(2) is async-signal-safe; `one` is 8 valid bytes.
             unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
         }
-        let h = SIG_PREV_HANDLER[i].load(Ordering::SeqCst);
+        let mut h = SIG_PREV_HANDLER[i].load(Ordering::SeqCst);
         let flags = SIG_PREV_FLAGS[i].load(Ordering::SeqCst);
+        if flags & libc::SA_RESETHAND != 0 && h != libc::SIG_DFL && h != libc::SIG_IGN {
+            // A one-shot handler: this delivery is its last; later ones meet the default disposition.
+            h = SIG_PREV_HANDLER[i].swap(libc::SIG_DFL, Ordering::SeqCst);
+        }
         if h == libc::SIG_IGN {
             // ignored: counted, nothing else
         } else if h == libc::SIG_DFL {
@@ -1001,11 +1007,41 @@ fn install_over(sig: i32, prev: libc::sigaction, saved: &mut [Option<SavedAction
     // handling behave as before.
     act.sa_flags = libc::SA_SIGINFO
         | (prev.sa_flags & (libc::SA_RESTART | libc::SA_ONSTACK | libc::SA_NOCLDSTOP | libc::SA_NOCLDWAIT | libc::SA_NODEFER));
+    if sig == libc::SIGCHLD && prev.sa_sigaction == libc::SIG_IGN {
+        // SIGCHLD at SIG_IGN means "reap my children automatically": keep that with a handler in place.
+        act.sa_flags |= libc::SA_NOCLDWAIT;
+    }
     act.sa_mask = prev.sa_mask;
     // SAFETY: act is a valid sigaction; the old one is not needed.
     cvt(unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) })?;
     saved[i] = Some(SavedAction(prev));
+    // A copy the fork-child handler can reach without a lock (leaked: one per install, small).
+    let old = SIG_SAVED_RAW[i].swap(Box::into_raw(Box::new(prev)), Ordering::SeqCst);
+    let _ = old; // the previous copy may still be read by a concurrent fork; never freed
     Ok(())
+}
+
+/// Saved dispositions for the fork child (see `signals_reset_in_child`).
+static SIG_SAVED_RAW: [std::sync::atomic::AtomicPtr<libc::sigaction>; NSIG] =
+    [const { std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()) }; NSIG];
+
+/// In a fork child (async-signal-safe): every watched signal gets its saved disposition back (the
+/// child has no knotes), and the shared wake eventfd is forgotten so the child's signals never wake the
+/// parent's kqueues.
+pub fn signals_reset_in_child() {
+    SIG_WAKE.store(-1, Ordering::SeqCst);
+    for i in 1..NSIG {
+        if SIG_REFS[i].swap(0, Ordering::SeqCst) == 0 {
+            continue;
+        }
+        let p = SIG_SAVED_RAW[i].load(Ordering::SeqCst);
+        if !p.is_null() {
+            // SAFETY: p points to a leaked, never-freed sigaction written before it was published;
+            // sigaction(2) is async-signal-safe.
+            unsafe { libc::sigaction(i as i32, p, std::ptr::null_mut()) };
+        }
+        SIG_PREV_HANDLER[i].store(libc::SIG_DFL, Ordering::SeqCst);
+    }
 }
 
 fn is_ours(a: &libc::sigaction) -> bool {

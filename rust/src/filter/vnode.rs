@@ -36,12 +36,27 @@ pub(crate) struct Snapshot {
     uid: u32,
     gid: u32,
     mtime_ns: i64,
+    ctime_ns: i64,
 }
 
 impl From<FileStat> for Snapshot {
     fn from(f: FileStat) -> Snapshot {
-        Snapshot { size: f.size, nlink: f.nlink, mode: f.mode, uid: f.uid, gid: f.gid, mtime_ns: f.mtime_ns }
+        Snapshot {
+            size: f.size,
+            nlink: f.nlink,
+            mode: f.mode,
+            uid: f.uid,
+            gid: f.gid,
+            mtime_ns: f.mtime_ns,
+            ctime_ns: f.ctime_ns,
+        }
     }
+}
+
+/// Files that have a vnode: regular files, directories, symlinks (O_PATH) and device nodes. Pipes,
+/// FIFOs, sockets and anonymous inodes (eventfd, epoll, ...) do not.
+fn is_vnode(kind: u32) -> bool {
+    matches!(kind, libc::S_IFREG | libc::S_IFDIR | libc::S_IFLNK | libc::S_IFCHR | libc::S_IFBLK)
 }
 
 fn validate(ch: &Kevent) -> Result<()> {
@@ -55,8 +70,8 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     validate(ch)?;
     let fd = i32::try_from(ch.ident).map_err(|_| Errno(libc::EBADF))?;
     let f = sys::fstat(fd)?;
-    if f.kind == libc::S_IFIFO || f.kind == libc::S_IFSOCK {
-        return Err(Errno(libc::EINVAL)); // pipes and sockets are not vnodes
+    if !is_vnode(f.kind) {
+        return Err(Errno(libc::EINVAL)); // pipes, sockets and anonymous inodes are not vnodes
     }
     let ifd = crate::filter::fd::ensure_inotify(st)?;
     let wd = sys::inotify_watch_fd(ifd, fd, WATCH)?;
@@ -78,6 +93,42 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
 
 pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
     validate(ch)?;
+    let fd = i32::try_from(ch.ident).map_err(|_| Errno(libc::EBADF))?;
+    let f = match sys::fstat(fd) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = st.delete(slot); // closed: its knote went with the close
+            return Err(e);
+        }
+    };
+    if let Some(Knote { kind: Kind::Vnode { wd, dev, ino, .. }, .. }) = st.knotes.get(slot) {
+        if (f.dev, f.ino) != (*dev, *ino) {
+            // The fd number was closed and now names another file: the old knote went with the close;
+            // this change watches the new file from scratch.
+            if !is_vnode(f.kind) {
+                return Err(Errno(libc::EINVAL));
+            }
+            let old_wd = *wd;
+            let ifd = crate::filter::fd::ensure_inotify(st)?;
+            let new_wd = sys::inotify_watch_fd(ifd, fd, WATCH)?;
+            if let Some(v) = st.wds.get_mut(&old_wd) {
+                v.retain(|&s| s != slot);
+            }
+            crate::filter::fd::unwatch(st, old_wd);
+            st.wds.entry(new_wd).or_default().push(slot);
+            st.unqueue(slot);
+            if let Some(k) = st.knotes.get_mut(slot) {
+                k.kind = Kind::Vnode {
+                    wd: new_wd,
+                    dev: f.dev,
+                    ino: f.ino,
+                    dir: f.kind == libc::S_IFDIR,
+                    snap: f.into(),
+                    pending: 0,
+                };
+            }
+        }
+    }
     let Some(k) = st.knotes.get_mut(slot) else { return Err(Errno(libc::ENOENT)) };
     k.sfflags = ch.fflags;
     k.sdata = ch.data;
@@ -92,6 +143,10 @@ pub(crate) fn detach(st: &mut State, k: &Knote) {
 }
 
 pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) {
+    if !on {
+        // Take in what inotify already knows, so the drop covers every change made before the disable.
+        crate::filter::fd::inotify_ready(st);
+    }
     if let Some(Knote { kind: Kind::Vnode { pending, .. }, .. }) = st.knotes.get_mut(slot) {
         if !on {
             *pending = 0; // EV_DISABLE drops what was pending
@@ -104,7 +159,7 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) {
 /// inotify reported `mask` for the file of knote `slot` (IN_Q_OVERFLOW: something, unknown).
 pub(crate) fn inotify_event(st: &mut State, slot: u32, mask: u32) {
     let Some(k) = st.knotes.get(slot) else { return };
-    let Kind::Vnode { dev, ino, dir, snap, .. } = k.kind else { return };
+    let Kind::Vnode { dev, ino, dir, snap, pending, .. } = k.kind else { return };
     let fd = k.ident as RawFd;
     let now = match sys::fstat(fd) {
         Ok(f) if (f.dev, f.ino) == (dev, ino) => f,
@@ -117,14 +172,18 @@ pub(crate) fn inotify_event(st: &mut State, slot: u32, mask: u32) {
     let new: Snapshot = now.into();
     let overflow = mask & libc::IN_Q_OVERFLOW != 0;
     let mut notes = 0;
-    if mask & libc::IN_MODIFY != 0 || (overflow && new != snap) {
-        if new.size > snap.size {
-            notes |= NOTE_WRITE | NOTE_EXTEND;
-        } else if new.size < snap.size {
-            notes |= NOTE_TRUNCATE;
-        } else {
-            notes |= NOTE_WRITE;
-        }
+    // Sizes are compared on every event: a write may already be visible when an earlier chmod's event
+    // is read.
+    if new.size > snap.size {
+        notes |= NOTE_WRITE | NOTE_EXTEND;
+    } else if new.size < snap.size {
+        notes |= NOTE_TRUNCATE;
+    } else if (mask & libc::IN_MODIFY != 0 && pending & (NOTE_EXTEND | NOTE_TRUNCATE) == 0)
+        || (overflow && new.mtime_ns != snap.mtime_ns)
+    {
+        // (A size change already gathered was seen early, through another event's fstat: this IN_MODIFY
+        // is that same change, not a further write.)
+        notes |= NOTE_WRITE;
     }
     if dir && mask & (libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO) != 0 {
         notes |= NOTE_WRITE; // an entry added, removed or renamed
@@ -135,8 +194,14 @@ pub(crate) fn inotify_event(st: &mut State, slot: u32, mask: u32) {
     if (new.nlink == 0 && snap.nlink != 0) || mask & libc::IN_DELETE_SELF != 0 {
         notes |= NOTE_DELETE;
     }
-    if mask & libc::IN_ATTRIB != 0 && (new.nlink == snap.nlink || (new.mode, new.uid, new.gid) != (snap.mode, snap.uid, snap.gid)) {
+    let owner_or_mode = (new.mode, new.uid, new.gid) != (snap.mode, snap.uid, snap.gid);
+    // A new mode or owner is an attribute change whichever event brought it to light.
+    if owner_or_mode || (mask & libc::IN_ATTRIB != 0 && new.nlink == snap.nlink) {
         notes |= NOTE_ATTRIB;
+    }
+    let ctime_only = new.ctime_ns != snap.ctime_ns && new.nlink == snap.nlink && new.size == snap.size;
+    if overflow && (owner_or_mode || ctime_only) {
+        notes |= NOTE_ATTRIB; // after lost events: an attribute change is what a new ctime alone means
     }
     if mask & libc::IN_MOVE_SELF != 0 {
         notes |= NOTE_RENAME;
