@@ -146,22 +146,11 @@ def test_mypy_strict_on_the_high_level_api_and_the_examples():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not strict-clean outside issue 7's files: python/kqrs/_trace.py:110 (untyped **fields), "
-    "_trace.py:144 (bare dict), _doctor.py (_errname(e.errno) with errno: int | None)",
-)
 def test_mypy_strict_on_the_whole_package():
     r = mypy("mypy", "--strict", "python/kqrs", "docs/examples")
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_kqrs.pyi disagrees with the extension (no __all__, comparison params not positional-only, "
-    "kevent typed through __init__, fromfd's '/') and kqueue()/kevent() have no text_signature "
-    "(rust/src/python.rs:153,442); plus the mypy errors above stop stubtest before it starts",
-)
 def test_stubtest():
     r = mypy("mypy.stubtest", "kqrs", "--allowlist", "stubtest-allowlist.txt")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -264,7 +264,7 @@ def probe_pidfd() -> tuple[str, str]:
     try:
         fd = os.pidfd_open(os.getpid())
     except OSError as e:
-        return NO, f"pidfd_open: {_errname(e.errno)} (kernel < 5.3?)"
+        return NO, f"pidfd_open: {_errname(e.errno or 0)} (kernel < 5.3?)"
     os.close(fd)
     return OK, "pidfd_open works (EVFILT_PROC's NOTE_EXIT will use it)"
 

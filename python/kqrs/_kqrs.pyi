@@ -6,6 +6,69 @@ from typing import Any, Protocol, final
 
 from typing_extensions import Self
 
+__all__ = ['kqueue',
+    'kevent',
+    '_has_epoll_pwait2',
+    '_filter_supported',
+    '_proc_support',
+    '_owned_fd_count',
+    '_signal_reassert',
+    '_signal_hooked',
+    'KQ_FILTER_READ',
+    'KQ_FILTER_WRITE',
+    'KQ_FILTER_AIO',
+    'KQ_FILTER_VNODE',
+    'KQ_FILTER_PROC',
+    'KQ_FILTER_SIGNAL',
+    'KQ_FILTER_TIMER',
+    'KQ_FILTER_NETDEV',
+    'KQ_FILTER_USER',
+    'KQ_FILTER_PROCDESC',
+    'KQ_EV_ADD',
+    'KQ_EV_DELETE',
+    'KQ_EV_ENABLE',
+    'KQ_EV_DISABLE',
+    'KQ_EV_ONESHOT',
+    'KQ_EV_CLEAR',
+    'KQ_EV_RECEIPT',
+    'KQ_EV_DISPATCH',
+    'KQ_EV_SYSFLAGS',
+    'KQ_EV_FLAG1',
+    'KQ_EV_EOF',
+    'KQ_EV_ERROR',
+    'KQ_NOTE_LOWAT',
+    'KQ_NOTE_DELETE',
+    'KQ_NOTE_WRITE',
+    'KQ_NOTE_EXTEND',
+    'KQ_NOTE_ATTRIB',
+    'KQ_NOTE_LINK',
+    'KQ_NOTE_RENAME',
+    'KQ_NOTE_REVOKE',
+    'KQ_NOTE_TRUNCATE',
+    'KQ_NOTE_EXIT',
+    'KQ_NOTE_FORK',
+    'KQ_NOTE_EXEC',
+    'KQ_NOTE_PCTRLMASK',
+    'KQ_NOTE_PDATAMASK',
+    'KQ_NOTE_TRACK',
+    'KQ_NOTE_TRACKERR',
+    'KQ_NOTE_CHILD',
+    'KQ_NOTE_EXITSTATUS',
+    'KQ_NOTE_LINKUP',
+    'KQ_NOTE_LINKDOWN',
+    'KQ_NOTE_LINKINV',
+    'KQ_NOTE_TRIGGER',
+    'KQ_NOTE_FFNOP',
+    'KQ_NOTE_FFAND',
+    'KQ_NOTE_FFOR',
+    'KQ_NOTE_FFCOPY',
+    'KQ_NOTE_FFCTRLMASK',
+    'KQ_NOTE_FFLAGSMASK',
+    'KQ_NOTE_SECONDS',
+    'KQ_NOTE_USECONDS',
+    'KQ_NOTE_NSECONDS',
+    'KQ_NOTE_ABSOLUTE']
+
 class _HasFileno(Protocol):
     def fileno(self) -> int: ...
 
@@ -17,28 +80,28 @@ class kevent:
     fflags: int
     data: int
     udata: int
-    def __init__(
-        self,
+    def __new__(
+        cls,
         ident: int | _HasFileno,
         filter: int = ...,
         flags: int = ...,
         fflags: int = ...,
         data: int = ...,
         udata: int = ...,
-    ) -> None: ...
-    def __lt__(self, other: kevent) -> bool: ...
-    def __le__(self, other: kevent) -> bool: ...
-    def __gt__(self, other: kevent) -> bool: ...
-    def __ge__(self, other: kevent) -> bool: ...
-    def __eq__(self, other: object) -> bool: ...
-    def __ne__(self, other: object) -> bool: ...
+    ) -> Self: ...
+    def __lt__(self, other: kevent, /) -> bool: ...
+    def __le__(self, other: kevent, /) -> bool: ...
+    def __gt__(self, other: kevent, /) -> bool: ...
+    def __ge__(self, other: kevent, /) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __ne__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
 @final
 class kqueue:
     def __init__(self) -> None: ...
     @classmethod
-    def fromfd(cls, fd: int, /) -> kqueue: ...
+    def fromfd(cls, fd: int) -> kqueue: ...
     @property
     def closed(self) -> bool: ...
     def fileno(self) -> int: ...

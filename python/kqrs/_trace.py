@@ -27,7 +27,7 @@ import shlex
 import signal
 import sys
 import time
-from typing import IO
+from typing import IO, Any
 
 PROG = "kqrs trace"
 USAGE = f"usage: {PROG} [--json] [-o FILE] [--] COMMAND [ARG...]"
@@ -107,7 +107,7 @@ class Tracer:
         self.statuses: dict[str, int] = {}
         self.lost = 0
 
-    def _line(self, proc: Proc, now: float, event: str, text: str, about: Proc | None = None, **fields) -> None:
+    def _line(self, proc: Proc, now: float, event: str, text: str, *, about: Proc | None = None, **fields: object) -> None:
         """One line: the text indented at `proc`'s depth, or a JSON record about `about` (default proc)."""
         t = now - self.t0
         if self.json:
@@ -141,7 +141,7 @@ class Tracer:
         life = now - p.start
         if status is None:
             sentence, key = "exited (status unknown)", "unknown"
-            fields: dict = {"status": None, "exit_code": None, "signal": None}
+            fields: dict[str, Any] = {"status": None, "exit_code": None, "signal": None}
         else:
             sentence, key = _status_words(status)
             fields = {

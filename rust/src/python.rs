@@ -150,7 +150,7 @@ impl PyKevent {
 #[pymethods]
 impl PyKevent {
     #[new]
-    #[pyo3(signature = (*args, **kwargs))]
+    #[pyo3(signature = (*args, **kwargs), text_signature = "(ident, filter=-1, flags=1, fflags=0, data=0, udata=0)")]
     fn new(args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<PyKevent> {
         // CPython's "O|hHILK:kevent" parsing: an explicit None is a value (and a TypeError), not "omitted".
         let nkw = kwargs.map_or(0, |k| k.len());
@@ -439,7 +439,7 @@ fn with_outbuf<R>(n: usize, f: impl FnOnce(&mut [Kevent]) -> R) -> R {
 #[pymethods]
 impl PyKqueue {
     #[new]
-    #[pyo3(signature = (*args, **kwargs))]
+    #[pyo3(signature = (*args, **kwargs), text_signature = "()")]
     fn new(args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyAny>>) -> PyResult<PyKqueue> {
         if !args.is_empty() {
             return Err(PyTypeError::new_err("kqueue() takes no positional arguments"));
