@@ -10,11 +10,44 @@ from __future__ import annotations
 import select as _select
 import sys as _sys
 
+from typing import TYPE_CHECKING, Any
+
 from . import _kqrs
 from ._kqrs import kevent, kqueue
-from ._queue import Empty, EventQueue
 from ._kqrs import *  # noqa: F403 - the KQ_* constants (also set below), spelled out for type checkers
-from ._api import (Event, ExitStatus, FdHandle, FileHandle, Filter, Flag, Handle, KQueue, KQueueError, KQueueExistsError, KQueueNotFoundError, KQueuePermissionError, KQueueProcessLookupError, ProcessHandle, ProcNote, SignalHandle, TimerHandle, TimerNote, UserHandle, UserNote, VnodeNote)
+
+if TYPE_CHECKING:
+    from ._api import (Event, ExitStatus, FdHandle, FileHandle, Filter, Flag, Handle, KQueue, KQueueError, KQueueExistsError, KQueueNotFoundError, KQueuePermissionError, KQueueProcessLookupError, ProcessHandle, ProcNote, SignalHandle, TimerHandle, TimerNote, UserHandle, UserNote, VnodeNote)
+    from ._queue import Empty, EventQueue
+
+# The high-level API and EventQueue are imported on first use: a plain `import kqrs` stays small, which
+# keeps fork() of a process that imported it as cheap as without (fork copies every imported module).
+_LAZY = {
+    "Empty": "_queue",
+    "EventQueue": "_queue",
+    **dict.fromkeys(
+        ["Event", "ExitStatus", "FdHandle", "FileHandle", "Filter", "Flag", "Handle", "KQueue", "KQueueError",
+         "KQueueExistsError", "KQueueNotFoundError", "KQueuePermissionError", "KQueueProcessLookupError",
+         "ProcessHandle", "ProcNote", "SignalHandle", "TimerHandle", "TimerNote", "UserHandle", "UserNote",
+         "VnodeNote"],
+        "_api",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'kqrs' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = ["kqueue", "kevent", "EventQueue", "Empty", "install", "uninstall", "CONSTANTS"]
 __all__ += ["KQueue", "Event", "ExitStatus", "Filter", "Flag", "VnodeNote", "ProcNote", "UserNote", "TimerNote", "KQueueError", "KQueueExistsError", "KQueueNotFoundError", "KQueuePermissionError", "KQueueProcessLookupError", "Handle", "FdHandle", "TimerHandle", "UserHandle", "ProcessHandle", "SignalHandle", "FileHandle"]
