@@ -1038,7 +1038,7 @@ def test_example_supervisor_duration(example):
 def test_example_tail_follows_growth(example, tmp_path):
     log = tmp_path / "app.log"
     log.write_text("one\ntwo\nthree\n")
-    p, out = example("tail.py", "-n", "2", "--idle-exit", "0.5", str(log))
+    p, out = example("tail.py", "-n", "2", "--idle-exit", "3", str(log))
     assert [out.next(), out.next()] == ["two", "three"]
     with open(log, "a") as f:
         f.write("four\nfi")
@@ -1054,7 +1054,7 @@ def test_example_tail_follows_growth(example, tmp_path):
 def test_example_tail_follows_rotation(example, tmp_path):
     log = tmp_path / "app.log"
     log.write_text("old\n")
-    p, out = example("tail.py", "-n", "1", "--idle-exit", "0.5", str(log))
+    p, out = example("tail.py", "-n", "1", "--idle-exit", "3", str(log))
     assert out.next() == "old"
     with open(log, "a") as f:
         f.write("last of old")  # no newline: flushed on rotation

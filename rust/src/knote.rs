@@ -54,7 +54,8 @@ pub(crate) enum Kind {
     Signal { sig: i32, last: u64 },
     /// EVFILT_VNODE: a share of the kqueue's inotify watch `wd` on the file `dev`/`ino`, the fstat snapshot
     /// the next event is compared with, and the notes gathered since the last report.
-    Vnode { wd: i32, dev: u64, ino: u64, dir: bool, snap: crate::filter::vnode::Snapshot, pending: u32 },
+    /// `mnt` is its mount id (NOTE_REVOKE when that mount is gone).
+    Vnode { wd: i32, dev: u64, ino: u64, mnt: u64, dir: bool, snap: crate::filter::vnode::Snapshot, pending: u32 },
     /// EVFILT_PROC / EVFILT_PROCDESC: a pidfd of its own (-1 for a tracked child that was gone before
     /// it could be opened), the notes and data waiting to be reported, and the exit once seen
     /// (`Some(None)`: exited, status unknown).

@@ -20,6 +20,8 @@ pub(crate) const TOKEN_RETIRED: u64 = u64::MAX - 2;
 pub(crate) const TOKEN_CONNECTOR: u64 = u64::MAX - 3;
 /// epoll token of the process-wide signal eventfd.
 pub(crate) const TOKEN_SIGNAL: u64 = u64::MAX - 4;
+/// epoll token of /proc/self/mountinfo (NOTE_REVOKE: a watched file's filesystem was unmounted).
+pub(crate) const TOKEN_MOUNTS: u64 = u64::MAX - 5;
 /// Tokens with this bit name a knote slot (timers); without it, an fd.
 pub(crate) const TAG_KNOTE: u64 = 1 << 63;
 
@@ -91,6 +93,8 @@ pub(crate) struct State {
     pub connector: RawFd,
     /// The process-wide signal eventfd is registered in this kqueue's epoll.
     pub sig_wake_registered: bool,
+    /// /proc/self/mountinfo, opened by the first vnode knote that asks for NOTE_REVOKE.
+    pub mounts: RawFd,
     pub wds: IdMap<i32, Vec<u32>>,
     pub stats: Stats,
     /// Number of the current collect call; a knote whose `seen` equals it was reported in this call.
@@ -491,6 +495,7 @@ impl State {
             inotify: -1,
             connector: -1,
             sig_wake_registered: false,
+            mounts: -1,
             wds: IdMap::default(),
             stats: Stats::default(),
             seq: 1,
@@ -520,6 +525,10 @@ impl State {
         if self.connector >= 0 {
             sys::close(self.connector);
             self.connector = -1;
+        }
+        if self.mounts >= 0 {
+            sys::close(self.mounts);
+            self.mounts = -1;
         }
         if self.kick >= 0 {
             sys::close(self.kick);
@@ -729,6 +738,7 @@ impl State {
                 TOKEN_INOTIFY => crate::filter::fd::inotify_ready(self),
                 TOKEN_CONNECTOR => crate::filter::proc::connector_ready(self),
                 TOKEN_SIGNAL => crate::filter::signal::wake(self),
+                TOKEN_MOUNTS => crate::filter::vnode::mounts_changed(self),
                 t if t & TAG_KNOTE != 0 => {
                     let slot = t as u32;
                     let gen = ((t >> 32) & 0x7fff_ffff) as u32;
@@ -821,6 +831,9 @@ impl State {
         }
         if ok && self.connector >= 0 {
             ok = sys::epoll_add(new, self.connector, sys::EPOLLIN, TOKEN_CONNECTOR).is_ok();
+        }
+        if ok && self.mounts >= 0 {
+            ok = sys::epoll_add(new, self.mounts, sys::EPOLLPRI | sys::EPOLLERR, TOKEN_MOUNTS).is_ok();
         }
         if ok && self.sig_wake_registered {
             ok = sys::signal_wake_fd()

@@ -55,6 +55,7 @@ pub const EPOLLERR: u32 = libc::EPOLLERR as u32;
 pub const EPOLLHUP: u32 = libc::EPOLLHUP as u32;
 pub const EPOLLRDHUP: u32 = libc::EPOLLRDHUP as u32;
 pub const EPOLLET: u32 = libc::EPOLLET as u32;
+pub const EPOLLPRI: u32 = libc::EPOLLPRI as u32;
 
 pub fn empty_event() -> EpollEvent {
     EpollEvent { events: 0, u64: 0 }
@@ -1107,4 +1108,47 @@ pub fn signal_reassert(sig: i32) -> Result<()> {
 /// Whether kqrs's handler is installed for `sig` now (for tests and doctor).
 pub fn signal_hooked(sig: i32) -> bool {
     current_action(sig).is_ok_and(|a| is_ours(&a))
+}
+
+// ---- mounts (NOTE_REVOKE) ----
+
+/// Opens /proc/self/mountinfo: pollable, it reports EPOLLPRI|EPOLLERR when the mount table changes.
+pub fn mountinfo_open() -> Result<RawFd> {
+    let path = b"/proc/self/mountinfo\0";
+    // SAFETY: path is NUL-terminated.
+    cvt(unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) }).map(track)
+}
+
+/// Reads the whole mount table from `fd` (from the start, which also re-arms its poll notification) and
+/// returns the mount ids in it.
+pub fn mountinfo_ids(fd: RawFd) -> Result<Vec<u64>> {
+    // SAFETY: lseek takes no pointers.
+    if unsafe { libc::lseek(fd, 0, libc::SEEK_SET) } < 0 {
+        return Err(Errno::last());
+    }
+    let mut text = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        // SAFETY: buf is a valid writable buffer.
+        let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if r < 0 {
+            return Err(Errno::last());
+        }
+        if r == 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..r as usize]);
+    }
+    Ok(text
+        .split(|&b| b == b'\n')
+        .filter_map(|line| std::str::from_utf8(line.split(|&b| b == b' ').next()?).ok()?.parse().ok())
+        .collect())
+}
+
+/// The mount id of the file behind `fd` (the "mnt_id:" line of /proc/self/fdinfo/FD).
+pub fn fd_mount_id(fd: RawFd) -> Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).map_err(|_| Errno(libc::EBADF))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:").and_then(|v| v.trim().parse().ok()))
+        .ok_or(Errno(libc::ENOENT))
 }

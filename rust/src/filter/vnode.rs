@@ -10,7 +10,7 @@
 use crate::consts::*;
 use crate::kevent::Kevent;
 use crate::knote::{Kind, Knote};
-use crate::kqueue::State;
+use crate::kqueue::{State, TOKEN_MOUNTS};
 use crate::sys::{self, Errno, FileStat, RawFd, Result};
 
 const VNODE_NOTES: u32 =
@@ -85,9 +85,23 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
         enabled: ch.flags & EV_DISABLE == 0,
         queued: false,
         seen: 0,
-        kind: Kind::Vnode { wd, dev: f.dev, ino: f.ino, dir: f.kind == libc::S_IFDIR, snap: f.into(), pending: 0 },
+        kind: Kind::Vnode {
+            wd,
+            dev: f.dev,
+            ino: f.ino,
+            mnt: sys::fd_mount_id(fd).unwrap_or(0),
+            dir: f.kind == libc::S_IFDIR,
+            snap: f.into(),
+            pending: 0,
+        },
     });
     st.wds.entry(wd).or_default().push(slot);
+    if ch.fflags & NOTE_REVOKE != 0 {
+        if let Err(e) = watch_mounts(st) {
+            let _ = st.delete(slot);
+            return Err(e);
+        }
+    }
     Ok(slot)
 }
 
@@ -122,6 +136,7 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
                     wd: new_wd,
                     dev: f.dev,
                     ino: f.ino,
+                    mnt: sys::fd_mount_id(fd).unwrap_or(0),
                     dir: f.kind == libc::S_IFDIR,
                     snap: f.into(),
                     pending: 0,
@@ -129,11 +144,54 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
             }
         }
     }
+    if ch.fflags & NOTE_REVOKE != 0 {
+        watch_mounts(st)?;
+    }
     let Some(k) = st.knotes.get_mut(slot) else { return Err(Errno(libc::ENOENT)) };
     k.sfflags = ch.fflags;
     k.sdata = ch.data;
     k.udata = ch.udata;
     Ok(())
+}
+
+/// NOTE_REVOKE: inotify only says IN_UNMOUNT once the filesystem itself goes away, which the knote's own
+/// open fd prevents (a lazy unmount leaves it alive). The mount table says it at once: the kqueue polls
+/// /proc/self/mountinfo (EPOLLPRI on every change) and revokes knotes whose mount has left it.
+fn watch_mounts(st: &mut State) -> Result<()> {
+    if st.mounts >= 0 {
+        return Ok(());
+    }
+    let fd = sys::mountinfo_open()?;
+    let _ = sys::mountinfo_ids(fd); // read once: poll reports changes after the last full read
+    if let Err(e) = sys::epoll_add(st.epfd, fd, sys::EPOLLPRI | sys::EPOLLERR, TOKEN_MOUNTS) {
+        sys::close(fd);
+        return Err(e);
+    }
+    st.mounts = fd;
+    Ok(())
+}
+
+/// The mount table changed: a knote asking for NOTE_REVOKE whose mount is gone gets it.
+pub(crate) fn mounts_changed(st: &mut State) {
+    if st.mounts < 0 {
+        return;
+    }
+    let Ok(ids) = sys::mountinfo_ids(st.mounts) else { return };
+    let gone: Vec<u32> = st
+        .knotes
+        .iter_slots()
+        .filter_map(|(slot, k)| match k.kind {
+            Kind::Vnode { mnt, .. } if k.sfflags & NOTE_REVOKE != 0 && mnt != 0 && !ids.contains(&mnt) => Some(slot),
+            _ => None,
+        })
+        .collect();
+    for slot in gone {
+        if let Some(Knote { kind: Kind::Vnode { pending, mnt, .. }, .. }) = st.knotes.get_mut(slot) {
+            *pending |= NOTE_REVOKE;
+            *mnt = 0; // revoked once
+        }
+        st.enqueue(slot);
+    }
 }
 
 pub(crate) fn detach(st: &mut State, k: &Knote) {
