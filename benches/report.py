@@ -99,10 +99,19 @@ def _rows() -> list[Row]:
           "fork/read_kqrs.median", "fork/read_epoll.median", "us", 1.05))
     a(Row("fork.import", "fork+_exit+waitpid, `import kqrs` only (no kqueue) vs no kqrs",
           "fork/import.median", "fork/base.median", "us"))
-    # -- process exits: not built yet
-    a(Row("proc.1000", "1,000 child exits: EVFILT_PROC vs pidfd + epoll", "proc/kqrs.1000", "proc/pidfd.1000", "time", pending=True))
-    a(Row("proc.asyncio", "1,000 child exits: EVFILT_PROC vs asyncio subprocess wait", "proc/kqrs.1000", "proc/asyncio.1000", "time", pending=True))
-    a(Row("proc.per_exit", "per-exit cost, 10,000 vs 100 watched (EVFILT_PROC)", "proc/kqrs.per_exit.10000", "proc/kqrs.per_exit.100", "time", pending=True))
+    # -- process exits (EVFILT_PROC)
+    a(Row("proc.1000", "1,000 blocked children released: NOTE_EXIT knotes vs `os.pidfd_open` + `select.epoll` "
+          "(registration to the last exit seen, status read and reaped)", "proc/kqrs.1000", "proc/pidfd.1000", "time", 1.05))
+    a(Row("proc.asyncio", "spawn 1,000 `true` and wait for all: `subprocess.Popen` + NOTE_EXIT vs "
+          "`asyncio.create_subprocess_exec` + `wait()`", "proc/kqrs_spawn.1000", "proc/asyncio.1000", "time"))
+    a(Row("proc.per_exit", "one exit → its event (EVFILT_PROC), 10,000 vs 100 processes watched in the kqueue",
+          "proc/kqrs.per_exit.10000", "proc/kqrs.per_exit.100", "time", 1.05))
+    # -- kqrs.EventQueue
+    for alt, name in (("simplequeue", "`queue.SimpleQueue`"), ("queue", "`queue.Queue`")):
+        a(Row(f"queue.{alt}", f"`put` + `get` of one item, one thread: `kqrs.EventQueue` vs {name}",
+              "queue/kqrs", f"queue/{alt}", "time"))
+        a(Row(f"queue.xthread.{alt}", f"producer thread → consumer, time per item: `kqrs.EventQueue` vs {name}",
+              "queue_xthread/kqrs", f"queue_xthread/{alt}", "time"))
     # -- engine alone (Rust)
     a(Row("engine.empty", "engine: `kevent()` timeout 0, nothing ready vs `epoll_wait`", "engine.empty/kqrs", "engine.empty/base", "ns", 1.15))
     a(Row("engine.one_ready", "engine: one ready socket vs `epoll_wait`", "engine.one_ready/kqrs", "engine.one_ready/base", "ns"))
@@ -272,7 +281,9 @@ def main() -> None:
         "- READ and TIMER knotes need one fd each, so their memory is measured at as many knotes as the fd "
         "limit allows; kernel memory (epoll items, timerfds) is not in RSS and not counted.",
         "- Latency rows (wake-up, timer lateness) have no target; their ratio is informative.",
-        "- Process exits (EVFILT_PROC) are pending: benches/test_bench_proc.py is the place for them.",
+        "- Process exits: children are forks blocked on one pipe (released by closing it) that `_exit(0)`; "
+        "per-exit rows time one more child's release → its event. `proc.asyncio` on Python 3.11 uses asyncio's "
+        "ThreadedChildWatcher (a thread per child); 3.12+ uses pidfds.",
         "",
     ]
     with open(a.out, "w") as f:

@@ -143,6 +143,9 @@ impl Kqueue {
         ATFORK.call_once(|| {
             let _ = sys::atfork_child(on_fork_child);
         });
+        if !sys::fd_is_open(outer) {
+            return Err(errno(libc::EBADF));
+        }
         let inner = sys::epoll_create()?;
         let kick = match sys::eventfd() {
             Ok(k) => k,
@@ -319,6 +322,7 @@ impl Kqueue {
         let mut first = true;
         let mut reparked = false;
         let mut once_more = false;
+        let mut extra_passes = 0;
         loop {
             // Knotes already on the active queue (e.g. triggered by this very call's changes): look now.
             let pending = self.active_hint.load(Ordering::Acquire);
@@ -384,6 +388,13 @@ impl Kqueue {
                 if got == events.len() || n < want || got == before {
                     return Ok(got);
                 }
+                continue;
+            }
+            if n == want && extra_passes < 4 {
+                // A full batch that yielded nothing (stale or filtered reports) says nothing about what
+                // else is ready: look again before giving up.
+                extra_passes += 1;
+                once_more = true;
                 continue;
             }
             match wait {
@@ -575,6 +586,11 @@ impl State {
             return Err(errno(libc::EBADF));
         }
         let mut slot = self.lookup(ch.ident, ch.filter);
+        if slot.is_some() && ch.flags & EV_ADD == 0 && Self::is_fd_filter(ch.filter) && !sys::fd_is_open(ch.ident as RawFd) {
+            // Closed behind our back: its knotes went with it (BSD answers EBADF for a closed fd).
+            self.purge_fd(ch.ident as RawFd);
+            return Err(errno(libc::EBADF));
+        }
         if let Some(s) = slot {
             if ch.flags & EV_ADD != 0 && Self::is_fd_filter(ch.filter) && !self.fd_still_same(ch.ident as RawFd)? {
                 // The fd now names another file: the old knotes went with the old file (BSD removes

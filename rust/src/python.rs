@@ -550,7 +550,13 @@ impl PyKqueue {
         let tmo = timeout_ns(timeout)?;
         let mut changes: Vec<Kevent> = Vec::new();
         if !changelist.is_none() {
-            let it = changelist.try_iter().map_err(|_| PyTypeError::new_err("changelist is not iterable"))?;
+            let it = changelist.try_iter().map_err(|e| {
+                if e.is_instance_of::<PyTypeError>(changelist.py()) {
+                    PyTypeError::new_err("changelist is not iterable")
+                } else {
+                    e // an exception raised by the object's own __iter__ goes through, as in CPython
+                }
+            })?;
             for item in it {
                 let item = item?;
                 let Ok(ev) = item.cast::<PyKevent>() else {
@@ -562,7 +568,7 @@ impl PyKqueue {
         let kq = &*self.kq;
         // A call reports each knote at most once: no need for more room than there are knotes (plus the
         // changes' error entries), however large max_events is.
-        let max = (maxevents as usize).min(kq.knote_count_hint() + changes.len() + 64);
+        let max = (maxevents as usize).min((kq.knote_count_hint() + changes.len() + 64).max(4096));
         let wait = match tmo {
             None => Wait::Forever,
             Some(0) => Wait::Poll,

@@ -110,6 +110,11 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     if fd == st.outer {
         return Err(Errno(libc::EINVAL)); // a kqueue cannot watch itself (FreeBSD: EINVAL)
     }
+    // epoll_ctl validates the fd, but not before the table grows to it, and not at all for a knote added
+    // disabled: check first when either could bite (rarely: fd numbers are dense and reused).
+    if (fd as usize >= st.fdtab.len() || ch.flags & EV_DISABLE != 0) && !sys::fd_is_open(fd) {
+        return Err(Errno(libc::EBADF));
+    }
     let mut e = entry(st, fd);
     if !e.is_empty() && !still_same(st, fd)? {
         st.purge_fd(fd);
@@ -448,12 +453,15 @@ pub(crate) fn fd_ready(st: &mut State, fd: RawFd, gen: u32, revents: u32, out: &
             _ => continue,
         }
         if *n >= out.len() {
-            // No room: keep the report for the next call (an edge-triggered one would be lost otherwise).
+            any = true;
+            if e.mask & EPOLLET == 0 {
+                continue; // level-triggered: epoll reports it again next time, with fresh state
+            }
+            // No room for an edge-triggered report: keep it for the next call, or it would be lost.
             if let Some(Knote { kind: Kind::Fd { revents: r, .. }, .. }) = st.knotes.get_mut(slot) {
                 *r = revents;
             }
             st.enqueue(slot);
-            any = true;
             continue;
         }
         match evaluate(st, slot, fd, revents) {
