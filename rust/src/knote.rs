@@ -79,6 +79,25 @@ pub(crate) struct Knote {
     pub kind: Kind,
 }
 
+impl Knote {
+    /// A new knote for the change `ch` (enabled unless it says EV_DISABLE), with the flags it keeps and
+    /// the fflags it stores.
+    pub fn from_change(ch: &crate::kevent::Kevent, flags: u16, sfflags: u32, kind: Kind) -> Knote {
+        Knote {
+            ident: ch.ident,
+            filter: ch.filter,
+            flags,
+            sfflags,
+            sdata: ch.data,
+            udata: ch.udata,
+            enabled: ch.flags & crate::consts::EV_DISABLE == 0,
+            queued: false,
+            seen: 0,
+            kind,
+        }
+    }
+}
+
 struct Slot {
     gen: u32,
     knote: Option<Knote>,

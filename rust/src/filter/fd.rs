@@ -126,23 +126,11 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
         let gen = e.gen.wrapping_add(1);
         *entry_mut(st, fd) = FdEntry { gen, ..FdEntry::EMPTY };
     }
-    let enabled = ch.flags & EV_DISABLE == 0;
     let kind = match e.reg {
         FdReg::File if !fresh => Kind::File { wd: -1, regular: false, dev: 0, ino: 0 },
         _ => Kind::Fd { revents: 0, last_data: -1, last_eof: false },
     };
-    let slot = st.insert(Knote {
-        ident: ch.ident,
-        filter: ch.filter,
-        flags: ch.flags & EV_STICKY,
-        sfflags: ch.fflags,
-        sdata: ch.data,
-        udata: ch.udata,
-        enabled,
-        queued: false,
-        seen: 0,
-        kind,
-    });
+    let slot = st.insert(Knote::from_change(ch, ch.flags & EV_STICKY, ch.fflags, kind));
     if !fresh && e.reg == FdReg::File {
         if let Err(err) = file_attach(st, slot, fd) {
             unlink(st, slot);

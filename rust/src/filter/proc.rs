@@ -96,19 +96,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
 }
 
 fn attach_with(st: &mut State, ch: &Kevent, pidfd: RawFd, pid: i32) -> Result<u32> {
-    let slot = st.insert(Knote {
-        ident: ch.ident,
-        filter: ch.filter,
-        // Process knotes are edge-triggered (FreeBSD sets EV_CLEAR for them).
-        flags: (ch.flags & EV_STICKY) | EV_CLEAR,
-        sfflags: ch.fflags,
-        sdata: ch.data,
-        udata: ch.udata,
-        enabled: ch.flags & EV_DISABLE == 0,
-        queued: false,
-        seen: 0,
-        kind: Kind::Proc { pidfd, pid, pending: 0, data: 0, exit: None, registered: false },
-    });
+    let slot = st.insert(Knote::from_change(ch, (ch.flags & EV_STICKY) | EV_CLEAR, ch.fflags, Kind::Proc { pidfd, pid, pending: 0, data: 0, exit: None, registered: false }));
     if let Err(e) = register(st, slot) {
         st.knotes.remove(slot);
         st.index.remove(&(ch.ident, ch.filter));

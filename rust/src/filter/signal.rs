@@ -31,19 +31,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     let sig = signum(ch)?;
     ensure_wake(st)?;
     sys::signal_ref(sig)?;
-    Ok(st.insert(Knote {
-        ident: ch.ident,
-        filter: ch.filter,
-        // EV_CLEAR is implied: data counts deliveries since the last report.
-        flags: (ch.flags & EV_STICKY) | EV_CLEAR,
-        sfflags: 0,
-        sdata: ch.data,
-        udata: ch.udata,
-        enabled: ch.flags & EV_DISABLE == 0,
-        queued: false,
-        seen: 0,
-        kind: Kind::Signal { sig, last: sys::signal_count(sig) },
-    }))
+    Ok(st.insert(Knote::from_change(ch, (ch.flags & EV_STICKY) | EV_CLEAR, 0, Kind::Signal { sig, last: sys::signal_count(sig) })))
 }
 
 pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {

@@ -63,19 +63,9 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
         return Err(e);
     }
     let enabled = ch.flags & EV_DISABLE == 0;
-    let slot = st.insert(Knote {
-        ident: ch.ident,
-        filter: ch.filter,
-        // A relative timer is edge-triggered (EV_CLEAR is set for it, and shows in its events).
-        flags: (ch.flags & EV_STICKY) | if ch.fflags & NOTE_ABSOLUTE == 0 { EV_CLEAR } else { 0 },
-        sfflags: ch.fflags,
-        sdata: ch.data,
-        udata: ch.udata,
-        enabled,
-        queued: false,
-        seen: 0,
-        kind: Kind::Timer { tfd, fired: 0 },
-    });
+    // A relative timer is edge-triggered (EV_CLEAR is set for it, and shows in its events).
+    let flags = (ch.flags & EV_STICKY) | if ch.fflags & NOTE_ABSOLUTE == 0 { EV_CLEAR } else { 0 };
+    let slot = st.insert(Knote::from_change(ch, flags, ch.fflags, Kind::Timer { tfd, fired: 0 }));
     let tok = TAG_KNOTE | token(slot, st.knotes.gen(slot));
     if let Err(e) = sys::epoll_add(st.epfd, tfd, epoll_events(enabled), tok) {
         st.knotes.remove(slot);

@@ -17,18 +17,7 @@ fn validate(ch: &Kevent) -> Result<()> {
 
 pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     validate(ch)?;
-    Ok(st.insert(Knote {
-        ident: ch.ident,
-        filter: ch.filter,
-        flags: ch.flags & EV_STICKY,
-        sfflags: ch.fflags & NOTE_FFLAGSMASK,
-        sdata: ch.data,
-        udata: ch.udata,
-        enabled: ch.flags & EV_DISABLE == 0,
-        queued: false,
-        seen: 0,
-        kind: Kind::User { triggered: false },
-    }))
+    Ok(st.insert(Knote::from_change(ch, ch.flags & EV_STICKY, ch.fflags & NOTE_FFLAGSMASK, Kind::User { triggered: false })))
 }
 
 /// BSD's filt_usertouch(EVENT_REGISTER): combine fflags, replace data and udata; EV_CLEAR in the change

@@ -75,17 +75,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     }
     let ifd = crate::filter::fd::ensure_inotify(st)?;
     let wd = sys::inotify_watch_fd(ifd, fd, WATCH)?;
-    let slot = st.insert(Knote {
-        ident: ch.ident,
-        filter: ch.filter,
-        flags: ch.flags & EV_STICKY,
-        sfflags: ch.fflags,
-        sdata: ch.data,
-        udata: ch.udata,
-        enabled: ch.flags & EV_DISABLE == 0,
-        queued: false,
-        seen: 0,
-        kind: Kind::Vnode {
+    let slot = st.insert(Knote::from_change(ch, ch.flags & EV_STICKY, ch.fflags, Kind::Vnode {
             wd,
             dev: f.dev,
             ino: f.ino,
@@ -93,8 +83,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
             dir: f.kind == libc::S_IFDIR,
             snap: f.into(),
             pending: 0,
-        },
-    });
+        }));
     st.wds.entry(wd).or_default().push(slot);
     if ch.fflags & NOTE_REVOKE != 0 {
         if let Err(e) = watch_mounts(st) {
