@@ -586,10 +586,18 @@ impl State {
             return Err(errno(libc::EBADF));
         }
         let mut slot = self.lookup(ch.ident, ch.filter);
-        if slot.is_some() && ch.flags & EV_ADD == 0 && Self::is_fd_filter(ch.filter) && !sys::fd_is_open(ch.ident as RawFd) {
-            // Closed behind our back: its knotes went with it (BSD answers EBADF for a closed fd).
-            self.purge_fd(ch.ident as RawFd);
-            return Err(errno(libc::EBADF));
+        if slot.is_some() && ch.flags & EV_ADD == 0 && Self::is_fd_filter(ch.filter) {
+            let fd = ch.ident as RawFd;
+            if !sys::fd_is_open(fd) {
+                // Closed behind our back: its knotes went with it (BSD answers EBADF for a closed fd).
+                self.purge_fd(fd);
+                return Err(errno(libc::EBADF));
+            }
+            if !self.fd_still_same(fd)? {
+                // The number names another file now: the knotes were the closed file's; this one has none.
+                self.purge_fd(fd);
+                return Err(errno(libc::ENOENT));
+            }
         }
         if let Some(s) = slot {
             if ch.flags & EV_ADD != 0 && Self::is_fd_filter(ch.filter) && !self.fd_still_same(ch.ident as RawFd)? {
