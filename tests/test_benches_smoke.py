@@ -15,6 +15,7 @@ import sys
 import pytest
 
 pytest.importorskip("pytest_benchmark")
+pytest.importorskip("watchfiles")  # the vnode rows compare with it
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
