@@ -91,6 +91,8 @@ pub(crate) struct State {
     pub inotify: RawFd,
     /// The process-connector socket, opened by the first knote that needs NOTE_FORK/EXEC/TRACK.
     pub connector: RawFd,
+    /// Its receive buffer, kept between wake-ups.
+    pub connector_buf: Vec<u8>,
     /// The process-wide signal eventfd is registered in this kqueue's epoll.
     pub sig_wake_registered: bool,
     /// /proc/self/mountinfo, opened by the first vnode knote that asks for NOTE_REVOKE.
@@ -505,6 +507,7 @@ impl State {
             defer_kick: false,
             inotify: -1,
             connector: -1,
+            connector_buf: Vec::new(),
             sig_wake_registered: false,
             mounts: -1,
             wds: IdMap::default(),
@@ -586,25 +589,21 @@ impl State {
             return Err(errno(libc::EBADF));
         }
         let mut slot = self.lookup(ch.ident, ch.filter);
-        if slot.is_some() && ch.flags & EV_ADD == 0 && Self::is_fd_filter(ch.filter) {
+        if slot.is_some() && Self::is_fd_filter(ch.filter) {
+            // An existing knote on an fd: is it still the file it was made for? (BSD removes knotes at
+            // close; we find out here.)
             let fd = ch.ident as RawFd;
             if !sys::fd_is_open(fd) {
-                // Closed behind our back: its knotes went with it (BSD answers EBADF for a closed fd).
                 self.purge_fd(fd);
                 return Err(errno(libc::EBADF));
             }
             if !self.fd_still_same(fd)? {
-                // The number names another file now: the knotes were the closed file's; this one has none.
+                // The number names another file now: the old knotes went with the old file. EV_ADD
+                // starts clean; any other change finds no knote.
                 self.purge_fd(fd);
-                return Err(errno(libc::ENOENT));
-            }
-        }
-        if let Some(s) = slot {
-            if ch.flags & EV_ADD != 0 && Self::is_fd_filter(ch.filter) && !self.fd_still_same(ch.ident as RawFd)? {
-                // The fd now names another file: the old knotes went with the old file (BSD removes
-                // knotes at close); this change starts clean.
-                let _ = s;
-                self.purge_fd(ch.ident as RawFd);
+                if ch.flags & EV_ADD == 0 {
+                    return Err(errno(libc::ENOENT));
+                }
                 slot = None;
             }
         }

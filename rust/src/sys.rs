@@ -206,12 +206,8 @@ impl Default for EventBuf {
     }
 }
 
-/// epoll_wait with an optional timeout in nanoseconds (None = forever). Returns the number of events.
-pub fn epoll_wait(epfd: RawFd, events: &mut [EpollEvent], timeout_ns: Option<u64>) -> Result<usize> {
-    epoll_wait_raw(epfd, events.as_mut_ptr(), events.len(), timeout_ns)
-}
-
-/// epoll_wait into `len` entries at `events`, which must be valid for writes of that many.
+/// epoll_wait (epoll_pwait2 for ns timeouts where the kernel has it) into `len` entries at `events`,
+/// which must be valid for writes of that many; timeout in ns, None = forever.
 fn epoll_wait_raw(epfd: RawFd, events: *mut EpollEvent, len: usize, timeout_ns: Option<u64>) -> Result<usize> {
     let max = len.min(i32::MAX as usize) as i32;
     if let Some(ns) = timeout_ns {
@@ -1017,8 +1013,8 @@ fn install_over(sig: i32, prev: libc::sigaction, saved: &mut [Option<SavedAction
     cvt(unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) })?;
     saved[i] = Some(SavedAction(prev));
     // A copy the fork-child handler can reach without a lock (leaked: one per install, small).
-    let old = SIG_SAVED_RAW[i].swap(Box::into_raw(Box::new(prev)), Ordering::SeqCst);
-    let _ = old; // the previous copy may still be read by a concurrent fork; never freed
+    // The previous copy is never freed: a concurrent fork may still be reading it.
+    SIG_SAVED_RAW[i].swap(Box::into_raw(Box::new(prev)), Ordering::SeqCst);
     Ok(())
 }
 

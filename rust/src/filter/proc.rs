@@ -286,8 +286,11 @@ pub(crate) fn connector_ready(st: &mut State) {
     if st.connector < 0 {
         return;
     }
-    let mut buf = vec![0u8; 64 * 1024];
+    // The connector wakes us for every fork, exec and exit on the system: reuse one receive buffer.
+    let mut buf = std::mem::take(&mut st.connector_buf);
+    buf.resize(64 * 1024, 0);
     let r = sys::connector_read(st.connector, &mut buf);
+    st.connector_buf = buf;
     st.stats.forged_messages += r.ignored;
     for ev in r.events {
         match ev {
