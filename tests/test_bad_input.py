@@ -124,8 +124,15 @@ def oserror_type(code: int) -> type:
 
 
 def closed_fd_number() -> int:
-    """An fd number that is not open now (the lowest free one, closed again)."""
-    fd = os.open(os.devnull, os.O_RDONLY)
+    """An fd number that is not open now and that nothing will open meanwhile: high above the lowest free
+    ones, which the engine may take for a kqueue's timer source or inotify instance on the next change."""
+    import fcntl
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    src = os.open(os.devnull, os.O_RDONLY)
+    fd = fcntl.fcntl(src, fcntl.F_DUPFD, max(64, soft // 2))
+    os.close(src)
     os.close(fd)
     return fd
 
@@ -1083,19 +1090,22 @@ def test_add_20000_fds_up_to_the_fd_limit(nofile_limit):
         got = kq.control([kevent(os.getpid(), PROC, ADD, NOTE_EXIT, 0, 6)], 1, 0)
         assert [(e.flags, e.data) for e in got] == [(ERROR, errno.EMFILE)]
         assert knotes(kq) == n
-        # kqueue() needs 3 fds: with 0, 1 or 2 free it fails with EMFILE and keeps none of them
-        for free in (0, 1, 2):
-            if free:
-                os.close(spare.pop())
-            with pytest.raises(OSError) as ei:
-                kqrs.kqueue()
-            assert ei.value.errno == errno.EMFILE
-            assert _kqrs._owned_fd_count() == owned
-            taken = [os.dup(dn) for _ in range(free)]  # exactly `free` slots are still free
-            with pytest.raises(OSError):
-                os.dup(dn)
-            for fd in taken:
-                os.close(fd)
+        # kqueue() needs exactly 1 fd: with none free it fails with EMFILE and keeps nothing
+        with pytest.raises(OSError) as ei:
+            kqrs.kqueue()
+        assert ei.value.errno == errno.EMFILE
+        assert _kqrs._owned_fd_count() == owned
+        # with one free it works; its first timer needs the kqueue's timer source, and fails with EMFILE
+        os.close(spare.pop())
+        kq2 = kqrs.kqueue()
+        assert _kqrs._owned_fd_count() == owned + 1
+        with pytest.raises(OSError):
+            os.dup(dn)
+        got = kq2.control([kevent(1, TIMER, ADD, 0, LONG_MS, 5)], 1, 0)
+        assert [(e.ident, e.filter, e.flags, e.data, e.udata) for e in got] == [(1, TIMER, ERROR, errno.EMFILE, 5)]
+        assert knotes(kq2) == 0
+        kq2.close()
+        assert _kqrs._owned_fd_count() == owned
         assert_usable(kq)
         # events: every write end is writable with the whole pipe free, no read end is readable
         got = kq.control(None, n + 16, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import resource
 import select
 import socket
 import struct
@@ -224,8 +225,12 @@ def open_fds() -> set:
 
 
 def closed_fd_number(res):
-    """A number that is not an open fd right now (nothing opens fds between this call and its use)."""
-    n = os.open(os.devnull, os.O_RDONLY)
+    """A number that is not an open fd right now and that nothing will open meanwhile: high above the lowest
+    free ones, which the engine may take for a kqueue's timer source or inotify instance on a change."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    src = os.open(os.devnull, os.O_RDONLY)
+    n = fcntl.fcntl(src, fcntl.F_DUPFD, max(64, soft // 2))
+    os.close(src)
     os.close(n)
     return n
 

@@ -54,7 +54,7 @@ def test_child_holds_no_kqrs_fd_and_can_reuse_the_numbers() -> None:
     kq = kqueue()
     kq.control([kevent(1, TIMER, ADD, 0, 1000), kevent(2, USER, ADD | CLEAR)], 0)
     kq_fd = kq.fileno()
-    assert kqrs._kqrs._owned_fd_count() >= 4  # outer, inner, kick, timerfd
+    assert kqrs._kqrs._owned_fd_count() >= 2  # the kqueue's epoll and its timer source
     holder = [kq]
 
     def child() -> bool:

@@ -36,46 +36,78 @@ impl Hasher for IdHasher {
 
 pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
-/// Filter-specific state of a knote.
+/// Filter-specific state of a knote. Kept to 16 bytes: what does not fit is boxed (timers, files, vnodes,
+/// processes), so the knotes that come by the hundred thousand (USER, READ, WRITE) stay small.
 #[derive(Debug)]
 pub(crate) enum Kind {
     /// READ/WRITE on an fd that epoll watches. `revents` holds a deferred epoll report; `last_*` remember
     /// what an EV_CLEAR knote last reported.
-    Fd { revents: u32, last_data: isize, last_eof: bool },
-    /// READ/WRITE on an fd epoll refuses: regular files and directories (READ re-checked on inotify
-    /// IN_MODIFY through watch `wd`), and other always-ready files.
-    /// `dev`/`ino` name the file, so a reused fd number is noticed.
-    File { wd: i32, regular: bool, dev: u64, ino: u64 },
-    /// EVFILT_TIMER: a timerfd of its own; `fired` keeps the count of an expired timer without EV_CLEAR.
-    Timer { tfd: RawFd, fired: u64 },
+    Fd { revents: u32, last_eof: bool, last_data: isize },
+    /// READ/WRITE on an fd epoll refuses: regular files and directories (see `FileState`).
+    File(Box<FileState>),
+    /// EVFILT_TIMER: a deadline on the kqueue's timer source.
+    Timer(Box<crate::filter::timer::TimerState>),
     /// EVFILT_USER: no kernel object at all.
     User { triggered: bool },
     /// EVFILT_SIGNAL: the process-wide delivery count of `sig` when last reported.
     Signal { sig: i32, last: u64 },
-    /// EVFILT_VNODE: a share of the kqueue's inotify watch `wd` on the file `dev`/`ino`, the fstat snapshot
-    /// the next event is compared with, and the notes gathered since the last report.
-    /// `mnt` is its mount id (NOTE_REVOKE when that mount is gone).
-    Vnode { wd: i32, dev: u64, ino: u64, mnt: u64, dir: bool, snap: crate::filter::vnode::Snapshot, pending: u32 },
-    /// EVFILT_PROC / EVFILT_PROCDESC: a pidfd of its own (-1 for a tracked child that was gone before
-    /// it could be opened), the notes and data waiting to be reported, and the exit once seen
-    /// (`Some(None)`: exited, status unknown).
-    Proc { pidfd: RawFd, pid: i32, pending: u32, data: isize, exit: Option<Option<i32>>, registered: bool },
+    /// EVFILT_VNODE (see `VnodeState`).
+    Vnode(Box<VnodeState>),
+    /// EVFILT_PROC / EVFILT_PROCDESC (see `ProcState`).
+    Proc(Box<ProcState>),
+}
+
+/// A regular file or directory (READ re-checked on inotify IN_MODIFY through watch `wd`), or another
+/// always-ready file. `dev`/`ino` name the file, so a reused fd number is noticed.
+#[derive(Debug)]
+pub(crate) struct FileState {
+    pub wd: i32,
+    pub regular: bool,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// EVFILT_VNODE: a share of the kqueue's inotify watch `wd` on the file `dev`/`ino`, the fstat snapshot the
+/// next event is compared with, and the notes gathered since the last report. `mnt` is its mount id
+/// (NOTE_REVOKE when that mount is gone).
+#[derive(Debug)]
+pub(crate) struct VnodeState {
+    pub wd: i32,
+    pub dev: u64,
+    pub ino: u64,
+    pub mnt: u64,
+    pub dir: bool,
+    pub snap: crate::filter::vnode::Snapshot,
+    pub pending: u32,
+}
+
+/// EVFILT_PROC / EVFILT_PROCDESC: a pidfd of its own (-1 for a tracked child that was gone before it could
+/// be opened), the notes and data waiting to be reported, and the exit once seen (`Some(None)`: exited,
+/// status unknown).
+#[derive(Debug)]
+pub(crate) struct ProcState {
+    pub pidfd: RawFd,
+    pub pid: i32,
+    pub pending: u32,
+    pub data: isize,
+    pub exit: Option<Option<i32>>,
+    pub registered: bool,
 }
 
 #[derive(Debug)]
 pub(crate) struct Knote {
     pub ident: usize,
+    pub sdata: isize,
+    pub udata: usize,
+    pub sfflags: u32,
+    /// The collect call that last reported it (see `State::seq`).
+    pub seen: u32,
     pub filter: i16,
     /// EV_ONESHOT | EV_CLEAR | EV_DISPATCH | EV_RECEIPT, as given when it was added.
     pub flags: u16,
-    pub sfflags: u32,
-    pub sdata: isize,
-    pub udata: usize,
     pub enabled: bool,
     /// On the active queue.
     pub queued: bool,
-    /// The collect call that last reported it (see `State::seq`).
-    pub seen: u64,
     pub kind: Kind,
 }
 
@@ -152,6 +184,10 @@ impl Slab {
     pub fn iter_slots(&self) -> impl Iterator<Item = (u32, &Knote)> {
         self.slots.iter().enumerate().filter_map(|(i, s)| s.knote.as_ref().map(|k| (i as u32, k)))
     }
+
+    pub fn iter_slots_mut(&mut self) -> impl Iterator<Item = (u32, &mut Knote)> {
+        self.slots.iter_mut().enumerate().filter_map(|(i, s)| s.knote.as_mut().map(|k| (i as u32, k)))
+    }
 }
 
 /// How an fd's knotes learn of readiness.
@@ -163,12 +199,19 @@ pub(crate) enum FdReg {
     File,
 }
 
-/// What an fd is, learnt on its first report.
+/// What an fd is, learnt once (on its first report), so `data` costs at most the one syscall it needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FdKind {
     Unknown,
+    /// A socket: FIONREAD / send-buffer space.
     Socket,
+    /// A listening socket: the accept queue's length (TCP_INFO, or sock_diag for unix sockets).
+    Listener,
+    /// A pipe or FIFO: FIONREAD / pipe-buffer space.
     Pipe,
+    /// A character device (tty): FIONREAD.
+    Char,
+    /// Anything else (eventfd, timerfd, pidfd, epoll, signalfd, ...): readable means an event, `data` 0.
     Other,
 }
 

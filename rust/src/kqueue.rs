@@ -1,17 +1,17 @@
-//! The kqueue: one epoll instance whose fd is the kqueue's fd, a kick eventfd for the active queue and
-//! for close(), and the knote table behind a mutex that is never held while blocking.
+//! The kqueue: one epoll instance whose fd is the kqueue's fd and which holds every registration, the
+//! knote table behind a mutex that is never held while blocking, and the lock-free entry into the wait.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
 use crate::consts::*;
+use crate::hazard;
 use crate::kevent::Kevent;
 use crate::knote::{ActiveQueue, FdEntry, FdReg, IdMap, Kind, Knote, Slab};
+use crate::source::{self, Source, TOKEN_KICK, TOKEN_RT, TOKEN_SOURCE};
 use crate::sys::{self, Errno, RawFd, Result};
 
-/// epoll token of the kick eventfd.
-pub(crate) const TOKEN_KICK: u64 = u64::MAX;
 /// epoll token of the kqueue's inotify instance.
 pub(crate) const TOKEN_INOTIFY: u64 = u64::MAX - 1;
 /// epoll token of the eventfd that wakes threads still waiting on a retired inner epoll.
@@ -22,7 +22,11 @@ pub(crate) const TOKEN_CONNECTOR: u64 = u64::MAX - 3;
 pub(crate) const TOKEN_SIGNAL: u64 = u64::MAX - 4;
 /// epoll token of /proc/self/mountinfo (NOTE_REVOKE: a watched file's filesystem was unmounted).
 pub(crate) const TOKEN_MOUNTS: u64 = u64::MAX - 5;
-/// Tokens with this bit name a knote slot (timers); without it, an fd.
+/// epoll token of the process's dead fd, registered by close() to wake every waiter.
+pub(crate) const TOKEN_DEAD: u64 = u64::MAX - 8;
+/// epoll token of the inner epoll in the kqueue fd (once degraded, see `State::rebuild`).
+pub(crate) const TOKEN_INNER: u64 = u64::MAX - 9;
+/// Tokens with this bit name a knote slot (pidfds); without it, an fd.
 pub(crate) const TAG_KNOTE: u64 = 1 << 63;
 
 pub(crate) fn token(index: u32, gen: u32) -> u64 {
@@ -31,12 +35,14 @@ pub(crate) fn token(index: u32, gen: u32) -> u64 {
 
 static FORK_GEN: AtomicU64 = AtomicU64::new(0);
 static ATFORK: Once = Once::new();
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 extern "C" fn on_fork_child() {
     // Async-signal-safe: atomics and close(2) only. Every kqueue of the parent reads as closed from now
     // on, and its fds (and every other fd kqrs made) are closed, so their numbers are free in the child.
     FORK_GEN.fetch_add(1, Ordering::SeqCst);
     sys::close_owned_in_child();
+    sys::dead_reset_in_child();
     sys::signals_reset_in_child();
 }
 
@@ -54,7 +60,7 @@ pub struct Stats {
     pub stale_events: u64,
     /// Registrations parked edge-triggered because no knote could report them.
     pub parks: u64,
-    /// Times the inner epoll was rebuilt to shed registrations of closed fds.
+    /// Times the registrations were moved to a fresh epoll to shed ones of closed fds.
     pub rebuilds: u64,
     /// Process-connector messages ignored: not from the kernel, or malformed.
     pub forged_messages: u64,
@@ -62,20 +68,23 @@ pub struct Stats {
 
 /// Mutable state of one kqueue; only touched with the mutex held.
 pub(crate) struct State {
-    /// The inner epoll, where every registration lives.
-    pub epfd: RawFd,
-    /// The outer epoll (the kqueue's fd), which holds only the inner one.
-    pub outer: RawFd,
+    /// The kqueue's fd (an epoll instance).
+    pub kq: RawFd,
+    /// The epoll every registration lives in: `kq` itself, or, once a registration that cannot be removed
+    /// has shown up, an inner epoll registered in `kq` (see `rebuild`).
+    pub ep: RawFd,
     /// Inner epolls replaced by `rebuild`, each with the eventfd that keeps it readable, kept open until
     /// no thread can still be waiting on them.
     pub retired: Vec<(RawFd, RawFd)>,
     /// An event came from a registration that can no longer be removed (its fd was closed or reused
-    /// while a dup() kept the file open): rebuild the inner epoll before the next wait.
+    /// while a dup() kept the file open): rebuild before the next wait.
     pub needs_rebuild: bool,
     /// The last stale token seen (a stuck registration shows up twice in a row).
     pub last_stale: u64,
-    pub kick: RawFd,
-    pub kicked: bool,
+    /// The timer source and kick.
+    pub src: Source,
+    pub timers: crate::filter::timer::Heap,
+    pub rt_timers: crate::filter::timer::Heap,
     pub knotes: Slab,
     pub fdtab: Vec<FdEntry>,
     pub index: IdMap<(usize, i16), u32>,
@@ -85,8 +94,8 @@ pub(crate) struct State {
     pub queued_live: usize,
     /// Mirrors `queued_live > 0` for readers without the lock (collect's fast check before it waits).
     pub active_hint: Arc<AtomicBool>,
-    /// Set while applying changes whose caller collects right after: a trigger then need not write the
-    /// kick for itself (the collect drains the active queue anyway); leftovers get it after the drain.
+    /// Set while applying changes whose caller collects right after: a trigger then need not kick for
+    /// itself (the collect drains the active queue anyway); leftovers get the kick after the drain.
     pub defer_kick: bool,
     pub inotify: RawFd,
     /// The process-connector socket, opened by the first knote that needs NOTE_FORK/EXEC/TRACK.
@@ -100,31 +109,30 @@ pub(crate) struct State {
     pub wds: IdMap<i32, Vec<u32>>,
     pub stats: Stats,
     /// Number of the current collect call; a knote whose `seen` equals it was reported in this call.
-    pub seq: u64,
+    pub seq: u32,
 }
 
 /// A kqueue.
 ///
-/// Its fd is an epoll instance (the *outer* one) that holds exactly one thing: the *inner* epoll, where the
-/// registrations live and where kevent() waits. External pollers see the outer fd readable exactly when
-/// the inner one has something ready. The split lets kqrs replace the inner epoll wholesale (`rebuild`)
-/// when a registration can no longer be removed, without changing the kqueue's fd or breaking anyone
-/// who polls it.
+/// Its fd is an epoll instance that holds every registration, so external pollers (poll, select, epoll,
+/// another kqueue) see it readable exactly when something is pending, and it nests. A kqueue that only
+/// watches fds owns no other fd; timers, USER knotes and files share one timer source (`source.rs`).
 pub struct Kqueue {
-    outer: RawFd,
-    inner: AtomicI32,
+    fd: RawFd,
+    /// A process-unique id, published in hazard slots by threads inside the wait path.
+    id: u64,
+    /// The epoll kevent() waits on: `fd`, or the inner epoll once degraded.
+    wait_ep: AtomicI32,
     /// Retired inner epolls are waiting to be closed (see `rebuild`).
     has_retired: AtomicBool,
     /// The number of knotes, as of the last change (read without the lock to size output buffers).
     knotes_hint: AtomicUsize,
     /// Something is on the active queue (shared with the state; see `State::active_hint`).
     active_hint: Arc<AtomicBool>,
-    kick: RawFd,
     fork_gen: u64,
     closed: AtomicBool,
-    /// Read-held by every call for its whole length (including the blocking wait); close() takes it for
-    /// writing before the fds are closed, so no thread can be waiting on a closed (or reused) fd number.
-    users: RwLock<()>,
+    /// Threads inside the wait path that found no hazard slot of their own.
+    slotless: AtomicUsize,
     state: Mutex<State>,
 }
 
@@ -133,59 +141,51 @@ fn errno(e: i32) -> Errno {
 }
 
 impl Kqueue {
-    /// Creates a kqueue: its epoll instances and its kick eventfd, all close-on-exec.
+    /// Creates a kqueue: one close-on-exec epoll instance.
     pub fn new() -> Result<Kqueue> {
-        let outer = sys::epoll_create()?;
-        Self::adopt(outer).inspect_err(|_| sys::close(outer))
+        let fd = sys::epoll_create()?;
+        Self::adopt(fd).inspect_err(|_| sys::close(fd))
     }
 
-    /// Makes a kqueue whose fd is the existing epoll instance `outer`, which it then owns (fails with
-    /// EINVAL when `outer` is not an epoll fd; the fd is left open then).
-    pub fn adopt(outer: RawFd) -> Result<Kqueue> {
+    /// Makes a kqueue whose fd is the existing epoll instance `fd`, which it then owns (fails with EINVAL
+    /// when `fd` is not an epoll fd; the fd is left open then).
+    pub fn adopt(fd: RawFd) -> Result<Kqueue> {
         ATFORK.call_once(|| {
             let _ = sys::atfork_child(on_fork_child);
         });
-        if !sys::fd_is_open(outer) {
+        hazard::init(fork_generation());
+        if !sys::fd_is_open(fd) {
             return Err(errno(libc::EBADF));
         }
-        let inner = sys::epoll_create()?;
-        let kick = match sys::eventfd() {
-            Ok(k) => k,
-            Err(e) => {
-                sys::close(inner);
-                return Err(e);
-            }
-        };
-        let r = sys::epoll_add(inner, kick, sys::EPOLLIN, TOKEN_KICK)
-            .and_then(|_| sys::epoll_add(outer, inner, sys::EPOLLIN, 0));
-        if let Err(e) = r {
-            sys::close(kick);
-            sys::close(inner);
-            return Err(e);
+        // The dead fd close() needs is made now, so close() can never fail for want of an fd.
+        let dead = sys::dead_fd()?;
+        if !sys::is_epoll(fd, dead) {
+            return Err(errno(libc::EINVAL));
         }
-        sys::track(outer);
-        let state = State { epfd: inner, outer, kick, ..State::empty() };
+        sys::track(fd);
+        let state = State { kq: fd, ep: fd, ..State::empty() };
         let active_hint = state.active_hint.clone();
         Ok(Kqueue {
-            outer,
-            inner: AtomicI32::new(inner),
+            fd,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            wait_ep: AtomicI32::new(fd),
             has_retired: AtomicBool::new(false),
             knotes_hint: AtomicUsize::new(0),
             active_hint,
-            kick,
             fork_gen: fork_generation(),
             closed: AtomicBool::new(false),
-            users: RwLock::new(()),
+            slotless: AtomicUsize::new(0),
             state: Mutex::new(state),
         })
     }
 
     /// The kqueue's fd (its epoll fd): pollable, readable exactly when an event is pending.
     pub fn fd(&self) -> RawFd {
-        self.outer
+        self.fd
     }
 
     /// Closed by close(), or inherited across fork() (a kqueue is not inherited).
+    #[inline]
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire) || self.fork_gen != fork_generation()
     }
@@ -196,8 +196,18 @@ impl Kqueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Closes the kqueue: wakes every thread blocked in it (they return EBADF), then closes its fds.
-    /// Closing twice is fine. In a forked child it only marks the kqueue closed.
+    /// The state, locked, or EBADF once the kqueue is closed.
+    fn lock_open(&self) -> Result<MutexGuard<'_, State>> {
+        let st = self.lock();
+        if self.is_closed() {
+            return Err(errno(libc::EBADF));
+        }
+        Ok(st)
+    }
+
+    /// Closes the kqueue: wakes every thread blocked in it (they return EBADF), waits until none is inside
+    /// its wait path any more, then closes its fds. Closing twice is fine. In a forked child it only marks
+    /// the kqueue closed.
     pub fn close(&self) {
         if self.fork_gen != fork_generation() {
             self.closed.store(true, Ordering::Release);
@@ -206,23 +216,60 @@ impl Kqueue {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        // Wake every waiter; the kick is never drained once closed.
-        let _ = sys::eventfd_write(self.kick, 1);
-        let _w = self.users.write().unwrap_or_else(|p| p.into_inner());
-        let mut st = self.lock();
-        st.close_all();
+        hazard::barrier();
+        {
+            let st = self.lock();
+            // Every waiter wakes: the dead fd is readable forever.
+            if let Ok(d) = sys::dead_fd() {
+                let _ = sys::epoll_add(st.ep, d, sys::EPOLLIN, TOKEN_DEAD);
+            }
+        }
+        let mut spins = 0u32;
+        while hazard::busy_others(self.id, &self.slotless) {
+            spins += 1;
+            if spins < 64 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        self.lock().close_all();
     }
 
     /// kevent(2): applies `changes` in order, then (unless a change produced an entry) collects pending
     /// events into `events`, waiting up to `timeout` (None = forever). EINTR is retried with the time left.
     pub fn kevent(&self, changes: &[Kevent], events: &mut [Kevent], timeout: Option<Duration>) -> Result<usize> {
         let wait = Wait::after(timeout);
-        let n = if changes.is_empty() { 0 } else { self.apply_then_collect(changes, events)? };
-        if n > 0 || events.is_empty() {
-            return Ok(n);
+        match self.kevent_once(changes, events, wait) {
+            // the changes are applied: only the wait is retried, with the time left
+            Err(Errno(libc::EINTR)) => loop {
+                match self.collect(events, wait) {
+                    Err(Errno(libc::EINTR)) => continue,
+                    r => return r,
+                }
+            },
+            r => r,
+        }
+    }
+
+    /// One kevent(2) call, the core every face uses (Rust, Python, C): applies `changes`, then collects as
+    /// `wait` says. EINTR while waiting goes back to the caller, with the changes applied: Python runs its
+    /// signal handlers and retries `collect` with the time left, C returns it (as BSD does).
+    pub fn kevent_once(&self, changes: &[Kevent], events: &mut [Kevent], wait: Wait) -> Result<usize> {
+        if !changes.is_empty() {
+            let n = self.apply_then_collect(changes, events)?;
+            if n > 0 || events.is_empty() {
+                return Ok(n);
+            }
+        } else if events.is_empty() {
+            if self.is_closed() {
+                return Err(errno(libc::EBADF));
+            }
+            return Ok(0);
         }
         loop {
             match self.collect(events, wait) {
+                Err(Errno(libc::EINTR)) if wait != Wait::Poll => return Err(errno(libc::EINTR)),
                 Err(Errno(libc::EINTR)) => continue,
                 r => return r,
             }
@@ -232,25 +279,23 @@ impl Kqueue {
     /// Applies `changes`; returns how many EV_ERROR / EV_RECEIPT entries were written to `events`. A
     /// failing change with no room left makes the call fail with its errno (later changes are not applied).
     pub fn apply(&self, changes: &[Kevent], events: &mut [Kevent]) -> Result<usize> {
-        let _u = self.enter()?;
+        let mut st = self.lock_open()?;
         if changes.is_empty() {
             return Ok(0);
         }
-        let mut st = self.lock();
         let r = Self::apply_locked(&mut st, changes, events);
-        self.knotes_hint.store(st.knotes.len(), Ordering::Relaxed);
+        self.after_changes(&mut st);
         r
     }
 
     /// `apply` for a caller that collects right after (with the same `events`) when this returns 0: a
     /// knote a change makes ready is left for that collect instead of waking other threads through the
-    /// kick (which would cost a write now and a read in the collect).
+    /// kick (which would cost a syscall now and another in the collect).
     pub fn apply_then_collect(&self, changes: &[Kevent], events: &mut [Kevent]) -> Result<usize> {
-        let _u = self.enter()?;
+        let mut st = self.lock_open()?;
         if changes.is_empty() {
             return Ok(0);
         }
-        let mut st = self.lock();
         st.defer_kick = !events.is_empty();
         let r = Self::apply_locked(&mut st, changes, events);
         st.defer_kick = false;
@@ -258,8 +303,15 @@ impl Kqueue {
             // No collect follows: whatever is queued must be visible to others now.
             st.flush_kick();
         }
-        self.knotes_hint.store(st.knotes.len(), Ordering::Relaxed);
+        self.after_changes(&mut st);
         r
+    }
+
+    fn after_changes(&self, st: &mut State) {
+        self.knotes_hint.store(st.knotes.len(), Ordering::Relaxed);
+        if st.needs_rebuild {
+            self.rebuild_now(st);
+        }
     }
 
     fn apply_locked(st: &mut State, changes: &[Kevent], events: &mut [Kevent]) -> Result<usize> {
@@ -289,23 +341,38 @@ impl Kqueue {
 
     /// Waits for and collects pending events into `events` as `wait` says. Returns 0 only once the
     /// deadline has passed (at once for `Wait::Poll`). Returns EINTR to the caller.
+    #[inline]
     pub fn collect(&self, events: &mut [Kevent], wait: Wait) -> Result<usize> {
-        let r = self.collect_in(events, wait);
+        let guard = hazard::enter(self.id, &self.slotless);
+        if self.is_closed() {
+            return Err(errno(libc::EBADF));
+        }
+        let r = if wait == Wait::Poll && !events.is_empty() && !self.active_hint.load(Ordering::Acquire) {
+            // The hot path of a poll: one epoll_wait into a small buffer, and nothing else when it is empty.
+            let mut first = sys::EventBuf::<16>::new();
+            match first.wait(self.wait_ep.load(Ordering::Acquire), events.len(), Some(0)) {
+                Ok(0) => Ok(0),
+                Ok(_) => self.collect_in(events, wait, first.events()),
+                Err(e) => Err(e),
+            }
+        } else {
+            self.collect_in(events, wait, &[])
+        };
+        drop(guard);
         if self.has_retired.load(Ordering::Acquire) {
             self.close_retired();
         }
         r
     }
 
-    /// Closes inner epolls replaced by a rebuild once no thread can be waiting on them: every waiter
-    /// read-holds `users`, so getting it for writing proves there is none.
+    /// Closes inner epolls replaced by a rebuild once no thread can be waiting on them.
     #[cold]
     fn close_retired(&self) {
-        let Ok(_w) = self.users.try_write() else { return };
-        if self.is_closed() {
+        hazard::barrier();
+        if hazard::busy(self.id, &self.slotless) {
             return;
         }
-        let mut st = self.lock();
+        let Ok(mut st) = self.lock_open() else { return };
         for (ep, w) in st.retired.drain(..) {
             sys::close(w);
             sys::close(ep);
@@ -313,18 +380,30 @@ impl Kqueue {
         self.has_retired.store(false, Ordering::Release);
     }
 
-    fn collect_in(&self, events: &mut [Kevent], wait: Wait) -> Result<usize> {
-        let _u = self.enter()?;
+    #[cold]
+    fn rebuild_now(&self, st: &mut State) {
+        st.rebuild();
+        self.wait_ep.store(st.ep, Ordering::Release);
+        if !st.retired.is_empty() {
+            self.has_retired.store(true, Ordering::Release);
+        }
+    }
+
+    /// The general collect: waits, harvests, and looks again while that can find more. `prefetched` is a
+    /// first batch of epoll events the caller already took (the poll fast path).
+    #[inline(never)]
+    fn collect_in(&self, events: &mut [Kevent], wait: Wait, prefetched: &[sys::EpollEvent]) -> Result<usize> {
         if events.is_empty() {
             return Ok(0);
         }
-        let mut buf = sys::EventBuf::new();
-        let want = events.len().min(sys::EventBuf::LEN);
+        let mut buf = sys::EventBuf::<256>::new();
+        let want = events.len().min(sys::EventBuf::<256>::LEN);
         let mut got = 0;
         let mut first = true;
         let mut reparked = false;
         let mut once_more = false;
         let mut extra_passes = 0;
+        let mut pre = prefetched;
         loop {
             // Knotes already on the active queue (e.g. triggered by this very call's changes): look now.
             let pending = self.active_hint.load(Ordering::Acquire);
@@ -334,8 +413,12 @@ impl Kqueue {
                 Wait::Forever => None,
                 Wait::Until(d) => Some(d.saturating_sub(sys::clock_ns(false))),
             };
-            let ep = self.inner.load(Ordering::Acquire);
-            let r = buf.wait(ep, want, timeout).map(|evs| evs.len());
+            let ep = self.wait_ep.load(Ordering::Acquire);
+            let (r, batch_max) = if pre.is_empty() {
+                (buf.wait(ep, want, timeout), want)
+            } else {
+                (Ok(pre.len()), want.min(16))
+            };
             let repoll = std::mem::take(&mut once_more);
             let n = match r {
                 Ok(n) => n,
@@ -352,29 +435,25 @@ impl Kqueue {
                     _ => continue,
                 }
             }
-            if self.is_closed() {
-                return Err(errno(libc::EBADF));
-            }
             let before = got;
             let parked;
             {
-                let mut st = self.lock();
+                let mut st = self.lock_open()?;
                 let parks_before = st.stats.parks;
                 if first {
                     // A new call: knotes reported from here on are reported once in it.
-                    st.seq = st.seq.wrapping_add(1);
+                    st.next_seq();
                     first = false;
                 }
-                got = st.harvest(buf.events(n), events, got);
+                let evs = if pre.is_empty() { buf.events() } else { std::mem::take(&mut pre) };
+                got = st.harvest(evs, events, got);
                 self.knotes_hint.store(st.knotes.len(), Ordering::Relaxed);
                 parked = st.stats.parks != parks_before;
                 if got == before && n > 0 {
                     st.stats.absorbed_wakeups += 1;
                 }
                 if st.needs_rebuild {
-                    st.rebuild();
-                    self.inner.store(st.epfd, Ordering::Release);
-                    self.has_retired.store(true, Ordering::Release);
+                    self.rebuild_now(&mut st);
                 }
             }
             if got == 0 && parked && !reparked {
@@ -387,12 +466,12 @@ impl Kqueue {
             if got > 0 {
                 // A full epoll batch may leave more ready registrations behind: take them too while
                 // there is room and each pass still finds something new.
-                if got == events.len() || n < want || got == before {
+                if got == events.len() || n < batch_max || got == before {
                     return Ok(got);
                 }
                 continue;
             }
-            if n == want && extra_passes < 4 {
+            if n == batch_max && extra_passes < 4 {
                 // A full batch that yielded nothing (stale or filtered reports) says nothing about what
                 // else is ready: look again before giving up.
                 extra_passes += 1;
@@ -407,17 +486,6 @@ impl Kqueue {
         }
     }
 
-    fn enter(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>> {
-        if self.is_closed() {
-            return Err(errno(libc::EBADF));
-        }
-        let g = self.users.read().unwrap_or_else(|p| p.into_inner());
-        if self.is_closed() {
-            return Err(errno(libc::EBADF));
-        }
-        Ok(g)
-    }
-
     /// Number of knotes registered as of the last change, read without taking the lock (a hint: another
     /// thread may be changing it).
     pub fn knote_count_hint(&self) -> usize {
@@ -426,18 +494,18 @@ impl Kqueue {
 
     /// Number of knotes registered.
     pub fn knote_count(&self) -> usize {
-        if self.is_closed() {
-            return 0;
+        match self.lock_open() {
+            Ok(st) => st.knotes.len(),
+            Err(_) => 0,
         }
-        self.lock().knotes.len()
     }
 
     /// Counters of absorbed wake-ups and stale events.
     pub fn stats(&self) -> Stats {
-        if self.is_closed() {
-            return Stats::default();
+        match self.lock_open() {
+            Ok(st) => st.stats,
+            Err(_) => Stats::default(),
         }
-        self.lock().stats
     }
 }
 
@@ -456,7 +524,7 @@ impl Drop for Kqueue {
         if self.closed.load(Ordering::Acquire) {
             return; // close() already closed everything
         }
-        // &mut self: no other thread can hold the lock.
+        // &mut self: no other thread can be inside.
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         st.close_all();
     }
@@ -485,19 +553,29 @@ impl Wait {
             }
         }
     }
+
+    /// The wait for a relative timeout in ns (None = forever), fixed now.
+    pub fn after_ns(ns: Option<u64>) -> Wait {
+        match ns {
+            None => Wait::Forever,
+            Some(0) => Wait::Poll,
+            Some(ns) => Wait::Until(sys::clock_ns(false).saturating_add(ns)),
+        }
+    }
 }
 
 impl State {
     /// A state that owns nothing (all fds -1).
     fn empty() -> State {
         State {
-            epfd: -1,
-            outer: -1,
+            kq: -1,
+            ep: -1,
             retired: Vec::new(),
             needs_rebuild: false,
             last_stale: 0,
-            kick: -1,
-            kicked: false,
+            src: Source::NONE,
+            timers: Default::default(),
+            rt_timers: Default::default(),
             knotes: Slab::default(),
             fdtab: Vec::new(),
             index: IdMap::default(),
@@ -516,12 +594,23 @@ impl State {
         }
     }
 
+    /// Starts a new collect call (see `seq`). When the counter wraps, every knote forgets the call it was
+    /// last reported in, so an old `seen` can never look like the current call.
+    fn next_seq(&mut self) {
+        self.seq = self.seq.wrapping_add(1);
+        if self.seq == 0 {
+            self.seq = 1;
+            for (_, k) in self.knotes.iter_slots_mut() {
+                k.seen = 0;
+            }
+        }
+    }
+
     fn close_all(&mut self) {
         for (_, k) in self.knotes.iter_slots() {
-            match k.kind {
-                Kind::Timer { tfd, .. } => sys::close(tfd),
-                Kind::Proc { pidfd, .. } if pidfd >= 0 => sys::close(pidfd),
-                Kind::Signal { sig, .. } => sys::signal_unref(sig),
+            match &k.kind {
+                Kind::Proc(p) if p.pidfd >= 0 => sys::close(p.pidfd),
+                Kind::Signal { sig, .. } => sys::signal_unref(*sig),
                 _ => {}
             }
         }
@@ -529,44 +618,38 @@ impl State {
         self.fdtab = Vec::new();
         self.index.clear();
         self.active.clear();
+        self.timers.clear();
+        self.rt_timers.clear();
         self.queued_live = 0;
         self.active_hint.store(false, Ordering::Release);
         self.wds.clear();
-        if self.inotify >= 0 {
-            sys::close(self.inotify);
-            self.inotify = -1;
-        }
-        if self.connector >= 0 {
-            sys::close(self.connector);
-            self.connector = -1;
-        }
-        if self.mounts >= 0 {
-            sys::close(self.mounts);
-            self.mounts = -1;
-        }
-        if self.kick >= 0 {
-            sys::close(self.kick);
-            self.kick = -1;
+        self.src.close();
+        for fd in [&mut self.inotify, &mut self.connector, &mut self.mounts] {
+            if *fd >= 0 {
+                sys::close(*fd);
+                *fd = -1;
+            }
         }
         for (ep, w) in self.retired.drain(..) {
             sys::close(w);
             sys::close(ep);
         }
-        if self.epfd >= 0 {
-            sys::close(self.epfd);
-            self.epfd = -1;
+        if self.ep >= 0 && self.ep != self.kq {
+            sys::close(self.ep);
         }
-        if self.outer >= 0 {
-            sys::close(self.outer);
-            self.outer = -1;
+        self.ep = -1;
+        if self.kq >= 0 {
+            sys::close(self.kq);
+            self.kq = -1;
         }
     }
 
-    fn is_fd_filter(filter: i16) -> bool {
+    pub(crate) fn is_fd_filter(filter: i16) -> bool {
         filter == EVFILT_READ || filter == EVFILT_WRITE
     }
 
     /// Finds the knote for (ident, filter).
+    #[inline]
     pub(crate) fn lookup(&self, ident: usize, filter: i16) -> Option<u32> {
         if Self::is_fd_filter(filter) {
             let e = self.fdtab.get(ident)?;
@@ -585,29 +668,12 @@ impl State {
             return Err(errno(libc::EINVAL));
         }
         crate::filter::check_filter(ch.filter)?;
-        if Self::is_fd_filter(ch.filter) && ch.ident > i32::MAX as usize {
-            return Err(errno(libc::EBADF));
+        if Self::is_fd_filter(ch.filter) {
+            // READ/WRITE: the fd filter checks, with the syscall the change needs anyway, that an existing
+            // knote's fd still names the file it was made for.
+            return crate::filter::fd::change(self, ch);
         }
-        let mut slot = self.lookup(ch.ident, ch.filter);
-        if slot.is_some() && Self::is_fd_filter(ch.filter) {
-            // An existing knote on an fd: is it still the file it was made for? (BSD removes knotes at
-            // close; we find out here.)
-            let fd = ch.ident as RawFd;
-            if !sys::fd_is_open(fd) {
-                self.purge_fd(fd);
-                return Err(errno(libc::EBADF));
-            }
-            if !self.fd_still_same(fd)? {
-                // The number names another file now: the old knotes went with the old file. EV_ADD
-                // starts clean; any other change finds no knote.
-                self.purge_fd(fd);
-                if ch.flags & EV_ADD == 0 {
-                    return Err(errno(libc::ENOENT));
-                }
-                slot = None;
-            }
-        }
-        let slot = match slot {
+        let slot = match self.lookup(ch.ident, ch.filter) {
             Some(s) => {
                 if ch.flags & EV_DELETE == 0 {
                     // BSD: udata is replaced by every change; fflags/data by EV_ADD (EVFILT_USER: always).
@@ -621,14 +687,17 @@ impl State {
             }
             None => {
                 if ch.flags & EV_ADD == 0 {
-                    if Self::is_fd_filter(ch.filter) && !sys::fd_is_open(ch.ident as RawFd) {
-                        return Err(errno(libc::EBADF));
-                    }
                     return Err(errno(libc::ENOENT));
                 }
                 crate::filter::attach(self, ch)?
             }
         };
+        self.finish_change(slot, ch)
+    }
+
+    /// What every change does after its filter's part: EV_DELETE, EV_DISABLE, EV_ENABLE, then effects that
+    /// come after them (EVFILT_USER's NOTE_TRIGGER takes effect after an EV_ENABLE in the same change).
+    pub(crate) fn finish_change(&mut self, slot: u32, ch: &Kevent) -> Result<()> {
         if ch.flags & EV_DELETE != 0 {
             return self.delete(slot);
         }
@@ -638,7 +707,6 @@ impl State {
         if ch.flags & EV_ENABLE != 0 {
             self.set_enabled(slot, true)?;
         }
-        // EVFILT_USER's NOTE_TRIGGER takes effect after an EV_ENABLE in the same change.
         crate::filter::after_change(self, slot, ch);
         Ok(())
     }
@@ -648,10 +716,7 @@ impl State {
         let (ident, filter) = (k.ident, k.filter);
         let s = self.knotes.insert(k);
         if Self::is_fd_filter(filter) {
-            if self.fdtab.len() <= ident {
-                self.fdtab.resize(ident + 1, FdEntry::EMPTY);
-            }
-            let e = &mut self.fdtab[ident];
+            let e = crate::filter::fd::entry_mut(self, ident as RawFd);
             if filter == EVFILT_READ {
                 e.read = s + 1;
             } else {
@@ -711,15 +776,16 @@ impl State {
     fn settle_kick(&mut self) {
         if self.queued_live == 0 {
             self.active.clear();
-            self.kick_off();
             self.active_hint.store(false, Ordering::Release);
+            // (Resetting a timer-source kick also looks at the timers, which may queue some again.)
+            source::kick_off(self);
         }
     }
 
     /// The kick reflects the active queue (after a deferred apply, or a drain that left knotes queued).
     fn flush_kick(&mut self) {
         if self.queued_live > 0 {
-            self.kick_on();
+            source::kick_on(self);
         }
     }
 
@@ -735,20 +801,7 @@ impl State {
         self.active.push_back((slot, gen));
         self.active_hint.store(true, Ordering::Release);
         if !self.defer_kick {
-            self.kick_on();
-        }
-    }
-
-    fn kick_on(&mut self) {
-        if !self.kicked && self.kick >= 0 {
-            self.kicked = sys::eventfd_write(self.kick, 1).is_ok();
-        }
-    }
-
-    fn kick_off(&mut self) {
-        if self.kicked {
-            let _ = sys::read_u64(self.kick);
-            self.kicked = false;
+            source::kick_on(self);
         }
     }
 
@@ -756,13 +809,19 @@ impl State {
     fn harvest(&mut self, evs: &[sys::EpollEvent], out: &mut [Kevent], mut n: usize) -> usize {
         for ev in evs {
             let (tok, revents) = (ev.u64, ev.events);
+            if tok & TAG_KNOTE == 0 {
+                let fd = tok as u32 as RawFd;
+                let gen = (tok >> 32) as u32;
+                crate::filter::fd::fd_ready(self, fd, gen, revents, out, &mut n);
+                continue;
+            }
             match tok {
-                TOKEN_KICK | TOKEN_RETIRED => {}
-                TOKEN_INOTIFY => crate::filter::fd::inotify_ready(self),
-                TOKEN_CONNECTOR => crate::filter::proc::connector_ready(self),
-                TOKEN_SIGNAL => crate::filter::signal::wake(self),
-                TOKEN_MOUNTS => crate::filter::vnode::mounts_changed(self),
-                t if t & TAG_KNOTE != 0 => {
+                TOKEN_KICK | TOKEN_RETIRED | TOKEN_DEAD | TOKEN_INNER => {}
+                TOKEN_SOURCE | TOKEN_RT => source::ready(self, tok),
+                TOKEN_INOTIFY | TOKEN_CONNECTOR | TOKEN_SIGNAL | TOKEN_MOUNTS => {
+                    crate::filter::shared_ready(self, tok)
+                }
+                t => {
                     let slot = t as u32;
                     let gen = ((t >> 32) & 0x7fff_ffff) as u32;
                     if self.knotes.gen(slot) != gen {
@@ -770,11 +829,6 @@ impl State {
                         continue;
                     }
                     crate::filter::knote_ready(self, slot, revents, out, &mut n);
-                }
-                t => {
-                    let fd = t as u32 as RawFd;
-                    let gen = (t >> 32) as u32;
-                    crate::filter::fd::fd_ready(self, fd, gen, revents, out, &mut n);
                 }
             }
         }
@@ -812,6 +866,7 @@ impl State {
 
     /// Writes an event for `slot` and applies EV_ONESHOT / EV_DISPATCH. With no room, the knote is kept on
     /// the active queue for the next call. Returns whether it was written.
+    #[inline]
     pub(crate) fn emit(&mut self, slot: u32, kev: Kevent, out: &mut [Kevent], n: &mut usize) -> bool {
         if *n >= out.len() {
             self.enqueue(slot);
@@ -832,76 +887,77 @@ impl State {
     }
 
     /// The event a knote reports, with its sticky flags.
+    #[inline]
     pub(crate) fn event_of(k: &Knote, extra_flags: u16, fflags: u32, data: isize) -> Kevent {
         Kevent { ident: k.ident, filter: k.filter, flags: k.flags | extra_flags, fflags, data, udata: k.udata }
     }
 
-    /// Whether `fd` still names the file its knotes were registered for (only knowable for epoll ones).
-    fn fd_still_same(&mut self, fd: RawFd) -> Result<bool> {
-        crate::filter::fd::still_same(self, fd)
+    /// Every registration this kqueue has in its epoll, as (fd, events, token): its own fds, then the
+    /// filters' (fd knotes' registrations are moved separately, each checked to still name its file).
+    fn own_registrations(&self) -> Vec<(RawFd, u32, u64)> {
+        let mut v: Vec<(RawFd, u32, u64)> = self.src.registrations().collect();
+        v.extend(crate::filter::registrations(self));
+        v
     }
 
-    /// Replaces the inner epoll with a fresh one holding every live registration, so a registration
-    /// that can no longer be removed (its fd closed or reused while a dup() keeps the file open) is gone
-    /// with the old one. Fds that turn out closed or reused lose their knotes, as on BSD. Threads still
-    /// waiting on the old epoll are woken by an eventfd left readable in it.
+    /// Moves every live registration to a fresh inner epoll, so one that can no longer be removed (its fd
+    /// was closed or reused while a dup() keeps the file open) stays behind. The first time, the kqueue fd
+    /// itself held them: the stuck one stays in it (so the kqueue fd may poll readable for it, a known
+    /// gap) but kevent() now waits on the inner epoll and never spins on it. Later, the old inner epoll is
+    /// retired whole. Threads still waiting on a retired epoll are woken by an eventfd left readable in it.
+    /// Fds found closed or reused lose their knotes, as on BSD.
     pub(crate) fn rebuild(&mut self) {
         self.needs_rebuild = false;
         let Ok(new) = sys::epoll_create() else { return };
-        let mut ok = sys::epoll_add(new, self.kick, sys::EPOLLIN, TOKEN_KICK).is_ok();
-        if ok && self.inotify >= 0 {
-            ok = sys::epoll_add(new, self.inotify, sys::EPOLLIN, TOKEN_INOTIFY).is_ok();
-        }
-        if ok && self.connector >= 0 {
-            ok = sys::epoll_add(new, self.connector, sys::EPOLLIN, TOKEN_CONNECTOR).is_ok();
-        }
-        if ok && self.mounts >= 0 {
-            ok = sys::epoll_add(new, self.mounts, sys::EPOLLPRI | sys::EPOLLERR, TOKEN_MOUNTS).is_ok();
-        }
-        if ok && self.sig_wake_registered {
-            ok = sys::signal_wake_fd()
-                .and_then(|fd| sys::epoll_add(new, fd, sys::EPOLLIN | sys::EPOLLET, TOKEN_SIGNAL))
-                .is_ok();
-        }
+        let own = self.own_registrations();
+        let mut ok = own.iter().all(|&(fd, ev, tok)| sys::epoll_add(new, fd, ev, tok).is_ok());
+        let old = self.ep;
+        let mut gone = Vec::new();
+        let mut moved = Vec::new();
         if ok {
-            for (pidfd, tok) in crate::filter::proc::registrations(self) {
-                ok &= sys::epoll_add(new, pidfd, sys::EPOLLIN, tok).is_ok();
-            }
-        }
-        if ok {
-            for (slot, k) in self.knotes.iter_slots() {
-                if let Kind::Timer { tfd, .. } = k.kind {
-                    let ev = if k.enabled { sys::EPOLLIN } else { 0 };
-                    ok &= sys::epoll_add(new, tfd, ev, TAG_KNOTE | token(slot, self.knotes.gen(slot))).is_ok();
+            for (fd, e) in self.fdtab.iter().enumerate() {
+                if e.reg != FdReg::Epoll || e.mask == 0 {
+                    continue;
+                }
+                let (fd, tok) = (fd as RawFd, token(fd as u32, e.gen));
+                // Only if the fd still names the file registered in the old epoll (a MOD there fails
+                // otherwise): its number may have been closed and reused by a file this kqueue never saw.
+                if sys::epoll_mod(old, fd, e.mask, tok).is_err() {
+                    gone.push(fd);
+                } else if sys::epoll_add(new, fd, e.mask, tok).is_ok() {
+                    moved.push(fd);
+                } else {
+                    gone.push(fd);
                 }
             }
         }
-        if !ok || sys::epoll_add(self.outer, new, sys::EPOLLIN, 0).is_err() {
+        ok = ok && sys::epoll_add(self.kq, new, sys::EPOLLIN, TOKEN_INNER).is_ok();
+        if !ok {
             sys::close(new);
             return;
         }
-        let old = self.epfd;
-        let mut gone = Vec::new();
-        for (fd, e) in self.fdtab.iter().enumerate() {
-            if e.reg != FdReg::Epoll || e.mask == 0 {
-                continue;
+        if old == self.kq {
+            // Out of the kqueue fd with everything that can still be removed.
+            for &(fd, _, _) in &own {
+                let _ = sys::epoll_del(old, fd);
             }
-            let (fd, tok) = (fd as RawFd, token(fd as u32, e.gen));
-            // Only if the fd still names the file registered in the old epoll (a MOD there fails
-            // otherwise): its number may have been closed and reused by a file this kqueue never saw.
-            if sys::epoll_mod(old, fd, e.mask, tok).is_err() || sys::epoll_add(new, fd, e.mask, tok).is_err() {
-                gone.push(fd);
+            for &fd in &moved {
+                let _ = sys::epoll_del(old, fd);
             }
-        }
-        let _ = sys::epoll_del(self.outer, old);
-        self.epfd = new;
-        if let Ok(w) = sys::eventfd() {
-            let _ = sys::eventfd_write(w, 1);
-            let _ = sys::epoll_add(old, w, sys::EPOLLIN, TOKEN_RETIRED);
-            self.retired.push((old, w));
+            for &fd in &gone {
+                let _ = sys::epoll_del(old, fd);
+            }
         } else {
-            self.retired.push((old, -1));
+            let _ = sys::epoll_del(self.kq, old);
+            if let Ok(w) = sys::eventfd() {
+                let _ = sys::eventfd_write(w, 1);
+                let _ = sys::epoll_add(old, w, sys::EPOLLIN, TOKEN_RETIRED);
+                self.retired.push((old, w));
+            } else {
+                self.retired.push((old, -1));
+            }
         }
+        self.ep = new;
         self.stats.rebuilds += 1;
         for fd in gone {
             // closed, or now another file (EPERM: one epoll refuses): its knotes went with the old file

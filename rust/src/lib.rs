@@ -6,9 +6,11 @@
 
 pub mod consts;
 mod filter;
+mod hazard;
 mod kevent;
 mod knote;
 mod kqueue;
+mod source;
 pub mod sys;
 
 #[cfg(feature = "python")]

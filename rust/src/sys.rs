@@ -171,36 +171,41 @@ pub fn has_epoll_pwait2() -> bool {
     }
 }
 
-/// A stack buffer for epoll_wait that is never zero-filled: only the entries the kernel wrote are read.
-pub struct EventBuf {
-    buf: [std::mem::MaybeUninit<EpollEvent>; EventBuf::LEN],
+/// A stack buffer of `N` epoll events that is never zero-filled: only the entries the kernel wrote are read.
+pub struct EventBuf<const N: usize> {
+    buf: [std::mem::MaybeUninit<EpollEvent>; N],
+    len: usize,
 }
 
-impl EventBuf {
-    pub const LEN: usize = 256;
+impl<const N: usize> EventBuf<N> {
+    pub const LEN: usize = N;
 
-    pub fn new() -> EventBuf {
-        EventBuf { buf: [std::mem::MaybeUninit::uninit(); EventBuf::LEN] }
+    #[inline]
+    pub fn new() -> Self {
+        EventBuf { buf: [std::mem::MaybeUninit::uninit(); N], len: 0 }
     }
 
-    /// epoll_wait into the first `max` entries (at most LEN); returns the events written.
-    pub fn wait(&mut self, epfd: RawFd, max: usize, timeout_ns: Option<u64>) -> Result<&[EpollEvent]> {
-        let max = max.min(Self::LEN);
+    /// epoll_wait into the first `max` entries (at most N); returns how many were written.
+    #[inline]
+    pub fn wait(&mut self, epfd: RawFd, max: usize, timeout_ns: Option<u64>) -> Result<usize> {
+        let max = max.clamp(1, N);
         let ptr = self.buf.as_mut_ptr().cast::<EpollEvent>();
+        self.len = 0;
         let n = epoll_wait_raw(epfd, ptr, max, timeout_ns)?;
-        Ok(self.events(n))
+        self.len = n.min(N);
+        Ok(self.len)
     }
 
-    /// The first `n` entries, as written by the last `wait` (n must not exceed what it returned).
-    pub fn events(&self, n: usize) -> &[EpollEvent] {
-        let n = n.min(Self::LEN);
-        // SAFETY: the kernel initialised the first n entries in the last successful wait (callers pass
-        // no more than it returned), and EpollEvent is plain old data.
-        unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast::<EpollEvent>(), n) }
+    /// The entries written by the last `wait`.
+    #[inline]
+    pub fn events(&self) -> &[EpollEvent] {
+        // SAFETY: the kernel initialised the first `len` entries in the last successful wait (`len` is
+        // reset before each wait and set only from its result), and EpollEvent is plain old data.
+        unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast::<EpollEvent>(), self.len) }
     }
 }
 
-impl Default for EventBuf {
+impl<const N: usize> Default for EventBuf<N> {
     fn default() -> Self {
         Self::new()
     }
@@ -280,6 +285,76 @@ pub fn timerfd_settime(fd: RawFd, absolute: bool, value_ns: u64, interval_ns: u6
     let flags = if absolute { libc::TFD_TIMER_ABSTIME } else { 0 };
     // SAFETY: spec is valid for the call; old value pointer is null (allowed).
     cvt(unsafe { libc::timerfd_settime(fd, flags, &spec, std::ptr::null_mut()) }).map(|_| ())
+}
+
+/// Arms a timerfd to expire once at the absolute time `deadline_ns` of its clock (0 disarms it).
+pub fn timerfd_arm_at(fd: RawFd, deadline_ns: u64) -> Result<()> {
+    let spec = libc::itimerspec { it_interval: ts(0), it_value: ts(deadline_ns) };
+    // SAFETY: spec is valid for the call; old value pointer is null (allowed).
+    cvt(unsafe { libc::timerfd_settime(fd, libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut()) }).map(|_| ())
+}
+
+/// Makes a timerfd readable at once, synchronously (TFD_IOC_SET_TICKS with 1 expiration): its readers and
+/// every epoll watching it are woken before this returns. ENOTTY on kernels built without
+/// CONFIG_CHECKPOINT_RESTORE.
+pub fn timerfd_set_ticks(fd: RawFd) -> Result<()> {
+    // _IOW('T', 0, u64)
+    const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
+    let one: u64 = 1;
+    // SAFETY: the ioctl reads one u64 through the pointer, which is valid for the call.
+    cvt(unsafe { libc::ioctl(fd, TFD_IOC_SET_TICKS, &one as *const u64) }).map(|_| ())
+}
+
+// ---- the process-wide memory barrier (see hazard.rs) ----
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+
+/// Registers this process for `membarrier()`; false where the kernel has no such barrier (before 4.14,
+/// or filtered by seccomp).
+pub fn membarrier_register() -> bool {
+    // SAFETY: plain syscall with integer arguments.
+    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 }
+}
+
+/// Makes every thread of this process that is running now execute a full memory barrier.
+pub fn membarrier() {
+    // SAFETY: plain syscall with integer arguments (registered by `membarrier_register`).
+    unsafe {
+        libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+    }
+}
+
+// ---- the dead fd: readable forever, to wake threads blocked on a kqueue that is being closed ----
+
+static DEAD: AtomicI32 = AtomicI32::new(-1);
+
+/// The process's always-readable eventfd (created once; closed and forgotten in a fork child).
+pub fn dead_fd() -> Result<RawFd> {
+    let fd = DEAD.load(Ordering::Acquire);
+    if fd >= 0 {
+        return Ok(fd);
+    }
+    let new = eventfd()?;
+    eventfd_write(new, 1)?;
+    match DEAD.compare_exchange(-1, new, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Ok(new),
+        Err(existing) => {
+            close(new);
+            Ok(existing)
+        }
+    }
+}
+
+/// Whether `fd` is an epoll instance (asked with a DEL of `probe`, an fd never registered in it: an epoll
+/// answers ENOENT, anything else EINVAL).
+pub fn is_epoll(fd: RawFd, probe: RawFd) -> bool {
+    matches!(epoll_del(fd, probe), Err(Errno(libc::ENOENT)))
+}
+
+/// In a fork child (async-signal-safe): the dead fd was closed with every other kqrs fd.
+pub fn dead_reset_in_child() {
+    DEAD.store(-1, Ordering::SeqCst);
 }
 
 /// Bytes waiting to be read (FIONREAD / SIOCINQ).

@@ -3,7 +3,7 @@
 
 use crate::consts::*;
 use crate::kevent::Kevent;
-use crate::knote::{FdEntry, FdKind, FdReg, Kind, Knote};
+use crate::knote::{FdEntry, FdKind, FdReg, FileState, Kind, Knote};
 use crate::kqueue::{token, State, TOKEN_INOTIFY};
 use crate::sys::{self, Errno, RawFd, Result, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP};
 
@@ -21,10 +21,12 @@ fn entry(st: &State, fd: RawFd) -> FdEntry {
     st.fdtab.get(fd as usize).copied().unwrap_or(FdEntry::EMPTY)
 }
 
-fn entry_mut(st: &mut State, fd: RawFd) -> &mut FdEntry {
+/// The table entry of `fd`, growing the table (geometrically: fds come in ascending runs) if needed.
+pub(crate) fn entry_mut(st: &mut State, fd: RawFd) -> &mut FdEntry {
     let i = fd as usize;
     if st.fdtab.len() <= i {
-        st.fdtab.resize(i + 1, FdEntry::EMPTY);
+        let len = (i + 1).max(st.fdtab.len() * 2).max(64);
+        st.fdtab.resize(len, FdEntry::EMPTY);
     }
     &mut st.fdtab[i]
 }
@@ -63,11 +65,11 @@ fn sync(st: &mut State, fd: RawFd) -> Result<()> {
     }
     let tok = token(fd as u32, e.gen);
     let r = if e.mask == 0 {
-        sys::epoll_add(st.epfd, fd, want, tok)
+        sys::epoll_add(st.ep, fd, want, tok)
     } else if want == 0 {
-        sys::epoll_del(st.epfd, fd)
+        sys::epoll_del(st.ep, fd)
     } else {
-        sys::epoll_mod(st.epfd, fd, want, tok)
+        sys::epoll_mod(st.ep, fd, want, tok)
     };
     match r {
         Ok(()) => {
@@ -85,58 +87,139 @@ fn sync(st: &mut State, fd: RawFd) -> Result<()> {
     }
 }
 
-/// Whether `fd` still names the file its epoll registration was made for. EBADF when it is closed (its
-/// knotes are dropped then).
-pub(crate) fn still_same(st: &mut State, fd: RawFd) -> Result<bool> {
+/// Whether `fd` still names the file its knotes were made for: Ok(false) when the number names another
+/// file now, EBADF when it is closed (the caller drops the knotes then). One syscall: a MOD of the epoll
+/// registration to what it is (the registration is keyed by the file, so it fails for another one); a
+/// regular file's identity from fstat; with no registration (every knote disabled) only whether the fd
+/// is open can be known.
+fn verify(st: &State, fd: RawFd) -> Result<bool> {
     let e = entry(st, fd);
-    if e.reg != FdReg::Epoll || e.mask == 0 {
-        return Ok(true);
-    }
-    match sys::epoll_mod(st.epfd, fd, e.mask, token(fd as u32, e.gen)) {
-        Ok(()) => Ok(true),
-        // ENOENT: the fd names another file; EPERM: it names a file epoll refuses (so another file too).
-        Err(Errno(libc::ENOENT)) | Err(Errno(libc::EPERM)) => Ok(false),
-        Err(Errno(libc::EBADF)) => {
-            st.purge_fd(fd);
-            Err(Errno(libc::EBADF))
+    match e.reg {
+        FdReg::Epoll if e.mask != 0 => match sys::epoll_mod(st.ep, fd, e.mask, token(fd as u32, e.gen)) {
+            Ok(()) => Ok(true),
+            // ENOENT: the fd names another file; EPERM: it names a file epoll refuses (so another file too).
+            Err(Errno(libc::ENOENT)) | Err(Errno(libc::EPERM)) => Ok(false),
+            Err(e) => Err(e),
+        },
+        FdReg::File => {
+            let f = sys::fstat(fd)?;
+            let same = [e.read, e.write].iter().filter(|&&s| s != 0).all(|&s| match st.knotes.get(s - 1) {
+                Some(Knote { kind: Kind::File(fs), .. }) => !fs.regular || (fs.dev, fs.ino) == (f.dev, f.ino),
+                _ => true,
+            });
+            Ok(same)
         }
-        Err(e) => Err(e),
+        _ => {
+            if sys::fd_is_open(fd) {
+                Ok(true)
+            } else {
+                Err(Errno(libc::EBADF))
+            }
+        }
     }
 }
 
-pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
-    validate(ch)?;
-    let fd = ch.ident as RawFd;
-    if fd == st.outer {
-        return Err(Errno(libc::EINVAL)); // a kqueue cannot watch itself (FreeBSD: EINVAL)
-    }
-    // epoll_ctl validates the fd, but not before the table grows to it, and not at all for a knote added
-    // disabled: check first when either could bite (rarely: fd numbers are dense and reused).
-    if (fd as usize >= st.fdtab.len() || ch.flags & EV_DISABLE != 0) && !sys::fd_is_open(fd) {
+/// A READ or WRITE change. Changes to an existing knote first learn whether its fd still names the file it
+/// was made for, with the syscall the change makes anyway where there is one (BSD removes knotes at
+/// close(); kqrs finds out here): a closed fd gives EBADF, a reused number finds no knote (EV_ADD starts
+/// clean).
+pub(crate) fn change(st: &mut State, ch: &Kevent) -> Result<()> {
+    if ch.ident > i32::MAX as usize {
         return Err(Errno(libc::EBADF));
     }
-    let mut e = entry(st, fd);
-    if !e.is_empty() && !still_same(st, fd)? {
-        st.purge_fd(fd);
-        e = entry(st, fd);
+    let fd = ch.ident as RawFd;
+    let Some(slot) = st.lookup(ch.ident, ch.filter) else {
+        if ch.flags & EV_ADD == 0 {
+            return Err(Errno(if sys::fd_is_open(fd) { libc::ENOENT } else { libc::EBADF }));
+        }
+        let slot = attach(st, ch)?;
+        return st.finish_change(slot, ch);
+    };
+    let e = entry(st, fd);
+    if ch.flags & EV_DELETE != 0 && e.reg == FdReg::Epoll && e.mask != 0 {
+        // The DEL (or the MOD to what the other filter wants) is the check.
+        return match st.delete(slot) {
+            Ok(()) => Ok(()),
+            Err(Errno(libc::ENOENT)) | Err(Errno(libc::EPERM)) => {
+                st.purge_fd(fd);
+                Err(Errno(libc::ENOENT))
+            }
+            Err(err) => {
+                st.purge_fd(fd);
+                Err(err)
+            }
+        };
     }
+    match verify(st, fd) {
+        Ok(true) => {}
+        Ok(false) => {
+            // The number names another file now: the old knotes went with the old file.
+            st.purge_fd(fd);
+            if ch.flags & EV_ADD == 0 {
+                return Err(Errno(libc::ENOENT));
+            }
+            let slot = attach(st, ch)?;
+            return st.finish_change(slot, ch);
+        }
+        Err(err) => {
+            st.purge_fd(fd);
+            return Err(err);
+        }
+    }
+    if ch.flags & EV_DELETE == 0 {
+        // BSD: udata is replaced by every change; fflags/data by EV_ADD.
+        if ch.flags & EV_ADD != 0 {
+            modify(st, slot, ch)?;
+        } else if let Some(k) = st.knotes.get_mut(slot) {
+            k.udata = ch.udata;
+        }
+    }
+    st.finish_change(slot, ch)
+}
+
+fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
+    validate(ch)?;
+    let fd = ch.ident as RawFd;
+    if fd == st.kq {
+        return Err(Errno(libc::EINVAL)); // a kqueue cannot watch itself (FreeBSD: EINVAL)
+    }
+    // epoll_ctl validates the fd, but only after the table has grown to it, and not at all for a knote
+    // added disabled: check first when either could bite (rarely: fd numbers are dense and reused).
+    let far = fd as usize >= st.fdtab.len().max(1024) * 2;
+    if (far || ch.flags & EV_DISABLE != 0) && !sys::fd_is_open(fd) {
+        return Err(Errno(libc::EBADF));
+    }
+    let e = entry(st, fd);
     let fresh = e.is_empty();
+    let kind = match e.reg {
+        FdReg::File if !fresh => Kind::File(Box::new(FileState { wd: -1, regular: false, dev: 0, ino: 0 })),
+        _ => Kind::Fd { revents: 0, last_eof: false, last_data: -1 },
+    };
     if fresh {
         // A new registration: a new generation, so events of an older one are recognised as stale.
         let gen = e.gen.wrapping_add(1);
         *entry_mut(st, fd) = FdEntry { gen, ..FdEntry::EMPTY };
     }
-    let kind = match e.reg {
-        FdReg::File if !fresh => Kind::File { wd: -1, regular: false, dev: 0, ino: 0 },
-        _ => Kind::Fd { revents: 0, last_data: -1, last_eof: false },
-    };
     let slot = st.insert(Knote::from_change(ch, ch.flags & EV_STICKY, ch.fflags, kind));
     if !fresh && e.reg == FdReg::File {
-        if let Err(err) = file_attach(st, slot, fd) {
-            unlink(st, slot);
-            return Err(err);
-        }
-        return Ok(slot);
+        let r = match verify(st, fd) {
+            Ok(true) => file_attach(st, slot, fd),
+            Ok(false) => Err(Errno(libc::ESTALE)),
+            Err(err) => Err(err),
+        };
+        return match r {
+            Ok(()) => Ok(slot),
+            Err(Errno(libc::ESTALE)) => {
+                // The other filter's knote belonged to a file this number no longer names.
+                unlink(st, slot);
+                st.purge_fd(fd);
+                attach(st, ch)
+            }
+            Err(err) => {
+                unlink(st, slot);
+                Err(err)
+            }
+        };
     }
     match sync(st, fd) {
         Ok(()) => Ok(slot),
@@ -149,6 +232,13 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
                     Err(err)
                 }
             }
+        }
+        Err(Errno(libc::ENOENT)) | Err(Errno(libc::EPERM)) if !fresh => {
+            // The MOD that adds this filter's interest found that the other filter's knote belonged to a
+            // file this number no longer names: those knotes go, and this one starts a new registration.
+            unlink(st, slot);
+            st.purge_fd(fd);
+            attach(st, ch)
         }
         Err(err) => {
             unlink(st, slot);
@@ -179,7 +269,7 @@ pub(crate) fn ensure_inotify(st: &mut State) -> Result<RawFd> {
         return Ok(st.inotify);
     }
     let ifd = sys::inotify_init()?;
-    if let Err(e) = sys::epoll_add(st.epfd, ifd, EPOLLIN, TOKEN_INOTIFY) {
+    if let Err(e) = sys::epoll_add(st.ep, ifd, EPOLLIN, TOKEN_INOTIFY) {
         sys::close(ifd);
         return Err(e);
     }
@@ -196,7 +286,7 @@ fn to_file_path(st: &mut State, fd: RawFd) -> Result<()> {
     for s in [r, w] {
         if s != 0 {
             if let Some(k) = st.knotes.get_mut(s - 1) {
-                k.kind = Kind::File { wd: -1, regular: false, dev: 0, ino: 0 };
+                k.kind = Kind::File(Box::new(FileState { wd: -1, regular: false, dev: 0, ino: 0 }));
             }
             file_attach(st, s - 1, fd)?;
         }
@@ -207,6 +297,7 @@ fn to_file_path(st: &mut State, fd: RawFd) -> Result<()> {
 /// Regular files and directories get an inotify watch (IN_MODIFY re-checks them); other files epoll
 /// refuses are always ready, as poll(2) reports them.
 fn file_attach(st: &mut State, slot: u32, fd: RawFd) -> Result<()> {
+    crate::source::ensure(st, false)?;
     let f = sys::fstat(fd)?;
     let regular = f.kind == libc::S_IFREG || f.kind == libc::S_IFDIR;
     let mut wd = -1;
@@ -217,7 +308,7 @@ fn file_attach(st: &mut State, slot: u32, fd: RawFd) -> Result<()> {
         st.wds.entry(wd).or_default().push(slot);
     }
     if let Some(k) = st.knotes.get_mut(slot) {
-        k.kind = Kind::File { wd, regular, dev: f.dev, ino: f.ino };
+        k.kind = Kind::File(Box::new(FileState { wd, regular, dev: f.dev, ino: f.ino }));
     }
     if let Ok(Some(_)) = file_check(st, slot) {
         st.enqueue(slot);
@@ -228,7 +319,8 @@ fn file_attach(st: &mut State, slot: u32, fd: RawFd) -> Result<()> {
 /// Whether a file knote may report now, with its data; Err when its fd is closed or names another file.
 fn file_check(st: &State, slot: u32) -> std::result::Result<Option<isize>, ()> {
     let Some(k) = st.knotes.get(slot) else { return Ok(None) };
-    let Kind::File { regular, dev, ino, .. } = k.kind else { return Ok(None) };
+    let Kind::File(fs) = &k.kind else { return Ok(None) };
+    let (regular, dev, ino) = (fs.regular, fs.dev, fs.ino);
     let fd = k.ident as RawFd;
     let f = sys::fstat(fd).map_err(|_| ())?;
     if regular && (f.dev, f.ino) != (dev, ino) {
@@ -251,7 +343,7 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
     k.sfflags = ch.fflags;
     k.sdata = ch.data;
     k.udata = ch.udata;
-    if let Kind::File { .. } = k.kind {
+    if let Kind::File(_) = k.kind {
         if let Ok(Some(_)) = file_check(st, slot) {
             st.enqueue(slot);
         }
@@ -261,9 +353,9 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
 
 pub(crate) fn detach(st: &mut State, k: &Knote) -> Result<()> {
     let fd = k.ident as RawFd;
-    match k.kind {
-        Kind::File { wd, .. } => {
-            unwatch(st, wd);
+    match &k.kind {
+        Kind::File(fs) => {
+            unwatch(st, fs.wd);
             let e = entry_mut(st, fd);
             if e.is_empty() {
                 let gen = e.gen;
@@ -287,7 +379,7 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) -> Result<()>
     let Some(k) = st.knotes.get(slot) else { return Ok(()) };
     let fd = k.ident as RawFd;
     match k.kind {
-        Kind::File { .. } => {
+        Kind::File(_) => {
             if on {
                 if let Ok(Some(_)) = file_check(st, slot) {
                     st.enqueue(slot);
@@ -308,6 +400,7 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) -> Result<()>
     }
 }
 
+/// What `fd` is, learnt on its first report and kept with its registration (one fstat per registration).
 fn fd_kind(st: &mut State, fd: RawFd) -> Result<FdKind> {
     let e = entry(st, fd);
     if e.kind != FdKind::Unknown {
@@ -316,32 +409,45 @@ fn fd_kind(st: &mut State, fd: RawFd) -> Result<FdKind> {
     let kind = match sys::fstat(fd)?.kind {
         libc::S_IFSOCK => FdKind::Socket,
         libc::S_IFIFO => FdKind::Pipe,
+        libc::S_IFCHR => FdKind::Char,
         _ => FdKind::Other,
     };
     entry_mut(st, fd).kind = kind;
     Ok(kind)
 }
 
-/// Bytes readable (or, for a listening socket, connections waiting); None where the fd has no such count.
-fn read_data(fd: RawFd, kind: FdKind) -> Result<Option<isize>> {
+/// Bytes readable (or, for a listening socket, connections waiting); None where the fd has no such count
+/// (eventfd, timerfd, epoll, ...: no syscall is spent on them).
+fn read_data(st: &mut State, fd: RawFd, kind: FdKind) -> Result<Option<isize>> {
+    if kind == FdKind::Other {
+        return Ok(None);
+    }
+    if kind == FdKind::Listener {
+        return Ok(listen_queue(fd));
+    }
     match sys::fionread(fd) {
         Ok(n) => Ok(Some(n as isize)),
         Err(Errno(libc::EBADF)) => Err(Errno(libc::EBADF)),
         Err(Errno(libc::EINVAL)) if kind == FdKind::Socket => {
-            // A listening socket: the accept queue's length.
-            match sys::tcp_accept_queue(fd) {
-                Ok(n) => Ok(Some(n as isize)),
-                Err(_) => Ok(sys::unix_accept_queue(fd).ok().map(|n| n as isize)),
-            }
+            // A listening socket: the accept queue's length, from now on without trying FIONREAD.
+            entry_mut(st, fd).kind = FdKind::Listener;
+            Ok(listen_queue(fd))
         }
         Err(_) => Ok(None),
+    }
+}
+
+fn listen_queue(fd: RawFd) -> Option<isize> {
+    match sys::tcp_accept_queue(fd) {
+        Ok(n) => Some(n as isize),
+        Err(_) => sys::unix_accept_queue(fd).ok().map(|n| n as isize),
     }
 }
 
 /// Free space for writing; None where the fd has no such count.
 fn write_data(fd: RawFd, kind: FdKind) -> Result<Option<isize>> {
     match kind {
-        FdKind::Socket => {
+        FdKind::Socket | FdKind::Listener => {
             let sndbuf = match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF) {
                 Ok(v) => v as i64,
                 Err(Errno(libc::EBADF)) => return Err(Errno(libc::EBADF)),
@@ -366,7 +472,7 @@ fn evaluate(st: &mut State, slot: u32, fd: RawFd, revents: u32) -> Result<Option
     let is_read = k.filter == EVFILT_READ;
     let err = revents & EPOLLERR != 0;
     let (eof, data) = if is_read {
-        (revents & (EPOLLRDHUP | EPOLLHUP) != 0, read_data(fd, kind)?)
+        (revents & (EPOLLRDHUP | EPOLLHUP) != 0, read_data(st, fd, kind)?)
     } else {
         let eof = match kind {
             FdKind::Pipe => revents & (EPOLLERR | EPOLLHUP) != 0,
@@ -374,6 +480,8 @@ fn evaluate(st: &mut State, slot: u32, fd: RawFd, revents: u32) -> Result<Option
         };
         (eof, write_data(fd, kind)?)
     };
+    let kind = entry(st, fd).kind;
+    let Some(k) = st.knotes.get(slot) else { return Ok(None) };
     let level_bit = if is_read { EPOLLIN } else { EPOLLOUT };
     let lowat = if k.sfflags & NOTE_LOWAT != 0 { k.sdata.max(1) } else { 1 };
     let ready = eof
@@ -490,7 +598,7 @@ pub(crate) fn fd_ready(st: &mut State, fd: RawFd, gen: u32, revents: u32, out: &
 pub(crate) fn deferred_ready(st: &mut State, slot: u32, revents: u32, out: &mut [Kevent], n: &mut usize) {
     let Some(k) = st.knotes.get(slot) else { return };
     let fd = k.ident as RawFd;
-    if !matches!(still_same(st, fd), Ok(true)) {
+    if !matches!(verify(st, fd), Ok(true)) {
         // closed or reused since the report was deferred: it belonged to the old file
         st.purge_fd(fd);
         st.needs_rebuild = true;
@@ -571,7 +679,7 @@ pub(crate) fn inotify_ready(st: &mut State) {
             // Queue overflow: look at every file and vnode knote.
             let all: Vec<u32> = st.wds.values().flatten().copied().collect();
             for s in all {
-                if let Some(Knote { kind: Kind::Vnode { .. }, .. }) = st.knotes.get(s) {
+                if let Some(Knote { kind: Kind::Vnode(_), .. }) = st.knotes.get(s) {
                     crate::filter::vnode::inotify_event(st, s, libc::IN_Q_OVERFLOW);
                 } else {
                     st.enqueue(s);
@@ -581,7 +689,7 @@ pub(crate) fn inotify_ready(st: &mut State) {
         }
         let slots = st.wds.get(&wd).cloned().unwrap_or_default();
         for &s in &slots {
-            if let Some(Knote { kind: Kind::Vnode { .. }, .. }) = st.knotes.get(s) {
+            if let Some(Knote { kind: Kind::Vnode(_), .. }) = st.knotes.get(s) {
                 crate::filter::vnode::inotify_event(st, s, mask);
             } else {
                 st.enqueue(s);
@@ -591,7 +699,8 @@ pub(crate) fn inotify_ready(st: &mut State) {
             st.wds.remove(&wd);
             for &s in &slots {
                 match st.knotes.get_mut(s).map(|k| &mut k.kind) {
-                    Some(Kind::File { wd: w, .. }) | Some(Kind::Vnode { wd: w, .. }) => *w = -1,
+                    Some(Kind::File(fs)) => fs.wd = -1,
+                    Some(Kind::Vnode(v)) => v.wd = -1,
                     _ => {}
                 }
             }

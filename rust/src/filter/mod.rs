@@ -1,4 +1,5 @@
-//! One module per filter; this file dispatches the knote life cycle to them.
+//! One module per filter; this file dispatches the knote life cycle to them, and the kqueue's shared kernel
+//! objects (inotify, the process connector, the signal eventfd, the mount table) to their owners.
 
 pub(crate) mod fd;
 pub(crate) mod proc;
@@ -10,8 +11,8 @@ pub(crate) mod vnode;
 use crate::consts::*;
 use crate::kevent::Kevent;
 use crate::knote::{Kind, Knote};
-use crate::kqueue::State;
-use crate::sys::{Errno, Result};
+use crate::kqueue::{State, TOKEN_CONNECTOR, TOKEN_INOTIFY, TOKEN_MOUNTS, TOKEN_SIGNAL};
+use crate::sys::{self, Errno, RawFd, Result};
 
 /// Filters this build implements. Known BSD filters that are not built yet fail with EOPNOTSUPP; unknown
 /// filter ids with EINVAL (as BSD). Nothing is accepted and ignored.
@@ -19,9 +20,7 @@ pub fn check_filter(filter: i16) -> Result<()> {
     match filter {
         EVFILT_READ | EVFILT_WRITE | EVFILT_TIMER | EVFILT_USER | EVFILT_PROC | EVFILT_PROCDESC | EVFILT_VNODE
         | EVFILT_SIGNAL => Ok(()),
-        EVFILT_AIO | EVFILT_NETDEV | EVFILT_FS | EVFILT_LIO => {
-            Err(Errno(libc::EOPNOTSUPP))
-        }
+        EVFILT_AIO | EVFILT_NETDEV | EVFILT_FS | EVFILT_LIO => Err(Errno(libc::EOPNOTSUPP)),
         _ => Err(Errno(libc::EINVAL)),
     }
 }
@@ -31,9 +30,9 @@ pub fn is_supported(filter: i16) -> bool {
     check_filter(filter).is_ok()
 }
 
+/// A new knote for a change with EV_ADD (not READ/WRITE: see `fd::change`).
 pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     match ch.filter {
-        EVFILT_READ | EVFILT_WRITE => fd::attach(st, ch),
         EVFILT_TIMER => timer::attach(st, ch),
         EVFILT_USER => user::attach(st, ch),
         EVFILT_PROC | EVFILT_PROCDESC => proc::attach(st, ch),
@@ -46,7 +45,6 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
 /// A change (with EV_ADD, or any change for EVFILT_USER) on an existing knote.
 pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
     match ch.filter {
-        EVFILT_READ | EVFILT_WRITE => fd::modify(st, slot, ch),
         EVFILT_TIMER => timer::modify(st, slot, ch),
         EVFILT_USER => user::modify(st, slot, ch),
         EVFILT_PROC | EVFILT_PROCDESC => proc::modify(st, slot, ch),
@@ -58,18 +56,18 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
 
 /// Releases what a removed knote held.
 pub(crate) fn detach(st: &mut State, k: &Knote) -> Result<()> {
-    match k.kind {
-        Kind::Fd { .. } | Kind::File { .. } => fd::detach(st, k),
-        Kind::Timer { tfd, .. } => {
-            timer::detach(st, tfd);
+    match &k.kind {
+        Kind::Fd { .. } | Kind::File(_) => fd::detach(st, k),
+        Kind::Timer(_) => {
+            timer::detach(st, k);
             Ok(())
         }
         Kind::User { .. } => Ok(()),
-        Kind::Proc { .. } => {
+        Kind::Proc(_) => {
             proc::detach(st, k);
             Ok(())
         }
-        Kind::Vnode { .. } => {
+        Kind::Vnode(_) => {
             vnode::detach(st, k);
             Ok(())
         }
@@ -83,19 +81,22 @@ pub(crate) fn detach(st: &mut State, k: &Knote) -> Result<()> {
 pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) -> Result<()> {
     let Some(k) = st.knotes.get(slot) else { return Ok(()) };
     match k.kind {
-        Kind::Fd { .. } | Kind::File { .. } => fd::enabled_changed(st, slot, on),
-        Kind::Timer { tfd, .. } => timer::enabled_changed(st, slot, tfd, on),
+        Kind::Fd { .. } | Kind::File(_) => fd::enabled_changed(st, slot, on),
+        Kind::Timer(_) => {
+            timer::enabled_changed(st, slot, on);
+            Ok(())
+        }
         Kind::User { triggered } => {
             if on && triggered {
                 st.enqueue(slot);
             }
             Ok(())
         }
-        Kind::Proc { .. } => {
+        Kind::Proc(_) => {
             proc::enabled_changed(st, slot, on);
             Ok(())
         }
-        Kind::Vnode { .. } => {
+        Kind::Vnode(_) => {
             vnode::enabled_changed(st, slot, on);
             Ok(())
         }
@@ -113,16 +114,44 @@ pub(crate) fn after_change(st: &mut State, slot: u32, ch: &Kevent) {
     }
 }
 
-/// An epoll report for a knote's own fd (timers).
-pub(crate) fn knote_ready(st: &mut State, slot: u32, revents: u32, out: &mut [Kevent], n: &mut usize) {
-    match st.knotes.get(slot).map(|k| &k.kind) {
-        Some(Kind::Timer { tfd, .. }) => {
-            let tfd = *tfd;
-            timer::ready(st, slot, tfd, out, n);
-        }
-        Some(Kind::Proc { .. }) => proc::pidfd_ready(st, slot, revents),
+/// An epoll report for a knote's own fd (pidfds).
+pub(crate) fn knote_ready(st: &mut State, slot: u32, revents: u32, _out: &mut [Kevent], _n: &mut usize) {
+    if let Some(Knote { kind: Kind::Proc(_), .. }) = st.knotes.get(slot) {
+        proc::pidfd_ready(st, slot, revents);
+    }
+}
+
+/// One of the kqueue's shared kernel objects is ready: its owner looks at what it says.
+pub(crate) fn shared_ready(st: &mut State, token: u64) {
+    match token {
+        TOKEN_INOTIFY => fd::inotify_ready(st),
+        TOKEN_CONNECTOR => proc::connector_ready(st),
+        TOKEN_SIGNAL => signal::wake(st),
+        TOKEN_MOUNTS => vnode::mounts_changed(st),
         _ => {}
     }
+}
+
+/// The filters' registrations in the kqueue's epoll other than READ/WRITE fds, as (fd, events, token):
+/// shared objects, then pidfds (for a rebuild of the epoll).
+pub(crate) fn registrations(st: &State) -> Vec<(RawFd, u32, u64)> {
+    let mut v = Vec::new();
+    if st.inotify >= 0 {
+        v.push((st.inotify, sys::EPOLLIN, TOKEN_INOTIFY));
+    }
+    if st.connector >= 0 {
+        v.push((st.connector, sys::EPOLLIN, TOKEN_CONNECTOR));
+    }
+    if st.mounts >= 0 {
+        v.push((st.mounts, sys::EPOLLPRI | sys::EPOLLERR, TOKEN_MOUNTS));
+    }
+    if st.sig_wake_registered {
+        if let Ok(fd) = sys::signal_wake_fd() {
+            v.push((fd, sys::EPOLLIN | sys::EPOLLET, TOKEN_SIGNAL));
+        }
+    }
+    v.extend(proc::registrations(st));
+    v
 }
 
 /// A knote taken off the active queue.
@@ -130,11 +159,11 @@ pub(crate) fn active_ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mu
     let Some(k) = st.knotes.get(slot) else { return };
     match k.kind {
         Kind::User { .. } => user::ready(st, slot, out, n),
-        Kind::File { .. } => fd::file_ready(st, slot, out, n),
+        Kind::File(_) => fd::file_ready(st, slot, out, n),
         Kind::Fd { revents, .. } => fd::deferred_ready(st, slot, revents, out, n),
-        Kind::Timer { tfd, .. } => timer::ready(st, slot, tfd, out, n),
-        Kind::Proc { .. } => proc::ready(st, slot, out, n),
-        Kind::Vnode { .. } => vnode::ready(st, slot, out, n),
+        Kind::Timer(_) => timer::ready(st, slot, out, n),
+        Kind::Proc(_) => proc::ready(st, slot, out, n),
+        Kind::Vnode(_) => vnode::ready(st, slot, out, n),
         Kind::Signal { .. } => signal::ready(st, slot, out, n),
     }
 }

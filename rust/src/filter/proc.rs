@@ -8,7 +8,7 @@
 
 use crate::consts::*;
 use crate::kevent::Kevent;
-use crate::knote::{Kind, Knote};
+use crate::knote::{Kind, Knote, ProcState};
 use crate::kqueue::{token, State, TAG_KNOTE, TOKEN_CONNECTOR};
 use crate::sys::{self, Errno, ProcEvent, RawFd, Result};
 
@@ -37,7 +37,7 @@ fn ensure_connector(st: &mut State) -> Result<()> {
         libc::EPROTONOSUPPORT | libc::ENOENT | libc::ETIMEDOUT | libc::ECONNREFUSED => Errno(libc::EOPNOTSUPP),
         _ => e,
     })?;
-    if let Err(e) = sys::epoll_add(st.epfd, fd, sys::EPOLLIN, TOKEN_CONNECTOR) {
+    if let Err(e) = sys::epoll_add(st.ep, fd, sys::EPOLLIN, TOKEN_CONNECTOR) {
         sys::close(fd);
         return Err(e);
     }
@@ -64,30 +64,31 @@ fn open_pidfd(ch: &Kevent) -> Result<(RawFd, i32)> {
 
 fn register(st: &mut State, slot: u32) -> Result<()> {
     let tok = TAG_KNOTE | token(slot, st.knotes.gen(slot));
-    let epfd = st.epfd;
-    let Some(Knote { kind: Kind::Proc { pidfd, registered, .. }, .. }) = st.knotes.get_mut(slot) else {
+    let epfd = st.ep;
+    let Some(Knote { kind: Kind::Proc(p), .. }) = st.knotes.get_mut(slot) else {
         return Ok(());
     };
-    if *pidfd < 0 || *registered {
+    if p.pidfd < 0 || p.registered {
         return Ok(());
     }
-    sys::epoll_add(epfd, *pidfd, sys::EPOLLIN, tok)?;
-    *registered = true;
+    sys::epoll_add(epfd, p.pidfd, sys::EPOLLIN, tok)?;
+    p.registered = true;
     Ok(())
 }
 
 fn unregister(st: &mut State, slot: u32) {
-    let epfd = st.epfd;
-    if let Some(Knote { kind: Kind::Proc { pidfd, registered, .. }, .. }) = st.knotes.get_mut(slot) {
-        if *registered {
-            let _ = sys::epoll_del(epfd, *pidfd);
-            *registered = false;
+    let epfd = st.ep;
+    if let Some(Knote { kind: Kind::Proc(p), .. }) = st.knotes.get_mut(slot) {
+        if p.registered {
+            let _ = sys::epoll_del(epfd, p.pidfd);
+            p.registered = false;
         }
     }
 }
 
 pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     validate(ch)?;
+    crate::source::ensure(st, false)?;
     if ch.fflags & CONNECTOR_NOTES != 0 {
         ensure_connector(st)?;
     }
@@ -96,7 +97,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
 }
 
 fn attach_with(st: &mut State, ch: &Kevent, pidfd: RawFd, pid: i32) -> Result<u32> {
-    let slot = st.insert(Knote::from_change(ch, (ch.flags & EV_STICKY) | EV_CLEAR, ch.fflags, Kind::Proc { pidfd, pid, pending: 0, data: 0, exit: None, registered: false }));
+    let slot = st.insert(Knote::from_change(ch, (ch.flags & EV_STICKY) | EV_CLEAR, ch.fflags, Kind::Proc(Box::new(ProcState { pidfd, pid, pending: 0, data: 0, exit: None, registered: false }))));
     if let Err(e) = register(st, slot) {
         st.knotes.remove(slot);
         st.index.remove(&(ch.ident, ch.filter));
@@ -120,9 +121,10 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
 }
 
 pub(crate) fn detach(st: &mut State, k: &Knote) {
-    if let Kind::Proc { pidfd, registered, .. } = k.kind {
+    if let Kind::Proc(p) = &k.kind {
+        let (pidfd, registered) = (p.pidfd, p.registered);
         if registered {
-            let _ = sys::epoll_del(st.epfd, pidfd);
+            let _ = sys::epoll_del(st.ep, pidfd);
         }
         if pidfd >= 0 {
             sys::close(pidfd);
@@ -134,8 +136,8 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) {
     if !on {
         return;
     }
-    if let Some(Knote { kind: Kind::Proc { pending, exit, .. }, .. }) = st.knotes.get(slot) {
-        if *pending != 0 || exit.is_some() {
+    if let Some(Knote { kind: Kind::Proc(p), .. }) = st.knotes.get(slot) {
+        if p.pending != 0 || p.exit.is_some() {
             st.enqueue(slot);
         }
     }
@@ -175,11 +177,11 @@ fn exit_status(pidfd: RawFd, pid: i32) -> std::result::Result<ExitStatus, ()> {
 
 /// The pidfd is readable (the process exited) or hung up (it was reaped).
 pub(crate) fn pidfd_ready(st: &mut State, slot: u32, revents: u32) {
-    let Some(Knote { kind: Kind::Proc { pidfd, pid, exit, .. }, .. }) = st.knotes.get(slot) else { return };
-    if exit.is_some() {
+    let Some(Knote { kind: Kind::Proc(p), .. }) = st.knotes.get(slot) else { return };
+    if p.exit.is_some() {
         return;
     }
-    let (pidfd, pid) = (*pidfd, *pid);
+    let (pidfd, pid) = (p.pidfd, p.pid);
     match exit_status(pidfd, pid) {
         Ok(status) => record_exit(st, slot, status),
         Err(()) => {
@@ -187,7 +189,7 @@ pub(crate) fn pidfd_ready(st: &mut State, slot: u32, revents: u32) {
                 // A zombie of someone else's whose status we cannot read yet: stop listening for
                 // "readable" and wait for the hang-up that comes with its reaping.
                 let tok = TAG_KNOTE | token(slot, st.knotes.gen(slot));
-                let _ = sys::epoll_mod(st.epfd, pidfd, 0, tok);
+                let _ = sys::epoll_mod(st.ep, pidfd, 0, tok);
             }
         }
     }
@@ -195,8 +197,8 @@ pub(crate) fn pidfd_ready(st: &mut State, slot: u32, revents: u32) {
 
 fn record_exit(st: &mut State, slot: u32, status: ExitStatus) {
     unregister(st, slot);
-    if let Some(Knote { kind: Kind::Proc { exit, .. }, .. }) = st.knotes.get_mut(slot) {
-        *exit = Some(status);
+    if let Some(Knote { kind: Kind::Proc(p), .. }) = st.knotes.get_mut(slot) {
+        p.exit = Some(status);
     }
     st.enqueue(slot);
 }
@@ -204,7 +206,8 @@ fn record_exit(st: &mut State, slot: u32, status: ExitStatus) {
 /// A process knote taken off the active queue: report what accumulated.
 pub(crate) fn ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mut usize) {
     let Some(k) = st.knotes.get(slot) else { return };
-    let Kind::Proc { pidfd, pending, data, exit, pid, .. } = k.kind else { return };
+    let Kind::Proc(p) = &k.kind else { return };
+    let (pidfd, pending, data, exit, pid) = (p.pidfd, p.pending, p.data, p.exit, p.pid);
     if pending == 0 && exit.is_none() {
         return;
     }
@@ -223,9 +226,9 @@ pub(crate) fn ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mut usize
         // pid; the exit follows in the next call.
         let kev = State::event_of(k, 0, fflags, d);
         if st.emit(slot, kev, out, n) {
-            if let Some(Knote { kind: Kind::Proc { pending, data, .. }, .. }) = st.knotes.get_mut(slot) {
-                *pending = 0;
-                *data = 0;
+            if let Some(Knote { kind: Kind::Proc(p), .. }) = st.knotes.get_mut(slot) {
+                p.pending = 0;
+                p.data = 0;
             }
             st.enqueue(slot);
         }
@@ -254,9 +257,9 @@ pub(crate) fn ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mut usize
     }
     let kev = State::event_of(k, flags, fflags, d);
     if st.emit(slot, kev, out, n) {
-        if let Some(Knote { kind: Kind::Proc { pending, data, .. }, .. }) = st.knotes.get_mut(slot) {
-            *pending = 0;
-            *data = 0;
+        if let Some(Knote { kind: Kind::Proc(p), .. }) = st.knotes.get_mut(slot) {
+            p.pending = 0;
+            p.data = 0;
         }
     }
 }
@@ -272,10 +275,10 @@ fn same_descriptor(ident: RawFd, dup: RawFd, pid: i32) -> bool {
 
 fn note(st: &mut State, pid: i32, bits: u32, data: Option<isize>) {
     let Some(&slot) = st.index.get(&(pid as usize, EVFILT_PROC)) else { return };
-    if let Some(Knote { kind: Kind::Proc { pending, data: d, .. }, .. }) = st.knotes.get_mut(slot) {
-        *pending |= bits;
+    if let Some(Knote { kind: Kind::Proc(p), .. }) = st.knotes.get_mut(slot) {
+        p.pending |= bits;
         if let Some(v) = data {
-            *d = v;
+            p.data = v;
         }
     }
     st.enqueue(slot);
@@ -312,7 +315,10 @@ pub(crate) fn connector_ready(st: &mut State) {
                 }
                 // Only a tracked child we could not open a pidfd for relies on this.
                 let Some(&slot) = st.index.get(&(tgid as usize, EVFILT_PROC)) else { continue };
-                if let Some(Knote { kind: Kind::Proc { pidfd: -1, exit: None, .. }, .. }) = st.knotes.get(slot) {
+                if let Some(Knote { kind: Kind::Proc(p), .. }) = st.knotes.get(slot) {
+                    if p.pidfd != -1 || p.exit.is_some() {
+                        continue;
+                    }
                     record_exit(st, slot, Some(status));
                 }
             }
@@ -335,7 +341,7 @@ pub(crate) fn connector_ready(st: &mut State) {
         let orphans: Vec<u32> = st
             .knotes
             .iter_slots()
-            .filter(|(_, k)| matches!(k.kind, Kind::Proc { pidfd: -1, exit: None, .. }))
+            .filter(|(_, k)| matches!(&k.kind, Kind::Proc(p) if p.pidfd == -1 && p.exit.is_none()))
             .map(|(slot, _)| slot)
             .collect();
         for slot in orphans {
@@ -380,11 +386,11 @@ fn fork_event(st: &mut State, parent: i32, child: i32) {
 }
 
 /// Every pidfd still watched (for a rebuild of the epoll).
-pub(crate) fn registrations(st: &State) -> Vec<(RawFd, u64)> {
+pub(crate) fn registrations(st: &State) -> Vec<(RawFd, u32, u64)> {
     st.knotes
         .iter_slots()
-        .filter_map(|(slot, k)| match k.kind {
-            Kind::Proc { pidfd, registered: true, .. } => Some((pidfd, TAG_KNOTE | token(slot, st.knotes.gen(slot)))),
+        .filter_map(|(slot, k)| match &k.kind {
+            Kind::Proc(p) if p.registered => Some((p.pidfd, sys::EPOLLIN, TAG_KNOTE | token(slot, st.knotes.gen(slot)))),
             _ => None,
         })
         .collect()

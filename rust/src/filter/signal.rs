@@ -19,7 +19,7 @@ pub(crate) fn ensure_wake(st: &mut State) -> Result<()> {
         return Ok(());
     }
     let fd = sys::signal_wake_fd()?;
-    sys::epoll_add(st.epfd, fd, sys::EPOLLIN | sys::EPOLLET, TOKEN_SIGNAL)?;
+    sys::epoll_add(st.ep, fd, sys::EPOLLIN | sys::EPOLLET, TOKEN_SIGNAL)?;
     st.sig_wake_registered = true;
     Ok(())
 }
@@ -29,6 +29,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
         return Err(Errno(libc::EINVAL));
     }
     let sig = signum(ch)?;
+    crate::source::ensure(st, false)?;
     ensure_wake(st)?;
     sys::signal_ref(sig)?;
     Ok(st.insert(Knote::from_change(ch, (ch.flags & EV_STICKY) | EV_CLEAR, 0, Kind::Signal { sig, last: sys::signal_count(sig) })))

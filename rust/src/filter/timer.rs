@@ -1,13 +1,48 @@
-//! EVFILT_TIMER: one timerfd per knote, so the kernel counts expirations (and overruns) for us.
+//! EVFILT_TIMER: no fd per timer. Every timer is a deadline in a heap of the kqueue's; the kqueue's one
+//! CLOCK_MONOTONIC timerfd (its *timer source*, see `source.rs`) is armed for the earliest deadline, and a
+//! CLOCK_REALTIME one for NOTE_ABSOLUTE deadlines, so the kernel still honours clock steps for those.
+//! Expirations (and overruns) are counted from the clock when the source fires: a periodic timer that
+//! fired `k` times since it was last looked at reports `k`.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use crate::consts::*;
 use crate::kevent::Kevent;
 use crate::knote::{Kind, Knote};
-use crate::kqueue::{token, State, TAG_KNOTE};
-use crate::sys::{self, Errno, RawFd, Result};
+use crate::kqueue::State;
+use crate::sys::{self, Errno, Result};
 
-/// Longest period or deadline we arm: about 146 years. Larger values saturate here instead of overflowing.
+/// Longest period or deadline we keep: about 146 years. Larger values saturate here instead of overflowing.
 const MAX_NS: u128 = 1 << 62;
+
+/// A timer knote's state.
+#[derive(Debug)]
+pub(crate) struct TimerState {
+    /// The next expiry (ns on CLOCK_MONOTONIC, or CLOCK_REALTIME for an absolute timer); u64::MAX once an
+    /// expiry that does not repeat has happened.
+    pub next: u64,
+    /// 0 for a timer that fires once.
+    pub period: u64,
+    /// Expirations not yet reported.
+    pub fired: u64,
+    pub absolute: bool,
+    /// Bumped whenever the timer is re-armed: heap entries of an older epoch are stale.
+    pub epoch: u32,
+}
+
+/// Deadlines of one clock: (deadline, slot, knote generation, epoch), earliest first. Entries of deleted or
+/// re-armed timers are dropped when they reach the top.
+#[derive(Default)]
+pub(crate) struct Heap {
+    heap: BinaryHeap<Reverse<(u64, u32, u32, u32)>>,
+}
+
+impl Heap {
+    pub fn clear(&mut self) {
+        self.heap = BinaryHeap::new();
+    }
+}
 
 fn validate(ch: &Kevent) -> Result<()> {
     if ch.fflags & !(NOTE_TIMER_UNITS | NOTE_ABSOLUTE) != 0 {
@@ -22,7 +57,7 @@ fn validate(ch: &Kevent) -> Result<()> {
     Ok(())
 }
 
-/// `data` in the knote's unit, as nanoseconds (saturating).
+/// `data` in the change's unit, as nanoseconds (saturating).
 fn to_ns(data: isize, fflags: u32) -> u64 {
     let mult: u128 = match fflags & NOTE_TIMER_UNITS {
         NOTE_SECONDS => 1_000_000_000,
@@ -33,44 +68,77 @@ fn to_ns(data: isize, fflags: u32) -> u64 {
     ((data.max(0) as u128) * mult).min(MAX_NS) as u64
 }
 
-/// Arms `tfd` for the knote's period or deadline (FreeBSD's rules: a zero period means one unit, a zero
-/// one-shot fires at once, a deadline in the past fires at once, and an absolute timer fires once).
-fn arm(tfd: RawFd, data: isize, fflags: u32, oneshot: bool) -> Result<()> {
-    let ns = to_ns(data, fflags);
-    if fflags & NOTE_ABSOLUTE != 0 {
-        sys::timerfd_settime(tfd, true, ns.max(1), 0)
+/// The timer a change asks for (FreeBSD's rules: a zero period means one unit, a zero one-shot fires at
+/// once, a deadline in the past fires at once, and an absolute timer fires once).
+fn timer_of(ch: &Kevent, oneshot: bool, epoch: u32) -> TimerState {
+    let ns = to_ns(ch.data, ch.fflags);
+    let absolute = ch.fflags & NOTE_ABSOLUTE != 0;
+    let (next, period) = if absolute {
+        (ns.max(1), 0)
     } else if oneshot {
-        sys::timerfd_settime(tfd, false, ns.max(1), 0)
+        (sys::clock_ns(false).saturating_add(ns.max(1)), 0)
     } else {
-        let period = if data == 0 { to_ns(1, fflags) } else { ns.max(1) };
-        sys::timerfd_settime(tfd, false, period, period)
+        let period = if ch.data == 0 { to_ns(1, ch.fflags) } else { ns.max(1) };
+        (sys::clock_ns(false).saturating_add(period), period)
+    };
+    TimerState { next, period, fired: 0, absolute, epoch }
+}
+
+/// Whether a heap entry still stands for its timer's next expiry (the timer exists, is enabled, and was
+/// not re-armed since).
+fn valid(st: &State, (deadline, slot, gen, epoch): (u64, u32, u32, u32)) -> bool {
+    st.knotes.gen(slot) == gen
+        && matches!(st.knotes.get(slot), Some(Knote { enabled: true, kind: Kind::Timer(t), .. })
+            if t.epoch == epoch && t.next == deadline)
+}
+
+fn heap_mut(st: &mut State, absolute: bool) -> &mut Heap {
+    if absolute {
+        &mut st.rt_timers
+    } else {
+        &mut st.timers
     }
 }
 
-fn epoll_events(enabled: bool) -> u32 {
-    if enabled {
-        sys::EPOLLIN
-    } else {
-        0
+/// Puts the timer of `slot` into its heap (if it is enabled and will expire) and re-arms its source.
+fn schedule(st: &mut State, slot: u32) -> Result<()> {
+    let gen = st.knotes.gen(slot);
+    let Some(Knote { enabled, kind: Kind::Timer(t), .. }) = st.knotes.get(slot) else { return Ok(()) };
+    let absolute = t.absolute;
+    if *enabled && t.next != u64::MAX {
+        let entry = Reverse((t.next, slot, gen, t.epoch));
+        heap_mut(st, absolute).heap.push(entry);
+    }
+    rearm(st, absolute)
+}
+
+/// Arms the source of one clock for the earliest deadline that will report something, dropping entries
+/// that no longer do from the top: the kqueue fd never polls readable for a timer that is gone or disabled.
+pub(crate) fn rearm(st: &mut State, absolute: bool) -> Result<()> {
+    loop {
+        let top = heap_mut(st, absolute).heap.peek().map(|Reverse(e)| *e);
+        match top {
+            Some(e) if !valid(st, e) => {
+                heap_mut(st, absolute).heap.pop();
+            }
+            Some((deadline, ..)) => return crate::source::set(st, absolute, Some(deadline)),
+            None => return crate::source::set(st, absolute, None),
+        }
     }
 }
 
 pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     validate(ch)?;
-    let tfd = sys::timerfd_create(ch.fflags & NOTE_ABSOLUTE != 0)?;
-    if let Err(e) = arm(tfd, ch.data, ch.fflags, ch.flags & EV_ONESHOT != 0) {
-        sys::close(tfd);
-        return Err(e);
-    }
-    let enabled = ch.flags & EV_DISABLE == 0;
+    let absolute = ch.fflags & NOTE_ABSOLUTE != 0;
+    // The timer source (and the kick) must exist before the knote does: a kqueue at its fd limit fails
+    // this EV_ADD with EMFILE rather than keep a timer that can never fire.
+    crate::source::ensure(st, absolute)?;
     // A relative timer is edge-triggered (EV_CLEAR is set for it, and shows in its events).
-    let flags = (ch.flags & EV_STICKY) | if ch.fflags & NOTE_ABSOLUTE == 0 { EV_CLEAR } else { 0 };
-    let slot = st.insert(Knote::from_change(ch, flags, ch.fflags, Kind::Timer { tfd, fired: 0 }));
-    let tok = TAG_KNOTE | token(slot, st.knotes.gen(slot));
-    if let Err(e) = sys::epoll_add(st.epfd, tfd, epoll_events(enabled), tok) {
-        st.knotes.remove(slot);
-        st.index.remove(&(ch.ident, ch.filter));
-        sys::close(tfd);
+    let flags = (ch.flags & EV_STICKY) | if absolute { 0 } else { EV_CLEAR };
+    let t = timer_of(ch, ch.flags & EV_ONESHOT != 0, 0);
+    let slot = st.insert(Knote::from_change(ch, flags, ch.fflags, Kind::Timer(Box::new(t))));
+    if let Err(e) = schedule(st, slot) {
+        let _ = st.delete(slot);
         return Err(e);
     }
     Ok(slot)
@@ -79,69 +147,105 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
 /// Re-EV_ADD: the new period/deadline and unit replace the old ones; pending expirations are dropped.
 pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
     validate(ch)?;
-    let gen = st.knotes.gen(slot);
-    let epfd = st.epfd;
+    let absolute = ch.fflags & NOTE_ABSOLUTE != 0;
+    crate::source::ensure(st, absolute)?;
     let Some(k) = st.knotes.get_mut(slot) else { return Err(Errno(libc::ENOENT)) };
-    let Kind::Timer { tfd, .. } = k.kind else { return Err(Errno(libc::EINVAL)) };
-    let oneshot = k.flags & EV_ONESHOT != 0;
-    let mut fd = tfd;
-    if (k.sfflags ^ ch.fflags) & NOTE_ABSOLUTE != 0 {
-        // Another clock: a new timerfd replaces the old one.
-        let nfd = sys::timerfd_create(ch.fflags & NOTE_ABSOLUTE != 0)?;
-        if let Err(e) = sys::epoll_add(epfd, nfd, epoll_events(k.enabled), TAG_KNOTE | token(slot, gen)) {
-            sys::close(nfd);
-            return Err(e);
-        }
-        let _ = sys::epoll_del(epfd, tfd);
-        sys::close(tfd);
-        fd = nfd;
-        k.kind = Kind::Timer { tfd: nfd, fired: 0 };
-    }
-    // timerfd_settime resets the expiration count: pending expirations are dropped, and a deadline that
-    // is already due still fires.
-    arm(fd, ch.data, ch.fflags, oneshot)?;
-    if let Kind::Timer { fired, .. } = &mut k.kind {
-        *fired = 0;
-    }
+    let Kind::Timer(t) = &mut k.kind else { return Err(Errno(libc::EINVAL)) };
+    let was_absolute = t.absolute;
+    **t = timer_of(ch, k.flags & EV_ONESHOT != 0, t.epoch.wrapping_add(1));
     k.sfflags = ch.fflags;
     k.sdata = ch.data;
     k.udata = ch.udata;
     st.unqueue(slot);
-    Ok(())
+    if was_absolute != absolute {
+        rearm(st, was_absolute)?;
+    }
+    schedule(st, slot)
 }
 
-pub(crate) fn detach(st: &mut State, tfd: RawFd) {
-    let _ = sys::epoll_del(st.epfd, tfd);
-    sys::close(tfd);
+/// A timer knote is gone: its source may be armed for it.
+pub(crate) fn detach(st: &mut State, k: &Knote) {
+    if let Kind::Timer(t) = &k.kind {
+        let _ = rearm(st, t.absolute);
+    }
 }
 
-pub(crate) fn enabled_changed(st: &mut State, slot: u32, tfd: RawFd, on: bool) -> Result<()> {
+/// EV_DISABLE drops what was pending and takes the timer out of its heap (the kqueue fd must not poll
+/// readable for it); the timer itself keeps running: EV_ENABLE counts, from the clock, the expirations
+/// that fell while it was disabled and reports them.
+pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) {
+    let Some(Knote { kind: Kind::Timer(t), .. }) = st.knotes.get_mut(slot) else { return };
+    let absolute = t.absolute;
+    t.epoch = t.epoch.wrapping_add(1);
     if !on {
-        // EV_DISABLE drops what was pending; the timer itself keeps running.
-        let _ = sys::read_u64(tfd);
+        t.fired = 0;
+        let _ = rearm(st, absolute);
+        return;
     }
-    sys::epoll_mod(st.epfd, tfd, epoll_events(on), TAG_KNOTE | token(slot, st.knotes.gen(slot)))
+    let now = sys::clock_ns(absolute);
+    if t.next != u64::MAX && t.next <= now {
+        let count = if t.period == 0 { 1 } else { (now - t.next) / t.period + 1 };
+        t.fired = t.fired.saturating_add(count);
+        t.next = if t.period == 0 { u64::MAX } else { t.next.saturating_add(count.saturating_mul(t.period)) };
+    }
+    let fired = t.fired;
+    let _ = schedule(st, slot);
+    if fired > 0 {
+        st.enqueue(slot);
+    }
 }
 
-pub(crate) fn ready(st: &mut State, slot: u32, tfd: RawFd, out: &mut [Kevent], n: &mut usize) {
+/// The source fired (or was read): every timer of that clock that is due counts its expirations and is
+/// queued; the source is re-armed for the next deadline.
+pub(crate) fn expire(st: &mut State, absolute: bool) {
+    let now = sys::clock_ns(absolute);
+    loop {
+        let Some(&Reverse(e)) = heap_mut(st, absolute).heap.peek() else { break };
+        let (deadline, slot, gen, epoch) = e;
+        if deadline > now {
+            break;
+        }
+        heap_mut(st, absolute).heap.pop();
+        if !valid(st, e) {
+            continue;
+        }
+        let Some(Knote { kind: Kind::Timer(t), .. }) = st.knotes.get_mut(slot) else { continue };
+        let count = if t.period == 0 { 1 } else { (now - deadline) / t.period + 1 };
+        t.fired = t.fired.saturating_add(count);
+        t.next = if t.period == 0 { u64::MAX } else { deadline.saturating_add(count.saturating_mul(t.period)) };
+        if t.next != u64::MAX {
+            let next = Reverse((t.next, slot, gen, epoch));
+            heap_mut(st, absolute).heap.push(next);
+        }
+        st.enqueue(slot);
+    }
+    // Heaps of long-running programs that re-arm timers often fill with stale entries: compact them.
+    let live = st.knotes.len();
+    if heap_mut(st, absolute).heap.len() > 64 + 4 * live {
+        let old = std::mem::take(&mut heap_mut(st, absolute).heap);
+        let kept: BinaryHeap<_> = old.into_iter().filter(|Reverse(e)| valid(st, *e)).collect();
+        heap_mut(st, absolute).heap = kept;
+    }
+    let _ = rearm(st, absolute);
+}
+
+/// A timer knote taken off the active queue: report the expirations counted since the last report.
+pub(crate) fn ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mut usize) {
     if *n >= out.len() {
-        st.enqueue(slot); // the timerfd stays readable too: reported next time
+        st.enqueue(slot);
         return;
     }
-    let seq = st.seq;
     let Some(k) = st.knotes.get_mut(slot) else { return };
-    if !k.enabled || k.seen == seq {
+    let Kind::Timer(t) = &mut k.kind else { return };
+    if t.fired == 0 {
         return;
     }
-    let Kind::Timer { fired, .. } = &mut k.kind else { return };
-    let count = sys::read_u64(tfd).unwrap_or(0);
-    let total = fired.saturating_add(count);
-    if total == 0 {
-        return;
-    }
+    let total = t.fired;
     let clear = k.flags & EV_CLEAR != 0;
     // Without EV_CLEAR (an absolute timer), an expired timer stays active: reported on every call.
-    *fired = if clear { 0 } else { total };
+    if clear {
+        t.fired = 0;
+    }
     let kev = State::event_of(k, 0, 0, total.min(isize::MAX as u64) as isize);
     if st.emit(slot, kev, out, n) && !clear {
         st.enqueue(slot);

@@ -17,6 +17,8 @@ fn validate(ch: &Kevent) -> Result<()> {
 
 pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     validate(ch)?;
+    // A trigger from another thread wakes waiters through the kick: it must exist before the knote does.
+    crate::source::ensure(st, false)?;
     Ok(st.insert(Knote::from_change(ch, ch.flags & EV_STICKY, ch.fflags & NOTE_FFLAGSMASK, Kind::User { triggered: false })))
 }
 

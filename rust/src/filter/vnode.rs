@@ -9,7 +9,7 @@
 
 use crate::consts::*;
 use crate::kevent::Kevent;
-use crate::knote::{Kind, Knote};
+use crate::knote::{Kind, Knote, VnodeState};
 use crate::kqueue::{State, TOKEN_MOUNTS};
 use crate::sys::{self, Errno, FileStat, RawFd, Result};
 
@@ -73,9 +73,10 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     if !is_vnode(f.kind) {
         return Err(Errno(libc::EINVAL)); // pipes, sockets and anonymous inodes are not vnodes
     }
+    crate::source::ensure(st, false)?;
     let ifd = crate::filter::fd::ensure_inotify(st)?;
     let wd = sys::inotify_watch_fd(ifd, fd, WATCH)?;
-    let slot = st.insert(Knote::from_change(ch, ch.flags & EV_STICKY, ch.fflags, Kind::Vnode {
+    let slot = st.insert(Knote::from_change(ch, ch.flags & EV_STICKY, ch.fflags, Kind::Vnode(Box::new(VnodeState {
             wd,
             dev: f.dev,
             ino: f.ino,
@@ -83,7 +84,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
             dir: f.kind == libc::S_IFDIR,
             snap: f.into(),
             pending: 0,
-        }));
+        }))));
     st.wds.entry(wd).or_default().push(slot);
     if ch.fflags & NOTE_REVOKE != 0 {
         if let Err(e) = watch_mounts(st) {
@@ -104,14 +105,14 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
             return Err(e);
         }
     };
-    if let Some(Knote { kind: Kind::Vnode { wd, dev, ino, .. }, .. }) = st.knotes.get(slot) {
-        if (f.dev, f.ino) != (*dev, *ino) {
+    if let Some(Knote { kind: Kind::Vnode(v), .. }) = st.knotes.get(slot) {
+        if (f.dev, f.ino) != (v.dev, v.ino) {
             // The fd number was closed and now names another file: the old knote went with the close;
             // this change watches the new file from scratch.
             if !is_vnode(f.kind) {
                 return Err(Errno(libc::EINVAL));
             }
-            let old_wd = *wd;
+            let old_wd = v.wd;
             let ifd = crate::filter::fd::ensure_inotify(st)?;
             let new_wd = sys::inotify_watch_fd(ifd, fd, WATCH)?;
             if let Some(v) = st.wds.get_mut(&old_wd) {
@@ -121,7 +122,7 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
             st.wds.entry(new_wd).or_default().push(slot);
             st.unqueue(slot);
             if let Some(k) = st.knotes.get_mut(slot) {
-                k.kind = Kind::Vnode {
+                k.kind = Kind::Vnode(Box::new(VnodeState {
                     wd: new_wd,
                     dev: f.dev,
                     ino: f.ino,
@@ -129,7 +130,7 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
                     dir: f.kind == libc::S_IFDIR,
                     snap: f.into(),
                     pending: 0,
-                };
+                }));
             }
         }
     }
@@ -152,7 +153,7 @@ fn watch_mounts(st: &mut State) -> Result<()> {
     }
     let fd = sys::mountinfo_open()?;
     let _ = sys::mountinfo_ids(fd); // read once: poll reports changes after the last full read
-    if let Err(e) = sys::epoll_add(st.epfd, fd, sys::EPOLLPRI | sys::EPOLLERR, TOKEN_MOUNTS) {
+    if let Err(e) = sys::epoll_add(st.ep, fd, sys::EPOLLPRI | sys::EPOLLERR, TOKEN_MOUNTS) {
         sys::close(fd);
         return Err(e);
     }
@@ -169,23 +170,23 @@ pub(crate) fn mounts_changed(st: &mut State) {
     let gone: Vec<u32> = st
         .knotes
         .iter_slots()
-        .filter_map(|(slot, k)| match k.kind {
-            Kind::Vnode { mnt, .. } if k.sfflags & NOTE_REVOKE != 0 && mnt != 0 && !ids.contains(&mnt) => Some(slot),
+        .filter_map(|(slot, k)| match &k.kind {
+            Kind::Vnode(v) if k.sfflags & NOTE_REVOKE != 0 && v.mnt != 0 && !ids.contains(&v.mnt) => Some(slot),
             _ => None,
         })
         .collect();
     for slot in gone {
-        if let Some(Knote { kind: Kind::Vnode { pending, mnt, .. }, .. }) = st.knotes.get_mut(slot) {
-            *pending |= NOTE_REVOKE;
-            *mnt = 0; // revoked once
+        if let Some(Knote { kind: Kind::Vnode(v), .. }) = st.knotes.get_mut(slot) {
+            v.pending |= NOTE_REVOKE;
+            v.mnt = 0; // revoked once
         }
         st.enqueue(slot);
     }
 }
 
 pub(crate) fn detach(st: &mut State, k: &Knote) {
-    if let Kind::Vnode { wd, .. } = k.kind {
-        crate::filter::fd::unwatch(st, wd);
+    if let Kind::Vnode(v) = &k.kind {
+        crate::filter::fd::unwatch(st, v.wd);
     }
 }
 
@@ -194,10 +195,10 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) {
         // Take in what inotify already knows, so the drop covers every change made before the disable.
         crate::filter::fd::inotify_ready(st);
     }
-    if let Some(Knote { kind: Kind::Vnode { pending, .. }, .. }) = st.knotes.get_mut(slot) {
+    if let Some(Knote { kind: Kind::Vnode(v), .. }) = st.knotes.get_mut(slot) {
         if !on {
-            *pending = 0; // EV_DISABLE drops what was pending
-        } else if *pending != 0 {
+            v.pending = 0; // EV_DISABLE drops what was pending
+        } else if v.pending != 0 {
             st.enqueue(slot);
         }
     }
@@ -206,7 +207,8 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) {
 /// inotify reported `mask` for the file of knote `slot` (IN_Q_OVERFLOW: something, unknown).
 pub(crate) fn inotify_event(st: &mut State, slot: u32, mask: u32) {
     let Some(k) = st.knotes.get(slot) else { return };
-    let Kind::Vnode { dev, ino, dir, snap, pending, .. } = k.kind else { return };
+    let Kind::Vnode(v) = &k.kind else { return };
+    let (dev, ino, dir, snap, pending) = (v.dev, v.ino, v.dir, v.snap, v.pending);
     let fd = k.ident as RawFd;
     let now = match sys::fstat(fd) {
         Ok(f) if (f.dev, f.ino) == (dev, ino) => f,
@@ -256,13 +258,13 @@ pub(crate) fn inotify_event(st: &mut State, slot: u32, mask: u32) {
     if mask & libc::IN_UNMOUNT != 0 {
         notes |= NOTE_REVOKE;
     }
-    let Some(Knote { sfflags, kind: Kind::Vnode { snap, pending, .. }, .. }) = st.knotes.get_mut(slot) else {
+    let Some(Knote { sfflags, kind: Kind::Vnode(v), .. }) = st.knotes.get_mut(slot) else {
         return;
     };
-    *snap = new;
+    v.snap = new;
     let wanted = notes & *sfflags;
     if wanted != 0 {
-        *pending |= wanted;
+        v.pending |= wanted;
         st.enqueue(slot);
     }
 }
@@ -270,7 +272,8 @@ pub(crate) fn inotify_event(st: &mut State, slot: u32, mask: u32) {
 /// A vnode knote taken off the active queue: report the notes gathered since the last report.
 pub(crate) fn ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mut usize) {
     let Some(k) = st.knotes.get(slot) else { return };
-    let Kind::Vnode { pending, .. } = k.kind else { return };
+    let Kind::Vnode(v) = &k.kind else { return };
+    let pending = v.pending;
     if pending == 0 {
         return;
     }
@@ -281,8 +284,8 @@ pub(crate) fn ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mut usize
         return;
     }
     if clear {
-        if let Some(Knote { kind: Kind::Vnode { pending, .. }, .. }) = st.knotes.get_mut(slot) {
-            *pending = 0;
+        if let Some(Knote { kind: Kind::Vnode(v), .. }) = st.knotes.get_mut(slot) {
+            v.pending = 0;
         }
     } else {
         // Without EV_CLEAR the notes stay and are reported on every call (FreeBSD).
