@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 
-from conftest import scaled
+from _util import scaled
 
 PROBE = os.path.join(os.path.dirname(__file__), "_probe.py")
 PAIRS = {"user": ("user", "base"), "read": ("read_kqrs", "read_epoll"), "import": ("import", "base")}

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from conftest import SMOKE
+from _util import SMOKE
 
 PROBE = os.path.join(os.path.dirname(__file__), "_probe.py")
 

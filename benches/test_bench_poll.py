@@ -7,35 +7,9 @@ import select
 import pytest
 
 import kqrs
-from conftest import SIZES, interleaved, record_all, scaled
+from _util import SIZES, interleaved, on_kqrs, record_all, scaled
 
 ROUNDS = scaled(600, 3)
-
-
-@pytest.fixture
-def kq():
-    q = kqrs.kqueue()
-    yield q
-    q.close()
-
-
-@pytest.fixture
-def ep():
-    e = select.epoll()
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def kq_selectors():
-    """The selectors module with KqueueSelector on kqrs; the process's select module is restored after."""
-    kqrs.install()
-    import selectors
-
-    try:
-        yield selectors
-    finally:
-        kqrs.uninstall()
 
 
 # ---- nothing ready -------------------------------------------------------------------------------
@@ -108,7 +82,7 @@ def test_one_ready_kqueueselector(benchmark, kq_selectors, socket_sets, n):
     s = socket_sets(n)
     sel = selectors.KqueueSelector()
     try:
-        assert type(sel._selector) is kqrs.kqueue
+        assert on_kqrs(sel)
         for fd in s.fds:
             sel.register(fd, selectors.EVENT_READ)
         s.drain()
@@ -138,7 +112,7 @@ def test_one_ready_pair(kq, ep, kq_selectors, socket_sets, n, record):
     s = socket_sets(n)
     esel, ksel = selectors.EpollSelector(), selectors.KqueueSelector()
     try:
-        assert type(ksel._selector) is kqrs.kqueue
+        assert on_kqrs(ksel)
         kq.control([kqrs.kevent(fd, kqrs.KQ_FILTER_READ, kqrs.KQ_EV_ADD) for fd in s.fds], 0, 0)
         for fd in s.fds:
             ep.register(fd, select.EPOLLIN)
