@@ -3,8 +3,9 @@
     python benches/report.py --out RESULTS.md --command "..." [--smoke] RUNDIR [RUNDIR ...]
 
 Each RUNDIR holds bench.json (pytest-benchmark --benchmark-json), metrics.json (the `record` fixture)
-and engine.json (benches/engine.rs). Every row is kqrs / alternative; a row with a target is "met" when
-the ratio is at or under it in every run, "missed" when over it in every run, "mixed" otherwise.
+and engine.json (benches/engine.rs). Every row is kqrs / alternative, or a value (bytes, fds, threads);
+lower is better for kqrs. A row with a target is "met" when the ratio (or value) is at or under it in every
+run, "missed" when over it in every run, "mixed" otherwise. Every row is written, losses included.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 @dataclass
 class Row:
@@ -26,54 +29,68 @@ class Row:
     measure: str
     kqrs: str  # key of the kqrs value
     base: str | None  # key of the alternative's value (None: a value, not a ratio)
-    unit: str  # "time" (seconds from pytest-benchmark), "ns", "us", "B", "fds"
+    unit: str  # "time" (seconds), "ns", "us", "B", "fds", "threads"
     target: float | None = None
     pending: bool = False
+
+    @property
+    def is_value(self) -> bool:
+        return self.base is None
 
 
 def _rows() -> list[Row]:
     r: list[Row] = []
     a = r.append
-    # -- Python: polling
-    a(Row("empty", "`control(None, 1, 0)`, nothing ready vs `epoll.poll(0)`", "empty/kqrs", "empty/epoll", "time", 1.10))
+    # -- Python: polling (both sides ask for one event slot)
+    a(Row("empty", "nothing ready: `kq.control(None, 1, 0)` vs `ep.poll(0, 1)`", "empty/kqrs", "empty/epoll", "time",
+          1.05))
     for n in (1, 1000, 10000):
-        t = 1.15 if n == 10000 else None
-        a(Row(f"ready{n}.epoll", f"one ready among {n:,}: `control(None, 1, 0)` vs `epoll.poll(0)`",
-              f"ready{n}/kqrs", f"ready{n}/epoll", "time", t))
-        a(Row(f"ready{n}.epollselector", f"one ready among {n:,}: `control(None, 1, 0)` vs `EpollSelector.select(0)`",
-              f"ready{n}/kqrs", f"ready{n}/epollselector", "time"))
-        a(Row(f"ready{n}.selectors", f"one ready among {n:,}: `KqueueSelector.select(0)` (kqrs) vs `EpollSelector.select(0)`",
-              f"ready{n}/kqueueselector", f"ready{n}/epollselector", "time"))
+        a(Row(f"ready{n}.epoll", f"one ready socket among {n:,}: `kq.control(None, 1, 0)` vs `ep.poll(0, 1)`",
+              f"ready{n}/kqrs", f"ready{n}/epoll", "time"))
+    a(Row("ready10000.eventfd", "one ready eventfd among 10,000 eventfds: `kq.control(None, 1, 0)` vs `ep.poll(0, 1)`",
+          "ready10000_eventfd/kqrs", "ready10000_eventfd/epoll", "time", 1.10))
+    a(Row("ready.data", "one ready socket and its readable bytes: `kq.control(None, 1, 0)` + `ev.data` vs "
+          "`ep.poll(0, 1)` + `fcntl.ioctl(fd, FIONREAD, buf)` (reused buffer)",
+          "ready_data/kqrs", "ready_data/epoll_fionread", "time", 0.90))
+    # -- Python: selectors, as a user writes them
+    for n in (1, 1000, 10000):
+        a(Row(f"selector.ready{n}", f"`select(0)`, one ready among {n:,} sockets: `selectors.KqueueSelector` "
+              "(after `kqrs.install()`) vs `selectors.EpollSelector`", f"selector{n}/kqrs", f"selector{n}/epoll",
+              "time", 0.80))
+    a(Row("selector.register", "`register(sock, EVENT_READ)` + `unregister(sock)`: `KqueueSelector` (kqrs) vs "
+          "`EpollSelector`", "selector_register/kqrs", "selector_register/epoll", "time", 1.00))
     # -- Python: changelists
     for n in (1000, 10000):
-        t = 0.5 if n == 10000 else None
+        t = 0.90 if n == 10000 else None
+        a(Row(f"changes{n}", f"{n:,} EV_ADD then {n:,} EV_DELETE (two prebuilt changelists) vs {n:,} "
+              "`epoll.register` then as many `epoll.unregister`, per fd", f"cycle{n}/kqrs", f"cycle{n}/epoll", "time", t))
+    for n in (1000, 10000):
         a(Row(f"add{n}", f"register {n:,} sockets: one changelist (prebuilt kevents) vs {n:,} `epoll.register`",
-              f"add{n}/kqrs", f"add{n}/epoll", "time", t))
+              f"add{n}/kqrs", f"add{n}/epoll", "time"))
         a(Row(f"add{n}.build", f"register {n:,} sockets: one changelist built in the loop vs {n:,} `epoll.register`",
               f"add{n}/kqrs_build", f"add{n}/epoll", "time"))
-        a(Row(f"del{n}", f"delete {n:,}: one changelist of EV_DELETE vs {n:,} `epoll.unregister`",
+        a(Row(f"del{n}", f"delete {n:,}: one prebuilt changelist of EV_DELETE vs {n:,} `epoll.unregister`",
               f"del{n}/kqrs", f"del{n}/epoll", "time"))
     # -- Python: EVFILT_USER
-    a(Row("user", "USER trigger + retrieve in one `control()` vs eventfd write + `epoll.poll(0)` + read",
-          "user/kqrs", "user/eventfd", "time", 1.0))
-    a(Row("user.two_calls", "USER trigger, then `control(None, 1, 0)` vs eventfd write + `epoll.poll(0)` + read",
-          "user/kqrs_two_calls", "user/eventfd", "time"))
-    for p in ("p50", "p99"):
-        a(Row(f"xthread.{p}", f"cross-thread wake-up latency {p}: USER trigger vs eventfd write",
-              f"xthread/kqrs.{p}", f"xthread/eventfd.{p}", "us"))
+    a(Row("user", "USER trigger + retrieve in one `control()` vs `os.eventfd_write` + `ep.poll(0, 1)` + "
+          "`os.eventfd_read`", "user/kqrs", "user/eventfd", "time"))
+    a(Row("user.two_calls", "USER trigger, then `control(None, 1, 0)` vs `os.eventfd_write` + `ep.poll(0, 1)` + "
+          "`os.eventfd_read`", "user/kqrs_two_calls", "user/eventfd", "time"))
+    for p, t in (("p50", 1.00), ("p99", None)):
+        a(Row(f"xthread.{p}", f"cross-thread wake-up latency {p}: a thread in `kq.control(None, 1, None)` woken by a "
+              "USER trigger vs a thread in `ep.poll(-1, 1)` woken by `os.eventfd_write`",
+              f"xthread/kqrs.{p}", f"xthread/eventfd.{p}", "us", t))
     # -- Python: asyncio
-    a(Row("asyncio.pingpong", "asyncio socket ping-pong (100 round trips): KqueueSelector loop vs default EpollSelector loop",
-          "pingpong/kqrs", "pingpong/epoll", "time", 1.10))
-    a(Row("asyncio.reader", "asyncio `add_reader` + `remove_reader`: KqueueSelector loop vs EpollSelector loop",
-          "reader/kqrs", "reader/epoll", "time", 1.10))
+    a(Row("asyncio.pingpong", "asyncio socket ping-pong (100 round trips): `SelectorEventLoop(KqueueSelector())` "
+          "on kqrs vs the default loop (`EpollSelector`)", "pingpong/kqrs", "pingpong/epoll", "time", 0.95))
+    a(Row("asyncio.reader", "asyncio `add_reader` + `remove_reader`: kqrs loop vs the default loop",
+          "reader/kqrs", "reader/epoll", "time", 1.00))
     # -- Python: timers
     for p in ("p50", "p99"):
-        a(Row(f"timer.timerfd.{p}", f"1 ms timer lateness {p}: EVFILT_TIMER vs timerfd + `epoll.poll`",
+        a(Row(f"timer.timerfd.{p}", f"1 ms timer lateness {p}: EVFILT_TIMER vs timerfd + `ep.poll(-1, 1)`",
               f"timer/kqrs.{p}", f"timer/timerfd.{p}", "us"))
-        a(Row(f"timer.asyncio.{p}", f"1 ms timer lateness {p}: EVFILT_TIMER vs asyncio `call_later` (EpollSelector)",
-              f"timer/kqrs.{p}", f"timer/asyncio.{p}", "us"))
-        a(Row(f"timer.asyncio_kqrs.{p}", f"1 ms timer lateness {p}: asyncio `call_later` on kqrs vs on EpollSelector",
-              f"timer/asyncio_kqrs.{p}", f"timer/asyncio.{p}", "us"))
+        a(Row(f"timer.asyncio_kqrs.{p}", f"1 ms timer lateness {p}: asyncio `call_later` on the kqrs loop vs on "
+              "the default loop", f"timer/asyncio_kqrs.{p}", f"timer/asyncio.{p}", "us"))
     # -- Python: EVFILT_VNODE
     a(Row("vnode.inotify", "write to a watched file → the event, one thread: EVFILT_VNODE `control()` vs inotify + `os.read`",
           "vnode/kqrs", "vnode/inotify", "time"))
@@ -84,28 +101,34 @@ def _rows() -> list[Row]:
               f"vnode_xthread/kqrs.{p}", f"vnode_xthread/inotify.{p}", "us"))
         a(Row(f"vnode.xthread.watchfiles.{p}", f"write → a blocked thread wakes with the event, {p}: EVFILT_VNODE vs watchfiles",
               f"vnode_xthread/kqrs.{p}", f"vnode_xthread/watchfiles.{p}", "us"))
-    # -- memory and fds
-    a(Row("mem.user", "bytes per USER knote (user-space RSS; target count 100,000)", "mem/user.bytes", None, "B"))
-    a(Row("mem.timer", "bytes per TIMER knote (user-space RSS; one timerfd each, so at the fd limit)", "mem/timer.bytes", None, "B"))
-    a(Row("mem.read", "bytes per READ knote (user-space RSS; one socket each, so at the fd limit)", "mem/read.bytes", None, "B"))
-    a(Row("fds.kqueue", "fds per kqueue", "mem/kqueue.fds", None, "fds"))
+    # -- resources (values)
+    a(Row("mem.user", "bytes per USER knote (user-space RSS, at 100,000 knotes)", "mem/user.bytes", None, "B", 128))
+    a(Row("mem.timer", "bytes per TIMER knote (user-space RSS, at as many as the fd limit allows)", "mem/timer.bytes",
+          None, "B"))
+    a(Row("mem.read", "bytes per READ knote (user-space RSS; one socket each, so at the fd limit)", "mem/read.bytes",
+          None, "B"))
+    a(Row("fds.kqueue", "fds per kqueue", "mem/kqueue.fds", None, "fds", 1))
     a(Row("fds.user", "fds per USER knote", "mem/user.fds", None, "fds"))
-    a(Row("fds.timer", "fds per TIMER knote", "mem/timer.fds", None, "fds"))
+    a(Row("fds.timer", "fds per TIMER knote", "mem/timer.fds", None, "fds", 0))
     a(Row("fds.read", "fds per READ knote (beyond the watched fd)", "mem/read.fds", None, "fds"))
+    a(Row("threads", "threads started by kqrs (/proc/self/task, before `import kqrs` vs after USER, TIMER, READ, "
+          "WRITE, PROC, SIGNAL and VNODE knotes fired)", "threads/kqrs", None, "threads", 0))
     # -- fork
-    a(Row("fork.user", "fork+_exit+waitpid, 10 kqueues x 1,000 USER knotes vs no kqrs",
+    a(Row("fork.user", "fork + `_exit` + `waitpid`, 10 kqueues × 1,000 USER knotes vs a process that never imported kqrs",
           "fork/user.median", "fork/base.median", "us", 1.05))
-    a(Row("fork.read", "fork+_exit+waitpid, 1,000 sockets in 10 kqueues (READ) vs in 10 `select.epoll`",
-          "fork/read_kqrs.median", "fork/read_epoll.median", "us", 1.05))
-    a(Row("fork.import", "fork+_exit+waitpid, `import kqrs` only (no kqueue) vs no kqrs",
-          "fork/import.median", "fork/base.median", "us"))
+    a(Row("fork.import", "fork + `_exit` + `waitpid`, `import kqrs` only vs no kqrs (both hold the same other modules)",
+          "fork/import.median", "fork/base.median", "us", 1.02))
+    a(Row("fork.import.bare", "fork + `_exit` + `waitpid`, `import kqrs` only vs a process without kqrs nor the "
+          "modules it imports", "fork/import.median", "fork/bare.median", "us"))
+    a(Row("fork.read", "fork + `_exit` + `waitpid`, 1,000 sockets in 10 kqueues (READ) vs in 10 `select.epoll`",
+          "fork/read_kqrs.median", "fork/read_epoll.median", "us"))
     # -- process exits (EVFILT_PROC)
-    a(Row("proc.1000", "1,000 blocked children released: NOTE_EXIT knotes vs `os.pidfd_open` + `select.epoll` "
-          "(registration to the last exit seen, status read and reaped)", "proc/kqrs.1000", "proc/pidfd.1000", "time", 1.05))
+    a(Row("proc.1000", "1,000 child exits: NOTE_EXIT knotes vs `os.pidfd_open` + `select.epoll` by hand "
+          "(registration to the last exit seen, status read and reaped)", "proc/kqrs.1000", "proc/pidfd.1000", "time", 1.00))
+    a(Row("proc.per_exit", "one exit → its event (EVFILT_PROC), 10,000 vs 100 processes watched in the kqueue",
+          "proc/kqrs.per_exit.10000", "proc/kqrs.per_exit.100", "time", 1.10))
     a(Row("proc.asyncio", "spawn 1,000 `true` and wait for all: `subprocess.Popen` + NOTE_EXIT vs "
           "`asyncio.create_subprocess_exec` + `wait()`", "proc/kqrs_spawn.1000", "proc/asyncio.1000", "time"))
-    a(Row("proc.per_exit", "one exit → its event (EVFILT_PROC), 10,000 vs 100 processes watched in the kqueue",
-          "proc/kqrs.per_exit.10000", "proc/kqrs.per_exit.100", "time", 1.05))
     # -- kqrs.EventQueue
     for alt, name in (("simplequeue", "`queue.SimpleQueue`"), ("queue", "`queue.Queue`")):
         a(Row(f"queue.{alt}", f"`put` + `get` of one item, one thread: `kqrs.EventQueue` vs {name}",
@@ -113,16 +136,20 @@ def _rows() -> list[Row]:
         a(Row(f"queue.xthread.{alt}", f"producer thread → consumer, time per item: `kqrs.EventQueue` vs {name}",
               "queue_xthread/kqrs", f"queue_xthread/{alt}", "time"))
     # -- engine alone (Rust)
-    a(Row("engine.empty", "engine: `kevent()` timeout 0, nothing ready vs `epoll_wait`", "engine.empty/kqrs", "engine.empty/base", "ns", 1.15))
-    a(Row("engine.one_ready", "engine: one ready socket vs `epoll_wait`", "engine.one_ready/kqrs", "engine.one_ready/base", "ns"))
-    a(Row("engine.one_ready_data", "engine: one ready socket vs `epoll_wait` + FIONREAD (what `data` costs by hand)",
-          "engine.one_ready_data/kqrs", "engine.one_ready_data/base", "ns"))
+    a(Row("engine.empty", "engine: `kevent()` timeout 0, nothing ready vs `epoll_wait` on an epoll with nothing ready",
+          "engine.empty/kqrs", "engine.empty/base", "ns", 1.10))
+    a(Row("engine.one_ready", "engine: one ready socket vs `epoll_wait`", "engine.one_ready/kqrs",
+          "engine.one_ready/base", "ns"))
+    a(Row("engine.one_ready_data", "engine: one ready socket with `data` vs `epoll_wait` + FIONREAD",
+          "engine.one_ready_data/kqrs", "engine.one_ready_data/base", "ns", 1.00))
     a(Row("engine.ev_add", "engine: EV_ADD per change (1,000 in one changelist) vs `epoll_ctl(ADD)`",
-          "engine.ev_add/kqrs", "engine.ev_add/base", "ns", 1.3))
-    a(Row("engine.ev_delete", "engine: EV_DELETE per change vs `epoll_ctl(DEL)`", "engine.ev_delete/kqrs", "engine.ev_delete/base", "ns"))
+          "engine.ev_add/kqrs", "engine.ev_add/base", "ns"))
+    a(Row("engine.ev_delete", "engine: EV_DELETE per change vs `epoll_ctl(DEL)`", "engine.ev_delete/kqrs",
+          "engine.ev_delete/base", "ns"))
     a(Row("engine.ev_add_single", "engine: EV_ADD, one change per `kevent()` call vs `epoll_ctl(ADD)`",
           "engine.ev_add_single/kqrs", "engine.ev_add_single/base", "ns"))
-    a(Row("engine.user", "engine: USER trigger + retrieve vs eventfd write + `epoll_wait` + read", "engine.user/kqrs", "engine.user/base", "ns"))
+    a(Row("engine.user", "engine: USER trigger + retrieve vs eventfd write + `epoll_wait` + read", "engine.user/kqrs",
+          "engine.user/base", "ns"))
     return r
 
 
@@ -142,7 +169,7 @@ def load_run(d: str) -> dict[str, float]:
     p = os.path.join(d, "metrics.json")
     if os.path.exists(p):
         with open(p) as f:
-            vals.update(json.load(f)["metrics"])
+            vals.update(json.load(f)["metrics"])  # interleaved medians win over the per-side benchmarks
     p = os.path.join(d, "engine.json")
     if os.path.exists(p):
         with open(p) as f:
@@ -171,33 +198,63 @@ def fmt(v: float | None, unit: str) -> str:
     return f"{v:g}"
 
 
+def fmt_ratio(r: float, target: float | None) -> str:
+    """Two decimals; three when two would print a ratio just over its target as the target itself."""
+    s = f"{r:.2f}"
+    if target is not None and r > target and s == f"{target:.2f}":
+        s = f"{r:.3f}"
+    return s
+
+
+def fmt_target(row: Row) -> str:
+    if row.target is None:
+        return "—"
+    if row.is_value:
+        return f"≤ {fmt(float(row.target), row.unit)}"
+    return f"≤ {row.target:.2f}"
+
+
 def ratio(vals: dict[str, float], row: Row) -> float | None:
-    k, b = vals.get(row.kqrs), vals.get(row.base) if row.base else None
+    """The row's figure in one run: kqrs / alternative, or the value itself for a value row."""
+    k = vals.get(row.kqrs)
+    if row.is_value:
+        return k
+    b = vals.get(row.base)
     if k is None or b is None or b <= 0:
         return None
     return k / b
 
 
+def verdict(row: Row, ratios: list[float | None]) -> str:
+    """met / missed / mixed / missing for a row with a target, "" without."""
+    if row.pending:
+        return "pending"
+    if any(r is None for r in ratios):
+        return "missing"
+    if row.target is None:
+        return ""
+    met = sum(r <= row.target for r in ratios)
+    return "met" if met == len(ratios) else "missed" if met == 0 else "mixed"
+
+
 def status(row: Row, ratios: list[float | None]) -> str:
     if row.pending:
         return "pending (benchmark not written yet)"
-    if any(r is None for r in ratios) and row.base:
+    v = verdict(row, ratios)
+    if v == "missing":
         return "missing"
-    note = ""
     rs = [r for r in ratios if r is not None]
-    if len(rs) > 1 and max(rs) / min(rs) > 1.10:
+    note = ""
+    if not row.is_value and len(rs) > 1 and max(rs) / min(rs) > 1.10:
         note = " (runs disagree)"
-    if row.target is None:
+    if v == "":
         return "—" + note
-    met = sum(r <= row.target for r in rs)
-    if met == len(rs):
-        return "**met**" + note
-    if met == 0:
-        return "**missed**" + note
-    return f"mixed: met in {met} of {len(rs)} runs" + note
+    if v == "mixed":
+        return f"mixed: met in {sum(r <= row.target for r in rs)} of {len(rs)} runs" + note
+    return f"**{v}**" + note
 
 
-def machine(python: str) -> list[str]:
+def machine(python: str, when: str) -> list[str]:
     cpu = "?"
     try:
         with open("/proc/cpuinfo") as f:
@@ -210,8 +267,11 @@ def machine(python: str) -> list[str]:
     return [
         f"- kernel: `{platform.release()}` (uname -r); CPU: {cpu}, {os.cpu_count()} cores (shared with other work)",
         f"- Python: {python}",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- date: {when}",
     ]
+
+
+# ---- main --------------------------------------------------------------------------------------------
 
 
 def main() -> None:
@@ -223,17 +283,20 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("runs", nargs="+")
     a = ap.parse_args()
+
     runs = [load_run(d) for d in a.runs]
     nrun = len(runs)
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
     lines = ["# kqrs benchmark results", ""]
     if a.smoke:
         lines += ["**Smoke run**: every measurement is tiny; the numbers mean nothing, only that everything ran.", ""]
-    lines += machine(a.python)
+    lines += machine(a.python, when)
     if a.build:
         lines.append(f"- kqrs build: {a.build}")
     try:
         rev = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+                             cwd=ROOT).stdout.strip()
     except OSError:
         rev = ""
     if rev:
@@ -241,46 +304,54 @@ def main() -> None:
     lines += [f"- command: `{a.command}`", ""]
     lines += [
         "Every ratio is kqrs / the alternative (time, latency or cost: lower is better for kqrs), medians of "
-        "many rounds, both sides measured in the same run.",
+        "many rounds, every side of a row measured interleaved in the same run and asking for the same "
+        "number of event slots. Resource rows are values (bytes, fds, threads).",
         f"{nrun} run{'s' if nrun > 1 else ''}; the kqrs and alternative columns are from run 1. A row "
-        "with a target is met when its ratio is at or under the target in every run.",
+        "with a target is **met** when its ratio (or value) is at or under the target in every run, "
+        "**missed** when over it in every run, mixed otherwise. Every row is published, losses included.",
         "",
     ]
-    rcols = " | ".join(f"ratio (run {i + 1})" for i in range(nrun))
+    rcols = " | ".join(f"run {i + 1}" for i in range(nrun))
     lines += [f"| id | measure | kqrs | alternative | {rcols} | target | status |",
               "|" + "---|" * (6 + nrun)]
     for row in ROWS:
         v0 = runs[0]
         ratios = [ratio(v, row) for v in runs]
-        if row.base is None:
-            rc = " | ".join("—" for _ in runs)
-            kq = fmt(v0.get(row.kqrs), row.unit)
-            if row.id.startswith("mem.") and v0.get(row.kqrs.replace(".bytes", ".count")):
-                kq += f" at {v0[row.kqrs.replace('.bytes', '.count')]:,.0f}"
-            lines.append(f"| {row.id} | {row.measure} | {kq} | — | {rc} | — | — |")
-            continue
         if row.pending:
             rc = " | ".join("—" for _ in runs)
             lines.append(f"| {row.id} | {row.measure} | — | — | {rc} | — | {status(row, ratios)} |")
             continue
-        rc = " | ".join("missing" if r is None else f"{r:.2f}" for r in ratios)
-        tgt = f"≤ {row.target:.2f}" if row.target is not None else "—"
+        if row.is_value:
+            rc = " | ".join(fmt(r, row.unit) for r in ratios)
+            kq = fmt(v0.get(row.kqrs), row.unit)
+            count = v0.get(row.kqrs.replace(".bytes", ".count")) if row.kqrs.endswith(".bytes") else None
+            if count:
+                kq += f" at {count:,.0f}"
+            lines.append(f"| {row.id} | {row.measure} | {kq} | — | {rc} | {fmt_target(row)} | {status(row, ratios)} |")
+            continue
+        rc = " | ".join("missing" if r is None else fmt_ratio(r, row.target) for r in ratios)
         lines.append(
             f"| {row.id} | {row.measure} | {fmt(v0.get(row.kqrs), row.unit)} | {fmt(v0.get(row.base), row.unit)} "
-            f"| {rc} | {tgt} | {status(row, ratios)} |"
+            f"| {rc} | {fmt_target(row)} | {status(row, ratios)} |"
         )
     lines += [
         "",
         "Notes:",
+        "- The run columns are ratios (kqrs / alternative), or for resource rows the value itself.",
         "- Time ratios come from the `*_pair` tests, which run every side of a row interleaved (a round of "
         "each in turn, hundreds of rounds, medians): on a shared machine only interleaved sides give stable "
         "ratios. The per-side pytest-benchmark tests (`pytest benches --benchmark-only`) are for looking at "
         "one side or comparing builds (`--benchmark-save` / `--benchmark-compare`).",
-        "- N registered fds are both ends of N/2 socketpairs (the soft RLIMIT_NOFILE is raised to the hard "
-        "limit); the ready one has 1 byte pending.",
-        "- READ and TIMER knotes need one fd each, so their memory is measured at as many knotes as the fd "
-        "limit allows; kernel memory (epoll items, timerfds) is not in RSS and not counted.",
-        "- Latency rows (wake-up, timer lateness) have no target; their ratio is informative.",
+        "- Polling rows ask for one event slot on both sides (`control(None, 1, 0)` vs `poll(0, 1)`); "
+        "selector rows use `selectors.KqueueSelector()` after `kqrs.install()` and `selectors.EpollSelector()` "
+        "as a user writes them (`register(sock, EVENT_READ)`, `select(0)`).",
+        "- N registered sockets are both ends of N/2 socketpairs (the soft RLIMIT_NOFILE is raised to the hard "
+        "limit); the ready one has 1 byte pending. The ready eventfd was written once and is never read.",
+        "- READ knotes need one fd each, so their memory is measured at as many knotes as the fd limit allows "
+        "(TIMER knotes too, in case they take one); kernel memory (epoll items, timerfds) is not in RSS and "
+        "not counted.",
+        "- Fork rows: every side is a fresh process that first imports the modules `import kqrs` brings in "
+        "(besides kqrs's own), so that the sides differ only in kqrs; `fork.import.bare` leaves them out.",
         "- Process exits: children are forks blocked on one pipe (released by closing it) that `_exit(0)`; "
         "per-exit rows time one more child's release → its event. `proc.asyncio` on Python 3.11 uses asyncio's "
         "ThreadedChildWatcher (a thread per child); 3.12+ uses pidfds.",

@@ -1,4 +1,6 @@
-"""Registering N sockets in one changelist vs N `epoll.register` calls; deleting likewise.
+"""Registering N sockets in one changelist vs N `epoll.register` calls; deleting likewise; and the whole
+cycle (N EV_ADD in one prebuilt changelist, then N EV_DELETE in one prebuilt changelist, vs a loop of N
+`epoll.register` then a loop of N `epoll.unregister`), reported per fd.
 
 Each round starts from a fresh queue (made, and for deletes filled, outside the timed part).
 """
@@ -193,3 +195,35 @@ def test_delete_pair(socket_sets, n, record):
     finally:
         qs.close()
     record_all(record, f"del{n}", med)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_cycle_pair(socket_sets, n, record):
+    """N adds then N deletes on an empty queue; recorded as the time per fd of the whole cycle."""
+    fds = socket_sets(n).fds
+    adds, dels = _changes(fds, ADD), _changes(fds, DELETE)
+
+    def kq_cycle(kq):
+        kq.control(adds, 0, 0)
+        kq.control(dels, 0, 0)
+
+    def ep_cycle(ep):
+        reg, unreg = ep.register, ep.unregister
+        for fd in fds:
+            reg(fd, IN)
+        for fd in fds:
+            unreg(fd)
+
+    qs = Queues()
+    try:
+        med = interleaved_rounds(
+            {"kqrs": (qs.fresh(kqrs.kqueue), kq_cycle), "epoll": (qs.fresh(select.epoll), ep_cycle)}, _rounds(n)
+        )
+        kq = qs.fresh(kqrs.kqueue)()
+        kq.control(adds, 0, 0)
+        assert kq._stats()[0] == n
+        kq.control(dels, 0, 0)
+        assert kq._stats()[0] == 0
+    finally:
+        qs.close()
+    record_all(record, f"cycle{n}", {k: v / n for k, v in med.items()})
