@@ -1,11 +1,16 @@
-"""Writes benches/RESULTS.md from the outputs of one or more benchmark runs (run by benches/run.sh).
+"""Writes benches/RESULTS.md and its chart (results.svg) from the outputs of benchmark runs (benches/run.sh).
 
-    python benches/report.py --out RESULTS.md --command "..." [--smoke] RUNDIR [RUNDIR ...]
+    python benches/report.py --out RESULTS.md --command "..." [--chart SVG] [--commit SHA] [--dirty]
+                             [--smoke] RUNDIR [RUNDIR ...]
 
 Each RUNDIR holds bench.json (pytest-benchmark --benchmark-json), metrics.json (the `record` fixture)
 and engine.json (benches/engine.rs). Every row is kqrs / alternative, or a value (bytes, fds, threads);
 lower is better for kqrs. A row with a target is "met" when the ratio (or value) is at or under it in every
 run, "missed" when over it in every run, "mixed" otherwise. Every row is written, losses included.
+
+The chart has one horizontal bar per row with a target: the ratio of the worst run against the target
+(a tick), green when met, red when missed, amber when mixed; values (bytes, fds, threads) in a panel of
+their own. It is hand-written SVG (no plotting library needed).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import platform
 import subprocess
 import sys
 from dataclasses import dataclass
+from xml.sax.saxutils import escape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -254,6 +260,11 @@ def status(row: Row, ratios: list[float | None]) -> str:
     return f"**{v}**" + note
 
 
+def worst(ratios: list[float | None]) -> float | None:
+    rs = [r for r in ratios if r is not None]
+    return max(rs) if rs else None
+
+
 def machine(python: str, when: str) -> list[str]:
     cpu = "?"
     try:
@@ -271,22 +282,142 @@ def machine(python: str, when: str) -> list[str]:
     ]
 
 
+def git(*args: str) -> str | None:
+    try:
+        r = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT)
+    except OSError:
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def tree_dirty() -> bool:
+    """Uncommitted changes (staged or not) in tracked files."""
+    r = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=ROOT, capture_output=True)
+    return r.returncode != 0
+
+
+# ---- the chart -------------------------------------------------------------------------------------
+
+COLORS = {"met": "#2e7d32", "missed": "#c62828", "mixed": "#f9a825", "missing": "#9e9e9e"}
+LO, HI = 0.1, 5.0  # the ratio axis (log): 0.2 to 2.0 is 59% of its width
+GRID = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def chart(rows: list[Row], runs: list[dict[str, float]], title: str, subtitle: str) -> str:
+    W, LABEL_W, BAR_X0, BAR_W, ROW_H = 980, 190, 200, 480, 22
+    text_x = BAR_X0 + BAR_W + 12
+    ratio_rows = [r for r in rows if r.target is not None and not r.is_value and not r.pending]
+    value_rows = [r for r in rows if r.target is not None and r.is_value and not r.pending]
+    out: list[str] = []
+    y = 0
+
+    def t(x, yy, s, size=12, anchor="start", weight="normal", color="#222", family="sans-serif"):
+        out.append(f'<text x="{x:.1f}" y="{yy:.1f}" font-size="{size}" text-anchor="{anchor}" '
+                   f'font-weight="{weight}" fill="{color}" font-family="{family}">{escape(s)}</text>')
+
+    def xr(v: float) -> float:
+        v = min(max(v, LO), HI)
+        return BAR_X0 + (math.log10(v) - math.log10(LO)) / (math.log10(HI) - math.log10(LO)) * BAR_W
+
+    y = 24
+    t(10, y, title, size=15, weight="bold")
+    y += 18
+    t(10, y, subtitle, size=11, color="#555")
+    y += 16
+    lx = 10
+    for name, color in COLORS.items():
+        out.append(f'<rect x="{lx}" y="{y - 9}" width="12" height="10" fill="{color}"/>')
+        t(lx + 16, y, name, size=11)
+        lx += 80
+    out.append(f'<line x1="{lx + 4}" y1="{y - 11}" x2="{lx + 4}" y2="{y + 2}" stroke="#000" stroke-width="2"/>')
+    t(lx + 10, y, "target", size=11)
+    y += 26
+
+    # -- ratios
+    t(10, y, "kqrs / alternative, worst run (log axis; lower is better)", size=13, weight="bold")
+    y += 14
+    top = y
+    bottom = top + ROW_H * len(ratio_rows)
+    for g in GRID:
+        x = xr(g)
+        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" stroke="{"#888" if g == 1 else "#ddd"}" '
+                   f'stroke-width="1"/>')
+        t(x, bottom + 14, f"{g:g}", size=10, anchor="middle", color="#555")
+    for i, row in enumerate(ratio_rows):
+        ry = top + i * ROW_H
+        rs = [ratio(v, row) for v in runs]
+        v = verdict(row, rs)
+        w = worst(rs)
+        t(LABEL_W, ry + 15, row.id, size=12, anchor="end", family="monospace")
+        if w is not None:
+            x = xr(w)
+            out.append(f'<rect x="{BAR_X0}" y="{ry + 5}" width="{max(x - BAR_X0, 1):.1f}" height="12" '
+                       f'fill="{COLORS[v]}"><title>{escape(row.measure)}</title></rect>')
+            if w > HI or w < LO:  # off the axis: an arrow head at the edge
+                ex = BAR_X0 + BAR_W if w > HI else BAR_X0
+                d = 6 if w > HI else -6
+                out.append(f'<path d="M{ex:.1f},{ry + 3} l{d},{8} l{-d},{8} z" fill="{COLORS[v]}"/>')
+        tx = xr(row.target)
+        out.append(f'<line x1="{tx:.1f}" y1="{ry + 2}" x2="{tx:.1f}" y2="{ry + 20}" stroke="#000" stroke-width="2"/>')
+        label = "missing" if w is None else f"{fmt_ratio(w, row.target)}  (≤ {row.target:.2f})  {v}"
+        t(text_x, ry + 15, label, size=12, color=COLORS[v] if v in ("missed", "mixed", "missing") else "#222")
+    y = bottom + 40
+
+    # -- values
+    if value_rows:
+        t(10, y, "resources, worst run (each bar on its own linear scale from 0; lower is better)", size=13,
+          weight="bold")
+        y += 14
+        for i, row in enumerate(value_rows):
+            ry = y + i * ROW_H
+            rs = [ratio(v, row) for v in runs]
+            v = verdict(row, rs)
+            w = worst(rs)
+            scale = max(2 * row.target, 1.25 * (w or 0), 1.0)
+            out.append(f'<line x1="{BAR_X0}" y1="{ry + 2}" x2="{BAR_X0}" y2="{ry + 20}" stroke="#888" stroke-width="1"/>')
+            t(LABEL_W, ry + 15, row.id, size=12, anchor="end", family="monospace")
+            if w is not None and w > 0:
+                out.append(f'<rect x="{BAR_X0}" y="{ry + 5}" width="{max(w / scale * BAR_W, 1):.1f}" height="12" '
+                           f'fill="{COLORS[v]}"><title>{escape(row.measure)}</title></rect>')
+            tx = BAR_X0 + row.target / scale * BAR_W
+            out.append(f'<line x1="{tx:.1f}" y1="{ry + 2}" x2="{tx:.1f}" y2="{ry + 20}" stroke="#000" stroke-width="2"/>')
+            label = "missing" if w is None else f"{fmt(w, row.unit)} {row.unit if row.unit in ('fds', 'threads') else ''}" \
+                f"  ({fmt_target(row)})  {v}"
+            t(text_x, ry + 15, " ".join(label.split()), size=12,
+              color=COLORS[v] if v in ("missed", "mixed", "missing") else "#222")
+        y += ROW_H * len(value_rows) + 16
+    H = y
+    head = (f'<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">\n'
+            f'<title>{escape(title)}</title>\n'
+            f'<rect x="0" y="0" width="{W}" height="{H}" fill="#fff"/>\n')
+    return head + "\n".join(out) + "\n</svg>\n"
+
+
 # ---- main --------------------------------------------------------------------------------------------
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
+    ap.add_argument("--chart", default=None, help="the SVG chart (default: results.svg beside --out)")
     ap.add_argument("--command", required=True)
     ap.add_argument("--build", default="")
     ap.add_argument("--python", default=sys.version.split()[0])
+    ap.add_argument("--commit", default=None, help="the commit measured (default: HEAD now)")
+    ap.add_argument("--dirty", action="store_true", help="the tree had uncommitted changes when measured")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("runs", nargs="+")
     a = ap.parse_args()
 
+    head = git("rev-parse", "HEAD")
+    commit = a.commit or head
+    dirty = a.dirty or (head is not None and tree_dirty())
+    chart_path = a.chart or os.path.join(os.path.dirname(os.path.abspath(a.out)), "results.svg")
     runs = [load_run(d) for d in a.runs]
     nrun = len(runs)
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    short = commit[:12] if commit else "unknown commit"
 
     lines = ["# kqrs benchmark results", ""]
     if a.smoke:
@@ -294,13 +425,13 @@ def main() -> None:
     lines += machine(a.python, when)
     if a.build:
         lines.append(f"- kqrs build: {a.build}")
-    try:
-        rev = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                             cwd=ROOT).stdout.strip()
-    except OSError:
-        rev = ""
-    if rev:
-        lines.append(f"- source: `{rev}`")
+    if commit is None:
+        lines.append("- source: not a git checkout (commit unknown)")
+    elif dirty:
+        lines.append(f"- source: commit `{commit}` **with uncommitted changes in tracked files**: these numbers "
+                     "are not that commit's")
+    else:
+        lines.append(f"- source: commit `{commit}` (clean tree)")
     lines += [f"- command: `{a.command}`", ""]
     lines += [
         "Every ratio is kqrs / the alternative (time, latency or cost: lower is better for kqrs), medians of "
@@ -309,6 +440,8 @@ def main() -> None:
         f"{nrun} run{'s' if nrun > 1 else ''}; the kqrs and alternative columns are from run 1. A row "
         "with a target is **met** when its ratio (or value) is at or under the target in every run, "
         "**missed** when over it in every run, mixed otherwise. Every row is published, losses included.",
+        "",
+        f"![every ratio with a target, worst run, against its target]({os.path.relpath(chart_path, os.path.dirname(os.path.abspath(a.out)))})",
         "",
     ]
     rcols = " | ".join(f"run {i + 1}" for i in range(nrun))
@@ -357,8 +490,15 @@ def main() -> None:
         "ThreadedChildWatcher (a thread per child); 3.12+ uses pidfds.",
         "",
     ]
+    title = f"kqrs benchmarks — commit {short}{' (uncommitted changes)' if dirty else ''}, {when}"
+    subtitle = (f"{'SMOKE RUN (numbers mean nothing) · ' if a.smoke else ''}{nrun} run{'s' if nrun > 1 else ''}; "
+                "bar = worst run; tick = target; met = at or under the target in every run")
+    svg = chart(ROWS, runs, title, subtitle)
     with open(a.out, "w") as f:
         f.write("\n".join(lines))
+    with open(chart_path, "w") as f:
+        f.write(svg)
+    print(f"report: wrote {a.out} and {chart_path}")
     missing = [row.id for row in ROWS if not row.pending and any(
         (v.get(row.kqrs) is None) or (row.base and v.get(row.base) is None) for v in runs)]
     if missing:

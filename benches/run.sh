@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every kqrs benchmark (the Rust engine bench and the pytest-benchmark suites) and writes a markdown
-# table of kqrs / alternative ratios to benches/RESULTS.md.
+# table of kqrs / alternative ratios to benches/RESULTS.md, with a chart of every ratio against its target
+# (benches/results.svg).
 #
 #   bash benches/run.sh            full run: release build of kqrs into a bench venv, 2 runs
 #   bash benches/run.sh --smoke    a tiny version of everything (well under a minute), for CI
@@ -9,22 +10,26 @@
 #   --python PY   use this interpreter as it is (kqrs, pytest and pytest-benchmark importable; no build)
 #   --runs N      how many times to run everything (default 2; 1 with --smoke)
 #   --out FILE    where to write the table (default benches/RESULTS.md)
+#   --chart FILE  where to write the SVG chart (default results.svg beside the table)
 # Environment: KQRS_BENCH_VENV (default ~/.cache/kqrs/bench-venv), CARGO_TARGET_DIR as usual.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARGS="$*"
-SMOKE=0 RUNS="" PY="" OUT="benches/RESULTS.md"
+SMOKE=0 RUNS="" PY="" OUT="benches/RESULTS.md" CHART=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
     --python) PY="$2"; shift ;;
     --runs) RUNS="$2"; shift ;;
     --out) OUT="$2"; shift ;;
+    --chart) CHART="$2"; shift ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
 [ -n "$RUNS" ] || RUNS=$([ "$SMOKE" = 1 ] && echo 1 || echo 2)
+REPORT_OPTS=()
+[ -z "$CHART" ] || REPORT_OPTS+=(--chart "$CHART")
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kqrs-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
@@ -64,5 +69,5 @@ for i in $(seq 1 "$RUNS"); do
 done
 
 "$PY" benches/report.py --out "$OUT" --command "bash benches/run.sh${ARGS:+ $ARGS}" --build "$BUILD" \
-  --python "$PYVER" $([ "$SMOKE" = 1 ] && echo --smoke) "${DIRS[@]}"
+  --python "$PYVER" $([ "$SMOKE" = 1 ] && echo --smoke) "${REPORT_OPTS[@]}" "${DIRS[@]}"
 echo "== wrote $OUT"

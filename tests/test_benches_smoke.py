@@ -1,8 +1,9 @@
-"""The benchmark suite runs: `bash benches/run.sh --smoke` writes a table with every row.
+"""The benchmark suite runs: `bash benches/run.sh --smoke` writes a table with every row, and its chart.
 
-Benchmarks are not tests; this only checks that each one still runs and reports (CI smoke), and that every
-row with a target (issue 12's list) is there. It takes about ten seconds once the engine bench is compiled
-(a minute or so before), and is skipped without pytest-benchmark.
+Benchmarks are not tests; this only checks that each one still runs and reports (CI smoke), that every
+row with a target (issue 12's list) is there, and that the chart is written and is valid XML. It takes
+about ten seconds once the engine bench is compiled (a minute or so before), and is skipped without
+pytest-benchmark.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import xml.dom.minidom
 
 import pytest
 
@@ -57,7 +59,7 @@ def test_rows_with_targets_are_issue_12s():
 
 
 @pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is needed for the engine bench")
-def test_smoke_run_writes_every_row(tmp_path):
+def test_smoke_run_writes_every_row_and_the_chart(tmp_path):
     out = tmp_path / "RESULTS.md"
     r = subprocess.run(
         ["bash", "benches/run.sh", "--smoke", "--python", sys.executable, "--out", str(out)],
@@ -71,6 +73,9 @@ def test_smoke_run_writes_every_row(tmp_path):
     assert "Smoke run" in text
     assert f"- command: `bash benches/run.sh --smoke --python {sys.executable} --out {out}`" in text
     assert re.search(r"^- kernel: `[^`]+` \(uname -r\); CPU: ", text, re.M)
+    assert re.search(r"^- source: (commit `[0-9a-f]{40}`|not a git checkout)", text, re.M)
+    assert "-dirty" not in text
+    assert "![" in text and "(results.svg)" in text
     rows = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -96,3 +101,15 @@ def test_smoke_run_writes_every_row(tmp_path):
         else:
             assert target == report.fmt_target(row), cells
             assert re.match(r"^\*\*(met|missed)\*\*", status), cells  # one run: met or missed
+
+    # the chart: beside the table, valid XML, a bar label for every row with a target
+    svg = tmp_path / "results.svg"
+    assert svg.exists()
+    doc = xml.dom.minidom.parse(str(svg))
+    assert doc.documentElement.tagName == "svg"
+    texts = [t.firstChild.data for t in doc.getElementsByTagName("text") if t.firstChild]
+    assert re.match(r"^kqrs benchmarks — commit [0-9a-f]{12}.*, \d{4}-\d\d-\d\d \d\d:\d\d UTC$", texts[0]), texts[0]
+    for rid in TARGETS:
+        assert rid in texts, rid
+    assert len(doc.getElementsByTagName("rect")) >= len(TARGETS) - 2  # a zero value draws no bar
+
