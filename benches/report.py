@@ -1,7 +1,7 @@
 """Writes benches/RESULTS.md and its chart (results.svg) from the outputs of benchmark runs (benches/run.sh).
 
     python benches/report.py --out RESULTS.md --command "..." [--chart SVG] [--commit SHA] [--dirty]
-                             [--smoke] RUNDIR [RUNDIR ...]
+                             [--require-clean] [--smoke] RUNDIR [RUNDIR ...]
 
 Each RUNDIR holds bench.json (pytest-benchmark --benchmark-json), metrics.json (the `record` fixture)
 and engine.json (benches/engine.rs). Every row is kqrs / alternative, or a value (bytes, fds, threads);
@@ -11,6 +11,10 @@ run, "missed" when over it in every run, "mixed" otherwise. Every row is written
 The chart has one horizontal bar per row with a target: the ratio of the worst run against the target
 (a tick), green when met, red when missed, amber when mixed; values (bytes, fds, threads) in a panel of
 their own. It is hand-written SVG (no plotting library needed).
+
+--require-clean (what run.sh passes when writing the default benches/RESULTS.md): refuse to write
+anything unless the tree is a git checkout whose tracked files have no uncommitted changes and whose
+HEAD is still --commit (the commit measured).
 """
 
 from __future__ import annotations
@@ -406,6 +410,8 @@ def main() -> None:
     ap.add_argument("--python", default=sys.version.split()[0])
     ap.add_argument("--commit", default=None, help="the commit measured (default: HEAD now)")
     ap.add_argument("--dirty", action="store_true", help="the tree had uncommitted changes when measured")
+    ap.add_argument("--require-clean", action="store_true",
+                    help="refuse to write unless the tree is clean and still at --commit")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("runs", nargs="+")
     a = ap.parse_args()
@@ -413,6 +419,19 @@ def main() -> None:
     head = git("rev-parse", "HEAD")
     commit = a.commit or head
     dirty = a.dirty or (head is not None and tree_dirty())
+    if a.require_clean:
+        problem = None
+        if head is None:
+            problem = "this is not a git checkout, so the results could not name the commit measured"
+        elif dirty:
+            problem = "the tree has uncommitted changes in tracked files"
+        elif commit != head:
+            problem = f"HEAD moved during the run (measured {commit}, now {head})"
+        if problem:
+            print(f"report: refusing to write {a.out}: {problem}. Commit first, or write elsewhere with --out.",
+                  file=sys.stderr)
+            sys.exit(3)
+
     chart_path = a.chart or os.path.join(os.path.dirname(os.path.abspath(a.out)), "results.svg")
     runs = [load_run(d) for d in a.runs]
     nrun = len(runs)

@@ -12,6 +12,10 @@
 #   --out FILE    where to write the table (default benches/RESULTS.md)
 #   --chart FILE  where to write the SVG chart (default results.svg beside the table)
 # Environment: KQRS_BENCH_VENV (default ~/.cache/kqrs/bench-venv), CARGO_TARGET_DIR as usual.
+#
+# The default benches/RESULTS.md names the commit it was measured from, so it is only written from a
+# clean tree (no uncommitted changes in tracked files) whose HEAD does not move during the run; with
+# --out elsewhere any tree will do, and the table says when it was dirty.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARGS="$*"
@@ -28,8 +32,31 @@ while [ $# -gt 0 ]; do
   shift
 done
 [ -n "$RUNS" ] || RUNS=$([ "$SMOKE" = 1 ] && echo 1 || echo 2)
+
+# What is measured: the commit, and whether tracked files differ from it.
+COMMIT=$(git rev-parse HEAD 2>/dev/null || true)
+DIRTY=0
+if [ -n "$COMMIT" ] && ! git diff --quiet HEAD -- 2>/dev/null; then DIRTY=1; fi
 REPORT_OPTS=()
+[ -z "$COMMIT" ] || REPORT_OPTS+=(--commit "$COMMIT")
+[ "$DIRTY" = 0 ] || REPORT_OPTS+=(--dirty)
 [ -z "$CHART" ] || REPORT_OPTS+=(--chart "$CHART")
+mkdir -p "$(dirname "$OUT")"
+if [ "$(realpath -m "$OUT")" = "$(realpath -m benches/RESULTS.md)" ]; then
+  if [ -z "$COMMIT" ]; then
+    echo "run.sh: refusing to write benches/RESULTS.md: not a git checkout, so it could not name the commit" \
+      "measured. Use --out FILE to write elsewhere." >&2
+    exit 3
+  fi
+  if [ "$DIRTY" = 1 ]; then
+    echo "run.sh: refusing to write benches/RESULTS.md from a tree with uncommitted changes in tracked files" \
+      "(it must name the commit it measured). Commit first, or use --out FILE to write elsewhere:" >&2
+    git status --short --untracked-files=no >&2
+    exit 3
+  fi
+  REPORT_OPTS+=(--require-clean)
+fi
+
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kqrs-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 

@@ -3,7 +3,8 @@
 Benchmarks are not tests; this only checks that each one still runs and reports (CI smoke), that every
 row with a target (issue 12's list) is there, and that the chart is written and is valid XML. It takes
 about ten seconds once the engine bench is compiled (a minute or so before), and is skipped without
-pytest-benchmark.
+pytest-benchmark. It also checks that run.sh refuses to write the default benches/RESULTS.md from a tree
+with uncommitted changes.
 """
 
 from __future__ import annotations
@@ -113,3 +114,35 @@ def test_smoke_run_writes_every_row_and_the_chart(tmp_path):
         assert rid in texts, rid
     assert len(doc.getElementsByTagName("rect")) >= len(TARGETS) - 2  # a zero value draws no bar
 
+
+def _dirty_repo(tmp_path):
+    """A git repo holding benches/run.sh and benches/report.py, committed, with a tracked file changed."""
+    repo = tmp_path / "repo"
+    (repo / "benches").mkdir(parents=True)
+    for f in ("run.sh", "report.py"):
+        shutil.copy(os.path.join(ROOT, "benches", f), repo / "benches" / f)
+    (repo / "tracked.txt").write_text("a\n")
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid", "-c", "commit.gpgsign=false"]
+    subprocess.run(git + ["init", "-q"], cwd=repo, check=True)
+    subprocess.run(git + ["add", "."], cwd=repo, check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "x"], cwd=repo, check=True)
+    (repo / "tracked.txt").write_text("b\n")
+    return repo
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_default_results_are_not_written_from_a_dirty_tree(tmp_path):
+    repo = _dirty_repo(tmp_path)
+    r = subprocess.run(["bash", "benches/run.sh", "--smoke", "--python", sys.executable], cwd=repo,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "refusing to write benches/RESULTS.md" in r.stderr and "uncommitted changes" in r.stderr
+    assert not (repo / "benches" / "RESULTS.md").exists()
+    # report.py's own guard (run.sh passes --require-clean for the default output)
+    (tmp_path / "run1").mkdir()
+    r = subprocess.run([sys.executable, "benches/report.py", "--out", "benches/RESULTS.md", "--command", "x",
+                        "--require-clean", str(tmp_path / "run1")], cwd=repo, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 3 and "uncommitted changes" in r.stderr, r.stdout + r.stderr
+    assert not (repo / "benches" / "RESULTS.md").exists()
+    assert not (repo / "benches" / "results.svg").exists()
