@@ -497,6 +497,13 @@ def main() -> None:
         "- Polling rows ask for one event slot on both sides (`control(None, 1, 0)` vs `poll(0, 1)`); "
         "selector rows use `selectors.KqueueSelector()` after `kqrs.install()` and `selectors.EpollSelector()` "
         "as a user writes them (`register(sock, EVENT_READ)`, `select(0)`).",
+        "- `ready*.epoll` and `engine.one_ready` ask both sides for one event, but kqrs's event also carries "
+        "`data` (bytes readable); `ready.data` and `engine.one_ready_data` are the pairs where both sides get "
+        "that number.",
+        "- The watchfiles rows compare with `watchfiles.watch` at its fastest settings (`debounce=0, step=1`): "
+        "it reports a change once a look finds nothing newer, every `step` ms, so its floor is about two "
+        "steps; the ratio measures that design as much as speed. inotify read directly is the like-for-like "
+        "baseline for EVFILT_VNODE.",
         "- N registered sockets are both ends of N/2 socketpairs (the soft RLIMIT_NOFILE is raised to the hard "
         "limit); the ready one has 1 byte pending. The ready eventfd was written once and is never read.",
         "- READ knotes need one fd each, so their memory is measured at as many knotes as the fd limit allows "
