@@ -1,13 +1,19 @@
 """Measurements that need a fresh process of their own (run by test_bench_memory.py / test_bench_fork.py).
 
-    python _probe.py memory KIND COUNT      KIND = user | timer | read; prints JSON
-    python _probe.py fork MODE FORKS         MODE = base | import | user | read_kqrs | read_epoll; prints JSON
+    python _probe.py memory KIND COUNT            KIND = user | timer | read; prints JSON
+    python _probe.py threads                      threads kqrs starts; prints JSON
+    python _probe.py deps                         the modules `import kqrs` adds (kqrs's own left out)
+    python _probe.py fork MODE FORKS [MODULES]    MODE = base | import | user | read_kqrs | read_epoll
 
 Memory: user-space RSS grown by adding COUNT knotes (in changelists of 1,000) to one kqueue, divided by
 COUNT; and the fds a kqueue and a knote take. Kernel memory (epoll items, timerfds) is not in RSS.
-Fork: os.fork() + os._exit(0) in the child + waitpid(), timed in a process that holds MODE's state.
-Every fork mode first imports the stdlib modules `import kqrs` brings in (threading above all: its at-fork
-hook alone costs CPython ~0.4 ms per fork), so a difference is kqrs's own.
+Threads: the threads of this process (/proc/self/task) before `import kqrs`, then after knotes of every
+filter kind this build has (USER, TIMER, READ, WRITE, PROC on a child, SIGNAL, VNODE) are added, have fired
+and have been retrieved.
+Fork: os.fork() + os._exit(0) in the child + waitpid(), timed in a process that holds MODE's state. Every
+fork mode first imports MODULES (comma-separated: what `deps` printed, i.e. every module `import kqrs`
+brings in but kqrs's own), so that the sides differ only in kqrs; the JSON lists `sys.modules` for the
+caller to check that.
 """
 
 from __future__ import annotations
@@ -88,14 +94,20 @@ def memory(kind: str, count: int) -> dict:
     }
 
 
-# What `import kqrs` imports from the stdlib (kqrs._queue); the fork baseline imports them too.
-KQRS_STDLIB_DEPS = ("collections", "select", "threading", "time", "typing")
+def deps() -> dict:
+    before = set(sys.modules)
+    import kqrs  # noqa: F401
+
+    added = sorted(m for m in set(sys.modules) - before if m != "kqrs" and not m.startswith("kqrs."))
+    return {"modules": added}
 
 
-def fork(mode: str, forks: int) -> dict:
+def fork(mode: str, forks: int, modules: list[str]) -> dict:
+    import importlib
+
     keep: list = []
-    for m in KQRS_STDLIB_DEPS:
-        __import__(m)
+    for m in modules:
+        importlib.import_module(m)
     if mode == "import":
         import kqrs  # noqa: F401
     elif mode in ("user", "read_kqrs"):
@@ -132,7 +144,95 @@ def fork(mode: str, forks: int) -> dict:
         _, status = os.waitpid(pid, 0)
         lat.append(time.perf_counter_ns() - t0)
         assert status == 0
-    return {"mode": mode, "ns": lat, "rss": rss(), "imported_kqrs": "kqrs" in sys.modules}
+    return {"mode": mode, "ns": lat, "rss": rss(), "imported_kqrs": "kqrs" in sys.modules,
+            "modules": sorted(sys.modules)}
+
+
+def nthreads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def threads() -> dict:
+    """Threads kqrs starts: knotes of every filter kind this build has, added, fired and retrieved."""
+    import signal
+    import tempfile
+
+    t0 = nthreads()
+    import kqrs
+
+    counts = [nthreads()]
+    K = kqrs
+    supported = K._kqrs._filter_supported
+    kqs = [K.kqueue() for _ in range(3)]  # a few kqueues: kqrs might start something per kqueue
+    kq = kqs[0]
+    counts.append(nthreads())
+    closers: list = []
+    changes = [K.kevent(1, K.KQ_FILTER_USER, K.KQ_EV_ADD | K.KQ_EV_CLEAR),
+               K.kevent(1, K.KQ_FILTER_TIMER, K.KQ_EV_ADD | K.KQ_EV_ONESHOT, 0, 1)]
+    want = {K.KQ_FILTER_USER, K.KQ_FILTER_TIMER}
+    a, b = socket.socketpair()
+    closers += [a.close, b.close]
+    once = K.KQ_EV_ADD | K.KQ_EV_ONESHOT
+    changes += [K.kevent(a, K.KQ_FILTER_READ, once), K.kevent(b, K.KQ_FILTER_WRITE, once)]
+    want |= {K.KQ_FILTER_READ, K.KQ_FILTER_WRITE}
+    child = None
+    if supported(K.KQ_FILTER_PROC):
+        r, w = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.close(w)
+            os.read(r, 1)
+            os._exit(0)
+        os.close(r)
+        changes.append(K.kevent(child, K.KQ_FILTER_PROC, K.KQ_EV_ADD, K.KQ_NOTE_EXIT))
+        want.add(K.KQ_FILTER_PROC)
+    sig = signal.SIGUSR1
+    if supported(K.KQ_FILTER_SIGNAL):
+        old = signal.signal(sig, lambda *_: None)
+        closers.append(lambda: signal.signal(sig, old))
+        changes.append(K.kevent(sig, K.KQ_FILTER_SIGNAL, K.KQ_EV_ADD))
+        want.add(K.KQ_FILTER_SIGNAL)
+    tmp = None
+    if supported(K.KQ_FILTER_VNODE):
+        tmp = tempfile.NamedTemporaryFile()
+        closers.append(tmp.close)
+        vfd = os.open(tmp.name, os.O_RDONLY)
+        closers.append(lambda: os.close(vfd))
+        changes.append(K.kevent(vfd, K.KQ_FILTER_VNODE, K.KQ_EV_ADD | K.KQ_EV_CLEAR, K.KQ_NOTE_WRITE))
+        want.add(K.KQ_FILTER_VNODE)
+    for q in kqs:
+        q.control(changes if q is kq else changes[:4], 0, 0)
+    counts.append(nthreads())
+    # make every one of them fire
+    kq.control([K.kevent(1, K.KQ_FILTER_USER, 0, K.KQ_NOTE_TRIGGER)], 0, 0)
+    b.send(b"x")
+    if child is not None:
+        os.close(w)
+    if K.KQ_FILTER_SIGNAL in want:
+        os.kill(os.getpid(), sig)
+    if tmp is not None:
+        tmp.write(b"x")
+        tmp.flush()
+    seen: set[int] = set()
+    deadline = time.monotonic() + 5
+    polls = 0
+    while not want <= seen and time.monotonic() < deadline:
+        got = {ev.filter for ev in kq.control(None, 16, 0.1)}
+        polls += 1
+        if not got <= seen:
+            counts.append(nthreads())
+            seen |= got
+    if child is not None:
+        os.waitpid(child, 0)
+    time.sleep(0.05)  # anything started lazily has started by now
+    counts.append(nthreads())
+    for q in kqs:
+        q.close()
+    for c in reversed(closers):
+        c()
+    names = {getattr(K, n): n for n in dir(K) if n.startswith("KQ_FILTER_")}
+    return {"before": t0, "counts": counts, "started": max(counts) - t0,
+            "polls": polls, "filters": sorted(names[f] for f in want), "missing": sorted(names[f] for f in want - seen)}
 
 
 def main() -> None:
@@ -141,7 +241,11 @@ def main() -> None:
     if what == "memory":
         out = memory(sys.argv[2], int(sys.argv[3]))
     elif what == "fork":
-        out = fork(sys.argv[2], int(sys.argv[3]))
+        out = fork(sys.argv[2], int(sys.argv[3]), [m for m in (sys.argv[4] if len(sys.argv) > 4 else "").split(",") if m])
+    elif what == "threads":
+        out = threads()
+    elif what == "deps":
+        out = deps()
     else:
         raise SystemExit(__doc__)
     print(json.dumps(out))

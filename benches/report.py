@@ -1,10 +1,20 @@
-"""Writes benches/RESULTS.md from the outputs of one or more benchmark runs (run by benches/run.sh).
+"""Writes benches/RESULTS.md and its chart (results.svg) from the outputs of benchmark runs (benches/run.sh).
 
-    python benches/report.py --out RESULTS.md --command "..." [--smoke] RUNDIR [RUNDIR ...]
+    python benches/report.py --out RESULTS.md --command "..." [--chart SVG] [--commit SHA] [--dirty]
+                             [--require-clean] [--smoke] RUNDIR [RUNDIR ...]
 
 Each RUNDIR holds bench.json (pytest-benchmark --benchmark-json), metrics.json (the `record` fixture)
-and engine.json (benches/engine.rs). Every row is kqrs / alternative; a row with a target is "met" when
-the ratio is at or under it in every run, "missed" when over it in every run, "mixed" otherwise.
+and engine.json (benches/engine.rs). Every row is kqrs / alternative, or a value (bytes, fds, threads);
+lower is better for kqrs. A row with a target is "met" when the ratio (or value) is at or under it in every
+run, "missed" when over it in every run, "mixed" otherwise. Every row is written, losses included.
+
+The chart has one horizontal bar per row with a target: the ratio of the worst run against the target
+(a tick), green when met, red when missed, amber when mixed; values (bytes, fds, threads) in a panel of
+their own. It is hand-written SVG (no plotting library needed).
+
+--require-clean (what run.sh passes when writing the default benches/RESULTS.md): refuse to write
+anything unless the tree is a git checkout whose tracked files have no uncommitted changes and whose
+HEAD is still --commit (the commit measured).
 """
 
 from __future__ import annotations
@@ -18,6 +28,9 @@ import platform
 import subprocess
 import sys
 from dataclasses import dataclass
+from xml.sax.saxutils import escape
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass
@@ -26,54 +39,68 @@ class Row:
     measure: str
     kqrs: str  # key of the kqrs value
     base: str | None  # key of the alternative's value (None: a value, not a ratio)
-    unit: str  # "time" (seconds from pytest-benchmark), "ns", "us", "B", "fds"
+    unit: str  # "time" (seconds), "ns", "us", "B", "fds", "threads"
     target: float | None = None
     pending: bool = False
+
+    @property
+    def is_value(self) -> bool:
+        return self.base is None
 
 
 def _rows() -> list[Row]:
     r: list[Row] = []
     a = r.append
-    # -- Python: polling
-    a(Row("empty", "`control(None, 1, 0)`, nothing ready vs `epoll.poll(0)`", "empty/kqrs", "empty/epoll", "time", 1.10))
+    # -- Python: polling (both sides ask for one event slot)
+    a(Row("empty", "nothing ready: `kq.control(None, 1, 0)` vs `ep.poll(0, 1)`", "empty/kqrs", "empty/epoll", "time",
+          1.05))
     for n in (1, 1000, 10000):
-        t = 1.15 if n == 10000 else None
-        a(Row(f"ready{n}.epoll", f"one ready among {n:,}: `control(None, 1, 0)` vs `epoll.poll(0)`",
-              f"ready{n}/kqrs", f"ready{n}/epoll", "time", t))
-        a(Row(f"ready{n}.epollselector", f"one ready among {n:,}: `control(None, 1, 0)` vs `EpollSelector.select(0)`",
-              f"ready{n}/kqrs", f"ready{n}/epollselector", "time"))
-        a(Row(f"ready{n}.selectors", f"one ready among {n:,}: `KqueueSelector.select(0)` (kqrs) vs `EpollSelector.select(0)`",
-              f"ready{n}/kqueueselector", f"ready{n}/epollselector", "time"))
+        a(Row(f"ready{n}.epoll", f"one ready socket among {n:,}: `kq.control(None, 1, 0)` vs `ep.poll(0, 1)`",
+              f"ready{n}/kqrs", f"ready{n}/epoll", "time"))
+    a(Row("ready10000.eventfd", "one ready eventfd among 10,000 eventfds: `kq.control(None, 1, 0)` vs `ep.poll(0, 1)`",
+          "ready10000_eventfd/kqrs", "ready10000_eventfd/epoll", "time", 1.10))
+    a(Row("ready.data", "one ready socket and its readable bytes: `kq.control(None, 1, 0)` + `ev.data` vs "
+          "`ep.poll(0, 1)` + `fcntl.ioctl(fd, FIONREAD, buf)` (reused buffer)",
+          "ready_data/kqrs", "ready_data/epoll_fionread", "time", 0.90))
+    # -- Python: selectors, as a user writes them
+    for n in (1, 1000, 10000):
+        a(Row(f"selector.ready{n}", f"`select(0)`, one ready among {n:,} sockets: `selectors.KqueueSelector` "
+              "(after `kqrs.install()`) vs `selectors.EpollSelector`", f"selector{n}/kqrs", f"selector{n}/epoll",
+              "time", 0.80))
+    a(Row("selector.register", "`register(sock, EVENT_READ)` + `unregister(sock)`: `KqueueSelector` (kqrs) vs "
+          "`EpollSelector`", "selector_register/kqrs", "selector_register/epoll", "time", 1.00))
     # -- Python: changelists
     for n in (1000, 10000):
-        t = 0.5 if n == 10000 else None
+        t = 0.90 if n == 10000 else None
+        a(Row(f"changes{n}", f"{n:,} EV_ADD then {n:,} EV_DELETE (two prebuilt changelists) vs {n:,} "
+              "`epoll.register` then as many `epoll.unregister`, per fd", f"cycle{n}/kqrs", f"cycle{n}/epoll", "time", t))
+    for n in (1000, 10000):
         a(Row(f"add{n}", f"register {n:,} sockets: one changelist (prebuilt kevents) vs {n:,} `epoll.register`",
-              f"add{n}/kqrs", f"add{n}/epoll", "time", t))
+              f"add{n}/kqrs", f"add{n}/epoll", "time"))
         a(Row(f"add{n}.build", f"register {n:,} sockets: one changelist built in the loop vs {n:,} `epoll.register`",
               f"add{n}/kqrs_build", f"add{n}/epoll", "time"))
-        a(Row(f"del{n}", f"delete {n:,}: one changelist of EV_DELETE vs {n:,} `epoll.unregister`",
+        a(Row(f"del{n}", f"delete {n:,}: one prebuilt changelist of EV_DELETE vs {n:,} `epoll.unregister`",
               f"del{n}/kqrs", f"del{n}/epoll", "time"))
     # -- Python: EVFILT_USER
-    a(Row("user", "USER trigger + retrieve in one `control()` vs eventfd write + `epoll.poll(0)` + read",
-          "user/kqrs", "user/eventfd", "time", 1.0))
-    a(Row("user.two_calls", "USER trigger, then `control(None, 1, 0)` vs eventfd write + `epoll.poll(0)` + read",
-          "user/kqrs_two_calls", "user/eventfd", "time"))
-    for p in ("p50", "p99"):
-        a(Row(f"xthread.{p}", f"cross-thread wake-up latency {p}: USER trigger vs eventfd write",
-              f"xthread/kqrs.{p}", f"xthread/eventfd.{p}", "us"))
+    a(Row("user", "USER trigger + retrieve in one `control()` vs `os.eventfd_write` + `ep.poll(0, 1)` + "
+          "`os.eventfd_read`", "user/kqrs", "user/eventfd", "time"))
+    a(Row("user.two_calls", "USER trigger, then `control(None, 1, 0)` vs `os.eventfd_write` + `ep.poll(0, 1)` + "
+          "`os.eventfd_read`", "user/kqrs_two_calls", "user/eventfd", "time"))
+    for p, t in (("p50", 1.00), ("p99", None)):
+        a(Row(f"xthread.{p}", f"cross-thread wake-up latency {p}: a thread in `kq.control(None, 1, None)` woken by a "
+              "USER trigger vs a thread in `ep.poll(-1, 1)` woken by `os.eventfd_write`",
+              f"xthread/kqrs.{p}", f"xthread/eventfd.{p}", "us", t))
     # -- Python: asyncio
-    a(Row("asyncio.pingpong", "asyncio socket ping-pong (100 round trips): KqueueSelector loop vs default EpollSelector loop",
-          "pingpong/kqrs", "pingpong/epoll", "time", 1.10))
-    a(Row("asyncio.reader", "asyncio `add_reader` + `remove_reader`: KqueueSelector loop vs EpollSelector loop",
-          "reader/kqrs", "reader/epoll", "time", 1.10))
+    a(Row("asyncio.pingpong", "asyncio socket ping-pong (100 round trips): `SelectorEventLoop(KqueueSelector())` "
+          "on kqrs vs the default loop (`EpollSelector`)", "pingpong/kqrs", "pingpong/epoll", "time", 0.95))
+    a(Row("asyncio.reader", "asyncio `add_reader` + `remove_reader`: kqrs loop vs the default loop",
+          "reader/kqrs", "reader/epoll", "time", 1.00))
     # -- Python: timers
     for p in ("p50", "p99"):
-        a(Row(f"timer.timerfd.{p}", f"1 ms timer lateness {p}: EVFILT_TIMER vs timerfd + `epoll.poll`",
+        a(Row(f"timer.timerfd.{p}", f"1 ms timer lateness {p}: EVFILT_TIMER vs timerfd + `ep.poll(-1, 1)`",
               f"timer/kqrs.{p}", f"timer/timerfd.{p}", "us"))
-        a(Row(f"timer.asyncio.{p}", f"1 ms timer lateness {p}: EVFILT_TIMER vs asyncio `call_later` (EpollSelector)",
-              f"timer/kqrs.{p}", f"timer/asyncio.{p}", "us"))
-        a(Row(f"timer.asyncio_kqrs.{p}", f"1 ms timer lateness {p}: asyncio `call_later` on kqrs vs on EpollSelector",
-              f"timer/asyncio_kqrs.{p}", f"timer/asyncio.{p}", "us"))
+        a(Row(f"timer.asyncio_kqrs.{p}", f"1 ms timer lateness {p}: asyncio `call_later` on the kqrs loop vs on "
+              "the default loop", f"timer/asyncio_kqrs.{p}", f"timer/asyncio.{p}", "us"))
     # -- Python: EVFILT_VNODE
     a(Row("vnode.inotify", "write to a watched file → the event, one thread: EVFILT_VNODE `control()` vs inotify + `os.read`",
           "vnode/kqrs", "vnode/inotify", "time"))
@@ -84,28 +111,34 @@ def _rows() -> list[Row]:
               f"vnode_xthread/kqrs.{p}", f"vnode_xthread/inotify.{p}", "us"))
         a(Row(f"vnode.xthread.watchfiles.{p}", f"write → a blocked thread wakes with the event, {p}: EVFILT_VNODE vs watchfiles",
               f"vnode_xthread/kqrs.{p}", f"vnode_xthread/watchfiles.{p}", "us"))
-    # -- memory and fds
-    a(Row("mem.user", "bytes per USER knote (user-space RSS; target count 100,000)", "mem/user.bytes", None, "B"))
-    a(Row("mem.timer", "bytes per TIMER knote (user-space RSS; one timerfd each, so at the fd limit)", "mem/timer.bytes", None, "B"))
-    a(Row("mem.read", "bytes per READ knote (user-space RSS; one socket each, so at the fd limit)", "mem/read.bytes", None, "B"))
-    a(Row("fds.kqueue", "fds per kqueue", "mem/kqueue.fds", None, "fds"))
+    # -- resources (values)
+    a(Row("mem.user", "bytes per USER knote (user-space RSS, at 100,000 knotes)", "mem/user.bytes", None, "B", 128))
+    a(Row("mem.timer", "bytes per TIMER knote (user-space RSS, at as many as the fd limit allows)", "mem/timer.bytes",
+          None, "B"))
+    a(Row("mem.read", "bytes per READ knote (user-space RSS; one socket each, so at the fd limit)", "mem/read.bytes",
+          None, "B"))
+    a(Row("fds.kqueue", "fds per kqueue", "mem/kqueue.fds", None, "fds", 1))
     a(Row("fds.user", "fds per USER knote", "mem/user.fds", None, "fds"))
-    a(Row("fds.timer", "fds per TIMER knote", "mem/timer.fds", None, "fds"))
+    a(Row("fds.timer", "fds per TIMER knote", "mem/timer.fds", None, "fds", 0))
     a(Row("fds.read", "fds per READ knote (beyond the watched fd)", "mem/read.fds", None, "fds"))
+    a(Row("threads", "threads started by kqrs (/proc/self/task, before `import kqrs` vs after USER, TIMER, READ, "
+          "WRITE, PROC, SIGNAL and VNODE knotes fired)", "threads/kqrs", None, "threads", 0))
     # -- fork
-    a(Row("fork.user", "fork+_exit+waitpid, 10 kqueues x 1,000 USER knotes vs no kqrs",
+    a(Row("fork.user", "fork + `_exit` + `waitpid`, 10 kqueues × 1,000 USER knotes vs a process that never imported kqrs",
           "fork/user.median", "fork/base.median", "us", 1.05))
-    a(Row("fork.read", "fork+_exit+waitpid, 1,000 sockets in 10 kqueues (READ) vs in 10 `select.epoll`",
-          "fork/read_kqrs.median", "fork/read_epoll.median", "us", 1.05))
-    a(Row("fork.import", "fork+_exit+waitpid, `import kqrs` only (no kqueue) vs no kqrs",
-          "fork/import.median", "fork/base.median", "us"))
+    a(Row("fork.import", "fork + `_exit` + `waitpid`, `import kqrs` only vs no kqrs (both hold the same other modules)",
+          "fork/import.median", "fork/base.median", "us", 1.02))
+    a(Row("fork.import.bare", "fork + `_exit` + `waitpid`, `import kqrs` only vs a process without kqrs nor the "
+          "modules it imports", "fork/import.median", "fork/bare.median", "us"))
+    a(Row("fork.read", "fork + `_exit` + `waitpid`, 1,000 sockets in 10 kqueues (READ) vs in 10 `select.epoll`",
+          "fork/read_kqrs.median", "fork/read_epoll.median", "us"))
     # -- process exits (EVFILT_PROC)
-    a(Row("proc.1000", "1,000 blocked children released: NOTE_EXIT knotes vs `os.pidfd_open` + `select.epoll` "
-          "(registration to the last exit seen, status read and reaped)", "proc/kqrs.1000", "proc/pidfd.1000", "time", 1.05))
+    a(Row("proc.1000", "1,000 child exits: NOTE_EXIT knotes vs `os.pidfd_open` + `select.epoll` by hand "
+          "(registration to the last exit seen, status read and reaped)", "proc/kqrs.1000", "proc/pidfd.1000", "time", 1.00))
+    a(Row("proc.per_exit", "one exit → its event (EVFILT_PROC), 10,000 vs 100 processes watched in the kqueue",
+          "proc/kqrs.per_exit.10000", "proc/kqrs.per_exit.100", "time", 1.10))
     a(Row("proc.asyncio", "spawn 1,000 `true` and wait for all: `subprocess.Popen` + NOTE_EXIT vs "
           "`asyncio.create_subprocess_exec` + `wait()`", "proc/kqrs_spawn.1000", "proc/asyncio.1000", "time"))
-    a(Row("proc.per_exit", "one exit → its event (EVFILT_PROC), 10,000 vs 100 processes watched in the kqueue",
-          "proc/kqrs.per_exit.10000", "proc/kqrs.per_exit.100", "time", 1.05))
     # -- kqrs.EventQueue
     for alt, name in (("simplequeue", "`queue.SimpleQueue`"), ("queue", "`queue.Queue`")):
         a(Row(f"queue.{alt}", f"`put` + `get` of one item, one thread: `kqrs.EventQueue` vs {name}",
@@ -113,16 +146,20 @@ def _rows() -> list[Row]:
         a(Row(f"queue.xthread.{alt}", f"producer thread → consumer, time per item: `kqrs.EventQueue` vs {name}",
               "queue_xthread/kqrs", f"queue_xthread/{alt}", "time"))
     # -- engine alone (Rust)
-    a(Row("engine.empty", "engine: `kevent()` timeout 0, nothing ready vs `epoll_wait`", "engine.empty/kqrs", "engine.empty/base", "ns", 1.15))
-    a(Row("engine.one_ready", "engine: one ready socket vs `epoll_wait`", "engine.one_ready/kqrs", "engine.one_ready/base", "ns"))
-    a(Row("engine.one_ready_data", "engine: one ready socket vs `epoll_wait` + FIONREAD (what `data` costs by hand)",
-          "engine.one_ready_data/kqrs", "engine.one_ready_data/base", "ns"))
+    a(Row("engine.empty", "engine: `kevent()` timeout 0, nothing ready vs `epoll_wait` on an epoll with nothing ready",
+          "engine.empty/kqrs", "engine.empty/base", "ns", 1.10))
+    a(Row("engine.one_ready", "engine: one ready socket vs `epoll_wait`", "engine.one_ready/kqrs",
+          "engine.one_ready/base", "ns"))
+    a(Row("engine.one_ready_data", "engine: one ready socket with `data` vs `epoll_wait` + FIONREAD",
+          "engine.one_ready_data/kqrs", "engine.one_ready_data/base", "ns", 1.00))
     a(Row("engine.ev_add", "engine: EV_ADD per change (1,000 in one changelist) vs `epoll_ctl(ADD)`",
-          "engine.ev_add/kqrs", "engine.ev_add/base", "ns", 1.3))
-    a(Row("engine.ev_delete", "engine: EV_DELETE per change vs `epoll_ctl(DEL)`", "engine.ev_delete/kqrs", "engine.ev_delete/base", "ns"))
+          "engine.ev_add/kqrs", "engine.ev_add/base", "ns"))
+    a(Row("engine.ev_delete", "engine: EV_DELETE per change vs `epoll_ctl(DEL)`", "engine.ev_delete/kqrs",
+          "engine.ev_delete/base", "ns"))
     a(Row("engine.ev_add_single", "engine: EV_ADD, one change per `kevent()` call vs `epoll_ctl(ADD)`",
           "engine.ev_add_single/kqrs", "engine.ev_add_single/base", "ns"))
-    a(Row("engine.user", "engine: USER trigger + retrieve vs eventfd write + `epoll_wait` + read", "engine.user/kqrs", "engine.user/base", "ns"))
+    a(Row("engine.user", "engine: USER trigger + retrieve vs eventfd write + `epoll_wait` + read", "engine.user/kqrs",
+          "engine.user/base", "ns"))
     return r
 
 
@@ -142,7 +179,7 @@ def load_run(d: str) -> dict[str, float]:
     p = os.path.join(d, "metrics.json")
     if os.path.exists(p):
         with open(p) as f:
-            vals.update(json.load(f)["metrics"])
+            vals.update(json.load(f)["metrics"])  # interleaved medians win over the per-side benchmarks
     p = os.path.join(d, "engine.json")
     if os.path.exists(p):
         with open(p) as f:
@@ -171,33 +208,68 @@ def fmt(v: float | None, unit: str) -> str:
     return f"{v:g}"
 
 
+def fmt_ratio(r: float, target: float | None) -> str:
+    """Two decimals; three when two would print a ratio just over its target as the target itself."""
+    s = f"{r:.2f}"
+    if target is not None and r > target and s == f"{target:.2f}":
+        s = f"{r:.3f}"
+    return s
+
+
+def fmt_target(row: Row) -> str:
+    if row.target is None:
+        return "—"
+    if row.is_value:
+        return f"≤ {fmt(float(row.target), row.unit)}"
+    return f"≤ {row.target:.2f}"
+
+
 def ratio(vals: dict[str, float], row: Row) -> float | None:
-    k, b = vals.get(row.kqrs), vals.get(row.base) if row.base else None
+    """The row's figure in one run: kqrs / alternative, or the value itself for a value row."""
+    k = vals.get(row.kqrs)
+    if row.is_value:
+        return k
+    b = vals.get(row.base)
     if k is None or b is None or b <= 0:
         return None
     return k / b
 
 
+def verdict(row: Row, ratios: list[float | None]) -> str:
+    """met / missed / mixed / missing for a row with a target, "" without."""
+    if row.pending:
+        return "pending"
+    if any(r is None for r in ratios):
+        return "missing"
+    if row.target is None:
+        return ""
+    met = sum(r <= row.target for r in ratios)
+    return "met" if met == len(ratios) else "missed" if met == 0 else "mixed"
+
+
 def status(row: Row, ratios: list[float | None]) -> str:
     if row.pending:
         return "pending (benchmark not written yet)"
-    if any(r is None for r in ratios) and row.base:
+    v = verdict(row, ratios)
+    if v == "missing":
         return "missing"
-    note = ""
     rs = [r for r in ratios if r is not None]
-    if len(rs) > 1 and max(rs) / min(rs) > 1.10:
+    note = ""
+    if not row.is_value and len(rs) > 1 and max(rs) / min(rs) > 1.10:
         note = " (runs disagree)"
-    if row.target is None:
+    if v == "":
         return "—" + note
-    met = sum(r <= row.target for r in rs)
-    if met == len(rs):
-        return "**met**" + note
-    if met == 0:
-        return "**missed**" + note
-    return f"mixed: met in {met} of {len(rs)} runs" + note
+    if v == "mixed":
+        return f"mixed: met in {sum(r <= row.target for r in rs)} of {len(rs)} runs" + note
+    return f"**{v}**" + note
 
 
-def machine(python: str) -> list[str]:
+def worst(ratios: list[float | None]) -> float | None:
+    rs = [r for r in ratios if r is not None]
+    return max(rs) if rs else None
+
+
+def machine(python: str, when: str) -> list[str]:
     cpu = "?"
     try:
         with open("/proc/cpuinfo") as f:
@@ -210,84 +282,249 @@ def machine(python: str) -> list[str]:
     return [
         f"- kernel: `{platform.release()}` (uname -r); CPU: {cpu}, {os.cpu_count()} cores (shared with other work)",
         f"- Python: {python}",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- date: {when}",
     ]
+
+
+def git(*args: str) -> str | None:
+    try:
+        r = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT)
+    except OSError:
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def tree_dirty() -> bool:
+    """Uncommitted changes (staged or not) in tracked files."""
+    r = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=ROOT, capture_output=True)
+    return r.returncode != 0
+
+
+# ---- the chart -------------------------------------------------------------------------------------
+
+COLORS = {"met": "#2e7d32", "missed": "#c62828", "mixed": "#f9a825", "missing": "#9e9e9e"}
+LO, HI = 0.1, 5.0  # the ratio axis (log): 0.2 to 2.0 is 59% of its width
+GRID = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def chart(rows: list[Row], runs: list[dict[str, float]], title: str, subtitle: str) -> str:
+    W, LABEL_W, BAR_X0, BAR_W, ROW_H = 980, 190, 200, 480, 22
+    text_x = BAR_X0 + BAR_W + 12
+    ratio_rows = [r for r in rows if r.target is not None and not r.is_value and not r.pending]
+    value_rows = [r for r in rows if r.target is not None and r.is_value and not r.pending]
+    out: list[str] = []
+    y = 0
+
+    def t(x, yy, s, size=12, anchor="start", weight="normal", color="#222", family="sans-serif"):
+        out.append(f'<text x="{x:.1f}" y="{yy:.1f}" font-size="{size}" text-anchor="{anchor}" '
+                   f'font-weight="{weight}" fill="{color}" font-family="{family}">{escape(s)}</text>')
+
+    def xr(v: float) -> float:
+        v = min(max(v, LO), HI)
+        return BAR_X0 + (math.log10(v) - math.log10(LO)) / (math.log10(HI) - math.log10(LO)) * BAR_W
+
+    y = 24
+    t(10, y, title, size=15, weight="bold")
+    y += 18
+    t(10, y, subtitle, size=11, color="#555")
+    y += 16
+    lx = 10
+    for name, color in COLORS.items():
+        out.append(f'<rect x="{lx}" y="{y - 9}" width="12" height="10" fill="{color}"/>')
+        t(lx + 16, y, name, size=11)
+        lx += 80
+    out.append(f'<line x1="{lx + 4}" y1="{y - 11}" x2="{lx + 4}" y2="{y + 2}" stroke="#000" stroke-width="2"/>')
+    t(lx + 10, y, "target", size=11)
+    y += 26
+
+    # -- ratios
+    t(10, y, "kqrs / alternative, worst run (log axis; lower is better)", size=13, weight="bold")
+    y += 14
+    top = y
+    bottom = top + ROW_H * len(ratio_rows)
+    for g in GRID:
+        x = xr(g)
+        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" stroke="{"#888" if g == 1 else "#ddd"}" '
+                   f'stroke-width="1"/>')
+        t(x, bottom + 14, f"{g:g}", size=10, anchor="middle", color="#555")
+    for i, row in enumerate(ratio_rows):
+        ry = top + i * ROW_H
+        rs = [ratio(v, row) for v in runs]
+        v = verdict(row, rs)
+        w = worst(rs)
+        t(LABEL_W, ry + 15, row.id, size=12, anchor="end", family="monospace")
+        if w is not None:
+            x = xr(w)
+            out.append(f'<rect x="{BAR_X0}" y="{ry + 5}" width="{max(x - BAR_X0, 1):.1f}" height="12" '
+                       f'fill="{COLORS[v]}"><title>{escape(row.measure)}</title></rect>')
+            if w > HI or w < LO:  # off the axis: an arrow head at the edge
+                ex = BAR_X0 + BAR_W if w > HI else BAR_X0
+                d = 6 if w > HI else -6
+                out.append(f'<path d="M{ex:.1f},{ry + 3} l{d},{8} l{-d},{8} z" fill="{COLORS[v]}"/>')
+        tx = xr(row.target)
+        out.append(f'<line x1="{tx:.1f}" y1="{ry + 2}" x2="{tx:.1f}" y2="{ry + 20}" stroke="#000" stroke-width="2"/>')
+        label = "missing" if w is None else f"{fmt_ratio(w, row.target)}  (≤ {row.target:.2f})  {v}"
+        t(text_x, ry + 15, label, size=12, color=COLORS[v] if v in ("missed", "mixed", "missing") else "#222")
+    y = bottom + 40
+
+    # -- values
+    if value_rows:
+        t(10, y, "resources, worst run (each bar on its own linear scale from 0; lower is better)", size=13,
+          weight="bold")
+        y += 14
+        for i, row in enumerate(value_rows):
+            ry = y + i * ROW_H
+            rs = [ratio(v, row) for v in runs]
+            v = verdict(row, rs)
+            w = worst(rs)
+            scale = max(2 * row.target, 1.25 * (w or 0), 1.0)
+            out.append(f'<line x1="{BAR_X0}" y1="{ry + 2}" x2="{BAR_X0}" y2="{ry + 20}" stroke="#888" stroke-width="1"/>')
+            t(LABEL_W, ry + 15, row.id, size=12, anchor="end", family="monospace")
+            if w is not None and w > 0:
+                out.append(f'<rect x="{BAR_X0}" y="{ry + 5}" width="{max(w / scale * BAR_W, 1):.1f}" height="12" '
+                           f'fill="{COLORS[v]}"><title>{escape(row.measure)}</title></rect>')
+            tx = BAR_X0 + row.target / scale * BAR_W
+            out.append(f'<line x1="{tx:.1f}" y1="{ry + 2}" x2="{tx:.1f}" y2="{ry + 20}" stroke="#000" stroke-width="2"/>')
+            label = "missing" if w is None else f"{fmt(w, row.unit)} {row.unit if row.unit in ('fds', 'threads') else ''}" \
+                f"  ({fmt_target(row)})  {v}"
+            t(text_x, ry + 15, " ".join(label.split()), size=12,
+              color=COLORS[v] if v in ("missed", "mixed", "missing") else "#222")
+        y += ROW_H * len(value_rows) + 16
+    H = y
+    head = (f'<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">\n'
+            f'<title>{escape(title)}</title>\n'
+            f'<rect x="0" y="0" width="{W}" height="{H}" fill="#fff"/>\n')
+    return head + "\n".join(out) + "\n</svg>\n"
+
+
+# ---- main --------------------------------------------------------------------------------------------
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
+    ap.add_argument("--chart", default=None, help="the SVG chart (default: results.svg beside --out)")
     ap.add_argument("--command", required=True)
     ap.add_argument("--build", default="")
     ap.add_argument("--python", default=sys.version.split()[0])
+    ap.add_argument("--commit", default=None, help="the commit measured (default: HEAD now)")
+    ap.add_argument("--dirty", action="store_true", help="the tree had uncommitted changes when measured")
+    ap.add_argument("--require-clean", action="store_true",
+                    help="refuse to write unless the tree is clean and still at --commit")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("runs", nargs="+")
     a = ap.parse_args()
+
+    head = git("rev-parse", "HEAD")
+    commit = a.commit or head
+    dirty = a.dirty or (head is not None and tree_dirty())
+    if a.require_clean:
+        problem = None
+        if head is None:
+            problem = "this is not a git checkout, so the results could not name the commit measured"
+        elif dirty:
+            problem = "the tree has uncommitted changes in tracked files"
+        elif commit != head:
+            problem = f"HEAD moved during the run (measured {commit}, now {head})"
+        if problem:
+            print(f"report: refusing to write {a.out}: {problem}. Commit first, or write elsewhere with --out.",
+                  file=sys.stderr)
+            sys.exit(3)
+
+    chart_path = a.chart or os.path.join(os.path.dirname(os.path.abspath(a.out)), "results.svg")
     runs = [load_run(d) for d in a.runs]
     nrun = len(runs)
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    short = commit[:12] if commit else "unknown commit"
+
     lines = ["# kqrs benchmark results", ""]
     if a.smoke:
         lines += ["**Smoke run**: every measurement is tiny; the numbers mean nothing, only that everything ran.", ""]
-    lines += machine(a.python)
+    lines += machine(a.python, when)
     if a.build:
         lines.append(f"- kqrs build: {a.build}")
-    try:
-        rev = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-    except OSError:
-        rev = ""
-    if rev:
-        lines.append(f"- source: `{rev}`")
+    if commit is None:
+        lines.append("- source: not a git checkout (commit unknown)")
+    elif dirty:
+        lines.append(f"- source: commit `{commit}` **with uncommitted changes in tracked files**: these numbers "
+                     "are not that commit's")
+    else:
+        lines.append(f"- source: commit `{commit}` (clean tree)")
     lines += [f"- command: `{a.command}`", ""]
     lines += [
         "Every ratio is kqrs / the alternative (time, latency or cost: lower is better for kqrs), medians of "
-        "many rounds, both sides measured in the same run.",
+        "many rounds, every side of a row measured interleaved in the same run and asking for the same "
+        "number of event slots. Resource rows are values (bytes, fds, threads).",
         f"{nrun} run{'s' if nrun > 1 else ''}; the kqrs and alternative columns are from run 1. A row "
-        "with a target is met when its ratio is at or under the target in every run.",
+        "with a target is **met** when its ratio (or value) is at or under the target in every run, "
+        "**missed** when over it in every run, mixed otherwise. Every row is published, losses included.",
+        "",
+        f"![every ratio with a target, worst run, against its target]({os.path.relpath(chart_path, os.path.dirname(os.path.abspath(a.out)))})",
         "",
     ]
-    rcols = " | ".join(f"ratio (run {i + 1})" for i in range(nrun))
+    rcols = " | ".join(f"run {i + 1}" for i in range(nrun))
     lines += [f"| id | measure | kqrs | alternative | {rcols} | target | status |",
               "|" + "---|" * (6 + nrun)]
     for row in ROWS:
         v0 = runs[0]
         ratios = [ratio(v, row) for v in runs]
-        if row.base is None:
-            rc = " | ".join("—" for _ in runs)
-            kq = fmt(v0.get(row.kqrs), row.unit)
-            if row.id.startswith("mem.") and v0.get(row.kqrs.replace(".bytes", ".count")):
-                kq += f" at {v0[row.kqrs.replace('.bytes', '.count')]:,.0f}"
-            lines.append(f"| {row.id} | {row.measure} | {kq} | — | {rc} | — | — |")
-            continue
         if row.pending:
             rc = " | ".join("—" for _ in runs)
             lines.append(f"| {row.id} | {row.measure} | — | — | {rc} | — | {status(row, ratios)} |")
             continue
-        rc = " | ".join("missing" if r is None else f"{r:.2f}" for r in ratios)
-        tgt = f"≤ {row.target:.2f}" if row.target is not None else "—"
+        if row.is_value:
+            rc = " | ".join(fmt(r, row.unit) for r in ratios)
+            kq = fmt(v0.get(row.kqrs), row.unit)
+            count = v0.get(row.kqrs.replace(".bytes", ".count")) if row.kqrs.endswith(".bytes") else None
+            if count:
+                kq += f" at {count:,.0f}"
+            lines.append(f"| {row.id} | {row.measure} | {kq} | — | {rc} | {fmt_target(row)} | {status(row, ratios)} |")
+            continue
+        rc = " | ".join("missing" if r is None else fmt_ratio(r, row.target) for r in ratios)
         lines.append(
             f"| {row.id} | {row.measure} | {fmt(v0.get(row.kqrs), row.unit)} | {fmt(v0.get(row.base), row.unit)} "
-            f"| {rc} | {tgt} | {status(row, ratios)} |"
+            f"| {rc} | {fmt_target(row)} | {status(row, ratios)} |"
         )
     lines += [
         "",
         "Notes:",
+        "- The run columns are ratios (kqrs / alternative), or for resource rows the value itself.",
         "- Time ratios come from the `*_pair` tests, which run every side of a row interleaved (a round of "
         "each in turn, hundreds of rounds, medians): on a shared machine only interleaved sides give stable "
         "ratios. The per-side pytest-benchmark tests (`pytest benches --benchmark-only`) are for looking at "
         "one side or comparing builds (`--benchmark-save` / `--benchmark-compare`).",
-        "- N registered fds are both ends of N/2 socketpairs (the soft RLIMIT_NOFILE is raised to the hard "
-        "limit); the ready one has 1 byte pending.",
-        "- READ and TIMER knotes need one fd each, so their memory is measured at as many knotes as the fd "
-        "limit allows; kernel memory (epoll items, timerfds) is not in RSS and not counted.",
-        "- Latency rows (wake-up, timer lateness) have no target; their ratio is informative.",
+        "- Polling rows ask for one event slot on both sides (`control(None, 1, 0)` vs `poll(0, 1)`); "
+        "selector rows use `selectors.KqueueSelector()` after `kqrs.install()` and `selectors.EpollSelector()` "
+        "as a user writes them (`register(sock, EVENT_READ)`, `select(0)`).",
+        "- `ready*.epoll` and `engine.one_ready` ask both sides for one event, but kqrs's event also carries "
+        "`data` (bytes readable); `ready.data` and `engine.one_ready_data` are the pairs where both sides get "
+        "that number.",
+        "- The watchfiles rows compare with `watchfiles.watch` at its fastest settings (`debounce=0, step=1`): "
+        "it reports a change once a look finds nothing newer, every `step` ms, so its floor is about two "
+        "steps; the ratio measures that design as much as speed. inotify read directly is the like-for-like "
+        "baseline for EVFILT_VNODE.",
+        "- N registered sockets are both ends of N/2 socketpairs (the soft RLIMIT_NOFILE is raised to the hard "
+        "limit); the ready one has 1 byte pending. The ready eventfd was written once and is never read.",
+        "- READ knotes need one fd each, so their memory is measured at as many knotes as the fd limit allows "
+        "(TIMER knotes too, in case they take one); kernel memory (epoll items, timerfds) is not in RSS and "
+        "not counted.",
+        "- Fork rows: every side is a fresh process that first imports the modules `import kqrs` brings in "
+        "(besides kqrs's own), so that the sides differ only in kqrs; `fork.import.bare` leaves them out.",
         "- Process exits: children are forks blocked on one pipe (released by closing it) that `_exit(0)`; "
         "per-exit rows time one more child's release → its event. `proc.asyncio` on Python 3.11 uses asyncio's "
         "ThreadedChildWatcher (a thread per child); 3.12+ uses pidfds.",
         "",
     ]
+    title = f"kqrs benchmarks — commit {short}{' (uncommitted changes)' if dirty else ''}, {when}"
+    subtitle = (f"{'SMOKE RUN (numbers mean nothing) · ' if a.smoke else ''}{nrun} run{'s' if nrun > 1 else ''}; "
+                "bar = worst run; tick = target; met = at or under the target in every run")
+    svg = chart(ROWS, runs, title, subtitle)
     with open(a.out, "w") as f:
         f.write("\n".join(lines))
+    with open(chart_path, "w") as f:
+        f.write(svg)
+    print(f"report: wrote {a.out} and {chart_path}")
     missing = [row.id for row in ROWS if not row.pending and any(
         (v.get(row.kqrs) is None) or (row.base and v.get(row.base) is None) for v in runs)]
     if missing:

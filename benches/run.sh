@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every kqrs benchmark (the Rust engine bench and the pytest-benchmark suites) and writes a markdown
-# table of kqrs / alternative ratios to benches/RESULTS.md.
+# table of kqrs / alternative ratios to benches/RESULTS.md, with a chart of every ratio against its target
+# (benches/results.svg).
 #
 #   bash benches/run.sh            full run: release build of kqrs into a bench venv, 2 runs
 #   bash benches/run.sh --smoke    a tiny version of everything (well under a minute), for CI
@@ -9,22 +10,53 @@
 #   --python PY   use this interpreter as it is (kqrs, pytest and pytest-benchmark importable; no build)
 #   --runs N      how many times to run everything (default 2; 1 with --smoke)
 #   --out FILE    where to write the table (default benches/RESULTS.md)
+#   --chart FILE  where to write the SVG chart (default results.svg beside the table)
 # Environment: KQRS_BENCH_VENV (default ~/.cache/kqrs/bench-venv), CARGO_TARGET_DIR as usual.
+#
+# The default benches/RESULTS.md names the commit it was measured from, so it is only written from a
+# clean tree (no uncommitted changes in tracked files) whose HEAD does not move during the run; with
+# --out elsewhere any tree will do, and the table says when it was dirty.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARGS="$*"
-SMOKE=0 RUNS="" PY="" OUT="benches/RESULTS.md"
+SMOKE=0 RUNS="" PY="" OUT="benches/RESULTS.md" CHART=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
     --python) PY="$2"; shift ;;
     --runs) RUNS="$2"; shift ;;
     --out) OUT="$2"; shift ;;
+    --chart) CHART="$2"; shift ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
 [ -n "$RUNS" ] || RUNS=$([ "$SMOKE" = 1 ] && echo 1 || echo 2)
+
+# What is measured: the commit, and whether tracked files differ from it.
+COMMIT=$(git rev-parse HEAD 2>/dev/null || true)
+DIRTY=0
+if [ -n "$COMMIT" ] && ! git diff --quiet HEAD -- 2>/dev/null; then DIRTY=1; fi
+REPORT_OPTS=()
+[ -z "$COMMIT" ] || REPORT_OPTS+=(--commit "$COMMIT")
+[ "$DIRTY" = 0 ] || REPORT_OPTS+=(--dirty)
+[ -z "$CHART" ] || REPORT_OPTS+=(--chart "$CHART")
+mkdir -p "$(dirname "$OUT")"
+if [ "$(realpath -m "$OUT")" = "$(realpath -m benches/RESULTS.md)" ]; then
+  if [ -z "$COMMIT" ]; then
+    echo "run.sh: refusing to write benches/RESULTS.md: not a git checkout, so it could not name the commit" \
+      "measured. Use --out FILE to write elsewhere." >&2
+    exit 3
+  fi
+  if [ "$DIRTY" = 1 ]; then
+    echo "run.sh: refusing to write benches/RESULTS.md from a tree with uncommitted changes in tracked files" \
+      "(it must name the commit it measured). Commit first, or use --out FILE to write elsewhere:" >&2
+    git status --short --untracked-files=no >&2
+    exit 3
+  fi
+  REPORT_OPTS+=(--require-clean)
+fi
+
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kqrs-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
@@ -64,5 +96,5 @@ for i in $(seq 1 "$RUNS"); do
 done
 
 "$PY" benches/report.py --out "$OUT" --command "bash benches/run.sh${ARGS:+ $ARGS}" --build "$BUILD" \
-  --python "$PYVER" $([ "$SMOKE" = 1 ] && echo --smoke) "${DIRS[@]}"
+  --python "$PYVER" $([ "$SMOKE" = 1 ] && echo --smoke) "${REPORT_OPTS[@]}" "${DIRS[@]}"
 echo "== wrote $OUT"

@@ -12,7 +12,7 @@ import socket
 import pytest
 
 import kqrs
-from conftest import interleaved, record_all, scaled
+from _util import interleaved, on_kqrs, record_all, scaled
 
 ROUND_TRIPS = 100
 
@@ -22,7 +22,7 @@ def _make_loop(kind: str) -> asyncio.AbstractEventLoop:
 
     if kind == "kqrs":
         sel = selectors.KqueueSelector()
-        assert type(sel._selector) is kqrs.kqueue
+        assert on_kqrs(sel)
     else:
         sel = selectors.EpollSelector()
     lp = asyncio.SelectorEventLoop(sel)

@@ -1,4 +1,6 @@
-"""Registering N fds in one changelist vs N epoll.register calls; deleting likewise.
+"""Registering N sockets in one changelist vs N `epoll.register` calls; deleting likewise; and the whole
+cycle (N EV_ADD in one prebuilt changelist, then N EV_DELETE in one prebuilt changelist, vs a loop of N
+`epoll.register` then a loop of N `epoll.unregister`), reported per fd.
 
 Each round starts from a fresh queue (made, and for deletes filled, outside the timed part).
 """
@@ -10,55 +12,51 @@ import select
 import pytest
 
 import kqrs
-from conftest import interleaved_rounds, record_all, scaled
+from _util import Queues, interleaved_rounds, record_all, scaled
 
 SIZES = (1000, 10000)
 READ, ADD, DELETE = kqrs.KQ_FILTER_READ, kqrs.KQ_EV_ADD, kqrs.KQ_EV_DELETE
+IN = select.EPOLLIN
 
 
 def _rounds(n: int) -> int:
     return scaled(100 if n <= 1000 else 30)
 
 
-class Fresh:
-    """setup() for benchmark.pedantic: closes the previous queue, makes a new one (optionally filled)."""
-
-    def __init__(self, make, fill=None):
-        self.make, self.fill, self.q = make, fill, None
-
-    def __call__(self):
-        self.close()
-        self.q = self.make()
-        if self.fill:
-            self.fill(self.q)
-        return (self.q,), {}
-
-    def close(self):
-        if self.q is not None:
-            self.q.close()
-            self.q = None
+def _pedantic(benchmark, target, setup, n):
+    benchmark.pedantic(target, setup=setup, rounds=_rounds(n), warmup_rounds=scaled(2, 0))
 
 
-def _pedantic(benchmark, target, fresh, n):
-    try:
-        benchmark.pedantic(target, setup=fresh, rounds=_rounds(n), warmup_rounds=scaled(2, 0))
-    finally:
-        fresh.close()
+def _changes(fds, flags):
+    return [kqrs.kevent(fd, READ, flags) for fd in fds]
+
+
+def _ep_fill(fds):
+    def fill(ep):
+        for fd in fds:
+            ep.register(fd, IN)
+
+    return fill
+
+
+# ---- per side (pytest-benchmark) ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("n", SIZES)
 def test_add_kqrs(benchmark, socket_sets, n):
     """One control() with a prebuilt changelist of N EV_ADD kevents."""
-    fds = socket_sets(n).fds
-    changes = [kqrs.kevent(fd, READ, ADD) for fd in fds]
+    changes = _changes(socket_sets(n).fds, ADD)
 
     def target(kq):
         assert kq.control(changes, 0, 0) == []
 
     benchmark.group = f"register {n}"
     benchmark.extra_info["key"] = f"add{n}/kqrs"
-    fresh = Fresh(kqrs.kqueue)
-    _pedantic(benchmark, target, fresh, n)
+    qs = Queues()
+    try:
+        _pedantic(benchmark, target, qs.pedantic(kqrs.kqueue), n)
+    finally:
+        qs.close()
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -72,13 +70,16 @@ def test_add_kqrs_build(benchmark, socket_sets, n):
 
     benchmark.group = f"register {n}"
     benchmark.extra_info["key"] = f"add{n}/kqrs_build"
-    _pedantic(benchmark, target, Fresh(kqrs.kqueue), n)
+    qs = Queues()
+    try:
+        _pedantic(benchmark, target, qs.pedantic(kqrs.kqueue), n)
+    finally:
+        qs.close()
 
 
 @pytest.mark.parametrize("n", SIZES)
 def test_add_epoll(benchmark, socket_sets, n):
     fds = socket_sets(n).fds
-    IN = select.EPOLLIN
 
     def target(ep):
         reg = ep.register
@@ -87,22 +88,28 @@ def test_add_epoll(benchmark, socket_sets, n):
 
     benchmark.group = f"register {n}"
     benchmark.extra_info["key"] = f"add{n}/epoll"
-    _pedantic(benchmark, target, Fresh(select.epoll), n)
+    qs = Queues()
+    try:
+        _pedantic(benchmark, target, qs.pedantic(select.epoll), n)
+    finally:
+        qs.close()
 
 
 @pytest.mark.parametrize("n", SIZES)
 def test_delete_kqrs(benchmark, socket_sets, n):
     fds = socket_sets(n).fds
-    adds = [kqrs.kevent(fd, READ, ADD) for fd in fds]
-    dels = [kqrs.kevent(fd, READ, DELETE) for fd in fds]
+    adds, dels = _changes(fds, ADD), _changes(fds, DELETE)
 
     def target(kq):
         assert kq.control(dels, 0, 0) == []
 
     benchmark.group = f"delete {n}"
     benchmark.extra_info["key"] = f"del{n}/kqrs"
-    fresh = Fresh(kqrs.kqueue, lambda kq: kq.control(adds, 0, 0))
-    _pedantic(benchmark, target, fresh, n)
+    qs = Queues()
+    try:
+        _pedantic(benchmark, target, qs.pedantic(kqrs.kqueue, lambda kq: kq.control(adds, 0, 0)), n)
+    finally:
+        qs.close()
     kq = kqrs.kqueue()
     kq.control(adds, 0, 0)
     kq.control(dels, 0, 0)
@@ -113,11 +120,6 @@ def test_delete_kqrs(benchmark, socket_sets, n):
 @pytest.mark.parametrize("n", SIZES)
 def test_delete_epoll(benchmark, socket_sets, n):
     fds = socket_sets(n).fds
-    IN = select.EPOLLIN
-
-    def fill(ep):
-        for fd in fds:
-            ep.register(fd, IN)
 
     def target(ep):
         unreg = ep.unregister
@@ -126,40 +128,21 @@ def test_delete_epoll(benchmark, socket_sets, n):
 
     benchmark.group = f"delete {n}"
     benchmark.extra_info["key"] = f"del{n}/epoll"
-    _pedantic(benchmark, target, Fresh(select.epoll, fill), n)
+    qs = Queues()
+    try:
+        _pedantic(benchmark, target, qs.pedantic(select.epoll, _ep_fill(fds)), n)
+    finally:
+        qs.close()
 
 
 # ---- every side interleaved: the figures the table's ratios come from ----------------------------
 
 
-class Queues:
-    """Fresh queues for interleaved_rounds(): each setup closes the queue the previous one made."""
-
-    def __init__(self):
-        self.open = []
-
-    def fresh(self, make, fill=None):
-        def setup():
-            self.close()
-            q = make()
-            self.open.append(q)
-            if fill:
-                fill(q)
-            return q
-
-        return setup
-
-    def close(self):
-        for q in self.open:
-            q.close()
-        self.open = []
-
-
 @pytest.mark.parametrize("n", SIZES)
 def test_add_pair(socket_sets, n, record):
     fds = socket_sets(n).fds
-    changes = [kqrs.kevent(fd, READ, ADD) for fd in fds]
-    kevent, IN = kqrs.kevent, select.EPOLLIN
+    changes = _changes(fds, ADD)
+    kevent = kqrs.kevent
 
     def kq_prebuilt(kq):
         kq.control(changes, 0, 0)
@@ -193,13 +176,7 @@ def test_add_pair(socket_sets, n, record):
 @pytest.mark.parametrize("n", SIZES)
 def test_delete_pair(socket_sets, n, record):
     fds = socket_sets(n).fds
-    adds = [kqrs.kevent(fd, READ, ADD) for fd in fds]
-    dels = [kqrs.kevent(fd, READ, DELETE) for fd in fds]
-    IN = select.EPOLLIN
-
-    def ep_fill(ep):
-        for fd in fds:
-            ep.register(fd, IN)
+    adds, dels = _changes(fds, ADD), _changes(fds, DELETE)
 
     def ep_unregister(ep):
         unreg = ep.unregister
@@ -211,10 +188,42 @@ def test_delete_pair(socket_sets, n, record):
         med = interleaved_rounds(
             {
                 "kqrs": (qs.fresh(kqrs.kqueue, lambda kq: kq.control(adds, 0, 0)), lambda kq: kq.control(dels, 0, 0)),
-                "epoll": (qs.fresh(select.epoll, ep_fill), ep_unregister),
+                "epoll": (qs.fresh(select.epoll, _ep_fill(fds)), ep_unregister),
             },
             _rounds(n),
         )
     finally:
         qs.close()
     record_all(record, f"del{n}", med)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_cycle_pair(socket_sets, n, record):
+    """N adds then N deletes on an empty queue; recorded as the time per fd of the whole cycle."""
+    fds = socket_sets(n).fds
+    adds, dels = _changes(fds, ADD), _changes(fds, DELETE)
+
+    def kq_cycle(kq):
+        kq.control(adds, 0, 0)
+        kq.control(dels, 0, 0)
+
+    def ep_cycle(ep):
+        reg, unreg = ep.register, ep.unregister
+        for fd in fds:
+            reg(fd, IN)
+        for fd in fds:
+            unreg(fd)
+
+    qs = Queues()
+    try:
+        med = interleaved_rounds(
+            {"kqrs": (qs.fresh(kqrs.kqueue), kq_cycle), "epoll": (qs.fresh(select.epoll), ep_cycle)}, _rounds(n)
+        )
+        kq = qs.fresh(kqrs.kqueue)()
+        kq.control(adds, 0, 0)
+        assert kq._stats()[0] == n
+        kq.control(dels, 0, 0)
+        assert kq._stats()[0] == 0
+    finally:
+        qs.close()
+    record_all(record, f"cycle{n}", {k: v / n for k, v in med.items()})

@@ -1,46 +1,52 @@
-"""Fork cost for worker pools: os.fork() + os._exit() + waitpid() in a process holding 10 kqueues with
-1,000 knotes each, vs the same process without kqrs.
+"""Fork cost for worker pools: os.fork() + os._exit() + waitpid(), each side in fresh processes
+(benches/_probe.py), alternating in chunks so both see the same machine.
 
-Two pairs, each side in fresh processes (benches/_probe.py), alternating in chunks so both see the same
-machine:
-- USER knotes (no fds): 10 kqueues x 1,000 EVFILT_USER knotes vs a process that never imports kqrs (but
-  imports the stdlib modules kqrs imports, threading among them: see _probe.py).
-- READ knotes: 1,000 sockets watched by 10 kqueues x 1,000 READ knotes vs the same 1,000 sockets in 10
-  select.epoll objects (the same process with epoll instead of kqrs).
+Every side first imports every module `import kqrs` brings in besides kqrs's own (asked of a fresh process
+by `_probe.py deps`), so that a process with kqrs and one without differ only in kqrs; the test checks that
+from the `sys.modules` each side reports.
+- fork.user: 10 kqueues x 1,000 EVFILT_USER knotes (no fds) vs a process that never imported kqrs;
+- fork.import: `import kqrs` only, no kqueue, vs the same process without kqrs;
+- fork.read: 1,000 sockets watched by 10 kqueues x 1,000 READ knotes vs the same 1,000 sockets in 10
+  `select.epoll` objects (the same process with epoll instead of kqrs).
+- fork.import.bare: `import kqrs` only vs a process that imports neither kqrs nor the modules it brings in
+  (what those modules add to a process that would not have imported them anyway).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
-import sys
 
-from conftest import scaled
+from _util import probe, scaled
 
-PROBE = os.path.join(os.path.dirname(__file__), "_probe.py")
-PAIRS = {"user": ("user", "base"), "read": ("read_kqrs", "read_epoll"), "import": ("import", "base")}
+PAIRS = {"user": ("user", "base"), "read": ("read_kqrs", "read_epoll"), "import": ("import", "base"),
+         "import_bare": ("import", "bare")}
+KQRS_MODES = ("user", "read_kqrs", "import")
 
 
-def _run(mode: str, forks: int) -> list[int]:
-    out = subprocess.run(
-        [sys.executable, PROBE, "fork", mode, str(forks)], capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stderr
-    r = json.loads(out.stdout.strip().splitlines()[-1])
-    assert r["mode"] == mode and len(r["ns"]) == forks
-    assert r["imported_kqrs"] == (mode in ("user", "read_kqrs", "import"))
-    return r["ns"]
+def _kqrs_free(modules) -> set[str]:
+    return {m for m in modules if m != "kqrs" and not m.startswith("kqrs.")}
 
 
 def test_fork_cost(record):
+    deps = ",".join(probe("deps", timeout=60)["modules"])
     chunks, forks = scaled(8, 1), scaled(150, 3)
     lat: dict[str, list[int]] = {}
+    modules: dict[str, list[str]] = {}
     modes = sorted({m for pair in PAIRS.values() for m in pair})
     for c in range(chunks):
         for mode in modes if c % 2 == 0 else modes[::-1]:
-            lat.setdefault(mode, []).extend(_run(mode, forks))
+            r = probe("fork", "base" if mode == "bare" else mode, str(forks), "" if mode == "bare" else deps)
+            assert len(r["ns"]) == forks
+            assert r["imported_kqrs"] == (mode in KQRS_MODES)
+            lat.setdefault(mode, []).extend(r["ns"])
+            modules[mode] = r["modules"]
+    # the process with `import kqrs` and the one without hold the same modules but kqrs's own
+    assert _kqrs_free(modules["import"]) == set(modules["base"]), (
+        sorted(_kqrs_free(modules["import"]) ^ set(modules["base"])))
+    assert set(modules["base"]) <= _kqrs_free(modules["user"])
+    assert set(modules["bare"]) <= set(modules["base"])
     for mode, xs in lat.items():
         assert len(xs) == chunks * forks
         record(f"fork/{mode}.median", statistics.median(xs) / 1000, "us per fork+exit+wait")
+    record("fork/user.extra_modules", len(_kqrs_free(modules["user"]) - set(modules["base"])),
+           "modules besides kqrs's own that 10 kqueues x 1,000 USER knotes import")

@@ -1,8 +1,9 @@
 """Process exits: EVFILT_PROC vs pidfd + epoll by hand vs asyncio subprocess wait.
 
-Children (forked by a small helper, then ours: see _FORKER) close every fd but a shared pipe's read end and
-block on it; closing the write end releases them all at once, and each _exits(0). The pairs (interleaved rounds, medians,
-recorded through `record` under the keys benches/report.py lists):
+Children (forked by a small helper, then ours: see _util.Blocked and conftest's `children`) close every
+fd but a shared pipe's read end and block on it; closing the write end releases them all at once, and each
+_exits(0). The pairs (interleaved rounds, medians, recorded through `record` under the keys
+benches/report.py lists):
 
 - proc/kqrs.1000 vs proc/pidfd.1000: 1,000 blocked children; timed from the first registration to the last
   exit seen, reaped and its status in hand: one kqueue with 1,000 NOTE_EXIT knotes (one changelist; the
@@ -19,18 +20,16 @@ recorded through `record` under the keys benches/report.py lists):
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import select
 import shutil
-import signal
 import subprocess
 import sys
 
 import pytest
 
 import kqrs
-from conftest import interleaved_rounds, record_all, scaled
+from _util import Blocked, free_fds, interleaved_rounds, record_all, scaled
 
 PROC = kqrs.KQ_FILTER_PROC
 ADD = kqrs.KQ_EV_ADD
@@ -41,97 +40,8 @@ TRUE = shutil.which("true") or "/bin/true"
 pytestmark = [
     pytest.mark.skipif(not kqrs._kqrs._filter_supported(PROC), reason="EVFILT_PROC is not built"),
     pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
+    pytest.mark.usefixtures("subreaper"),
 ]
-
-
-# Children are forked by a small helper interpreter (`python -S`, ~8 MB) and become ours when it exits
-# (this process is made a child subreaper): fork cost grows with the parent's memory, and a pytest-benchmark
-# process forks ~6x slower than a bare interpreter (2 ms vs 0.3 ms each), which made 10,000 children take
-# ~25 s to start. The helper prints the pids; each child closes every fd but the pipe's read end.
-_FORKER = r"""
-import os, sys
-r, n = int(sys.argv[1]), int(sys.argv[2])
-pids, err = [], ""
-try:
-    for _ in range(n):
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.closerange(0, r)
-                os.closerange(r + 1, 1 << 20)
-                os.read(r, 1)
-            finally:
-                os._exit(0)
-        pids.append(pid)
-except OSError as e:
-    err = repr(e)
-sys.stdout.write(" ".join(map(str, pids)) + "\n" + err)
-"""
-PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
-
-
-@pytest.fixture(scope="module", autouse=True)
-def subreaper():
-    """Orphans of our helper (the children) are reparented to this process while the module runs."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    was = ctypes.c_int(0)
-    libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(was), 0, 0, 0)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        pytest.skip(f"prctl(PR_SET_CHILD_SUBREAPER): errno {ctypes.get_errno()}")
-    yield
-    libc.prctl(PR_SET_CHILD_SUBREAPER, was.value, 0, 0, 0)
-
-
-class Blocked:
-    """`n` children of ours blocked on one pipe; `release()` lets them all _exit(0)."""
-
-    def __init__(self, n: int):
-        r, self.w = os.pipe()
-        try:
-            out = subprocess.run([sys.executable, "-S", "-c", _FORKER, str(r), str(n)], pass_fds=(r,),
-                                 capture_output=True, text=True, timeout=120)
-        finally:
-            os.close(r)
-        line, err = out.stdout.split("\n", 1) if "\n" in out.stdout else ("", out.stdout)
-        self.pids = [int(p) for p in line.split()]
-        if len(self.pids) != n or out.returncode != 0:
-            self.cleanup()
-            raise RuntimeError(f"forked {len(self.pids)} of {n} children: {err or out.stderr[-500:]}")
-
-    def release(self) -> None:
-        if self.w >= 0:
-            os.close(self.w)
-            self.w = -1
-
-    def cleanup(self) -> None:
-        """Kill whatever is left and reap every child (idempotent)."""
-        for pid in self.pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for pid in self.pids:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass  # reaped by the timed loop
-        self.pids = []
-        self.release()
-
-
-@pytest.fixture
-def children():
-    """A factory of Blocked sets; every child is killed and reaped at the end."""
-    made: list[Blocked] = []
-
-    def make(n: int) -> Blocked:
-        b = Blocked(n)
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.cleanup()
 
 
 def _watch_kqrs(b: Blocked) -> list[int]:
@@ -242,17 +152,10 @@ def test_proc_spawn_asyncio_pair(record):
     record_all(record, "proc", {f"{k}.1000": v for k, v in med.items()})
 
 
-def _fd_budget() -> int:
-    import resource
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return soft - len(os.listdir("/proc/self/fd"))
-
-
 def test_proc_per_exit_pair(children, record):
     """One exit -> its event with 10,000 vs 100 processes watched in the kqueue."""
     big_n, small_n = scaled(10000, 20), scaled(100, 10)
-    big_n = min(big_n, _fd_budget() - small_n - 200)
+    big_n = min(big_n, free_fds() - small_n - 200)
     rounds = scaled(200, 2)
     watched = children(big_n)
     kq_big, kq_small = kqrs.kqueue(), kqrs.kqueue()

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import kqrs
-from conftest import interleaved, interleaved_rounds, record_all, scaled
+from _util import interleaved, interleaved_rounds, record_all, scaled
 
 SIDES = {"kqrs": kqrs.EventQueue, "simplequeue": queue.SimpleQueue, "queue": queue.Queue}
 

@@ -1,16 +1,17 @@
-"""EVFILT_USER vs eventfd: trigger + retrieve in one thread, and wake-up latency across threads."""
+"""EVFILT_USER vs eventfd: trigger + retrieve in one thread, and wake-up latency across threads.
+
+Both sides ask for one event slot: `kq.control(..., 1, ...)` vs `ep.poll(..., 1)`.
+"""
 
 from __future__ import annotations
 
 import os
 import select
-import threading
-import time
 
 import pytest
 
 import kqrs
-from conftest import interleaved, percentile, record_all, scaled
+from _util import Waiter, interleaved, percentile, record_all, scaled
 
 USER = kqrs.KQ_FILTER_USER
 
@@ -64,7 +65,7 @@ def test_user_trigger_eventfd(benchmark, efd_ep):
 
     def f():
         write(efd, 1)
-        r = poll(0)
+        r = poll(0, 1)
         read(efd)
         return r
 
@@ -89,58 +90,23 @@ def test_user_trigger_pair(user_kq, efd_ep, record):
         {
             "kqrs": ("c(chl, 1, 0)", g),
             "kqrs_two_calls": ("c(chl, 0, 0); c(None, 1, 0)", g),
-            "eventfd": ("w(efd, 1); p(0); r(efd)", g),
+            "eventfd": ("w(efd, 1); p(0, 1); r(efd)", g),
         },
         scaled(600, 3),
         scaled(200, 3),
     )
-    assert user_kq.control(None, 1, 0) == [] and ep.poll(0) == []
+    assert user_kq.control(None, 1, 0) == [] and ep.poll(0, 1) == []
     record_all(record, "user", med)
 
 
 # ---- cross-thread wake-up latency ----------------------------------------------------------------
 
 
-class Waiter(threading.Thread):
-    """Blocks in `wait()`, stamps the wake-up, hands it back; `armed` is set just before it blocks."""
-
-    def __init__(self, wait):
-        super().__init__(daemon=True)
-        self.wait = wait
-        self.armed = threading.Event()
-        self.woke = threading.Event()
-        self.t1 = 0
-        self.stop = False
-
-    def run(self):
-        while True:
-            self.armed.set()
-            self.wait()
-            self.t1 = time.perf_counter_ns()
-            if self.stop:
-                return
-            self.woke.set()
-
-    def sample(self, fire) -> int:
-        self.armed.wait()
-        self.armed.clear()
-        time.sleep(0.0002)  # let it get into the blocking call
-        t0 = time.perf_counter_ns()
-        fire()
-        self.woke.wait()
-        self.woke.clear()
-        return self.t1 - t0
-
-    def finish(self, fire):
-        self.armed.wait()
-        self.stop = True
-        fire()
-        self.join(5)
-
-
 def test_user_wakeup_latency(benchmark, user_kq, efd_ep, record):
-    """Trigger from the main thread, a second thread blocked in control()/epoll.poll() wakes: p50/p99 of
-    trigger -> returned (eventfd side: poll + read). Samples alternate in chunks between the two."""
+    """Trigger from the main thread, a second thread blocked in `control(None, 1, None)` /
+    `epoll.poll(-1, 1)` wakes: p50/p99 of trigger -> returned, ready to wait again (the eventfd side reads
+    the counter back to 0, which EV_CLEAR does inside kqrs's call). Samples alternate in chunks between the
+    two, the order swapped every chunk."""
     efd, ep = efd_ep
     trig = [kqrs.kevent(1, USER, 0, kqrs.KQ_NOTE_TRIGGER)]
 
@@ -149,7 +115,7 @@ def test_user_wakeup_latency(benchmark, user_kq, efd_ep, record):
         assert ev.ident == 1
 
     def efd_wait():
-        assert ep.poll(-1) == [(efd, select.EPOLLIN)]
+        assert ep.poll(-1, 1) == [(efd, select.EPOLLIN)]
         os.eventfd_read(efd)
 
     kq_fire = lambda: user_kq.control(trig, 0, 0)  # noqa: E731
@@ -160,12 +126,12 @@ def test_user_wakeup_latency(benchmark, user_kq, efd_ep, record):
     lat = {"kqrs": [], "eventfd": []}
     samples, chunk = scaled(2000, 4), scaled(100, 2)
 
+    sides = [("kqrs", wk, kq_fire), ("eventfd", we, efd_fire)]
+
     def run():
-        for _ in range(samples // chunk):
-            for _ in range(chunk):
-                lat["kqrs"].append(wk.sample(kq_fire))
-            for _ in range(chunk):
-                lat["eventfd"].append(we.sample(efd_fire))
+        for c in range(samples // chunk):
+            for side, w, fire in sides if c % 2 == 0 else sides[::-1]:
+                lat[side] += [w.sample(fire) for _ in range(chunk)]
 
     try:
         benchmark.group = "user cross-thread wake-up"

@@ -20,13 +20,11 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
-import threading
-import time
 
 import pytest
 
 import kqrs
-from conftest import interleaved, percentile, record_all, scaled
+from _util import Waiter, interleaved, percentile, record_all, scaled
 
 watchfiles = pytest.importorskip("watchfiles")
 
@@ -157,43 +155,6 @@ def test_vnode_write_pair(targets, record):
 
 
 # ---- across threads: wake-up latency ---------------------------------------------------------------
-
-
-class Waiter(threading.Thread):
-    """Blocks in `wait()`, stamps the wake-up; `armed` is set just before it blocks."""
-
-    def __init__(self, wait):
-        super().__init__(daemon=True)
-        self.wait = wait
-        self.armed = threading.Event()
-        self.woke = threading.Event()
-        self.t1 = 0
-        self.stop = False
-
-    def run(self):
-        while True:
-            self.armed.set()
-            self.wait()
-            self.t1 = time.perf_counter_ns()
-            if self.stop:
-                return
-            self.woke.set()
-
-    def sample(self, fire) -> int:
-        self.armed.wait()
-        self.armed.clear()
-        time.sleep(0.0002)  # let it get into the blocking call
-        t0 = time.perf_counter_ns()
-        fire()
-        self.woke.wait()
-        self.woke.clear()
-        return self.t1 - t0
-
-    def finish(self, fire):
-        self.armed.wait()
-        self.stop = True
-        fire()
-        self.join(5)
 
 
 def test_vnode_wakeup_latency(benchmark, targets, record):
