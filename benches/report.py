@@ -124,12 +124,12 @@ def _rows() -> list[Row]:
     a(Row("threads", "threads started by kqrs (/proc/self/task, before `import kqrs` vs after USER, TIMER, READ, "
           "WRITE, PROC, SIGNAL and VNODE knotes fired)", "threads/kqrs", None, "threads", 0))
     # -- fork
-    a(Row("fork.user", "fork + `_exit` + `waitpid`, 10 kqueues × 1,000 USER knotes vs a process that never imported kqrs",
-          "fork/user.median", "fork/base.median", "us", 1.05))
-    a(Row("fork.import", "fork + `_exit` + `waitpid`, `import kqrs` only vs no kqrs (both hold the same other modules)",
-          "fork/import.median", "fork/base.median", "us", 1.02))
-    a(Row("fork.import.bare", "fork + `_exit` + `waitpid`, `import kqrs` only vs a process without kqrs nor the "
-          "modules it imports", "fork/import.median", "fork/bare.median", "us"))
+    a(Row("fork.user", "fork + `_exit` + `waitpid`, 10 kqueues × 1,000 USER knotes vs a process that never imported "
+          "kqrs (nor the modules it imports)", "fork/user.median", "fork/bare.median", "us", 1.05))
+    a(Row("fork.import", "fork + `_exit` + `waitpid`, `import kqrs` only vs a process that never imported kqrs (nor the "
+          "modules it imports)", "fork/import.median", "fork/bare.median", "us", 1.02))
+    a(Row("fork.import.samedeps", "fork + `_exit` + `waitpid`, `import kqrs` only vs no kqrs, both holding the modules "
+          "kqrs imports", "fork/import.median", "fork/base.median", "us"))
     a(Row("fork.read", "fork + `_exit` + `waitpid`, 1,000 sockets in 10 kqueues (READ) vs in 10 `select.epoll`",
           "fork/read_kqrs.median", "fork/read_epoll.median", "us"))
     # -- process exits (EVFILT_PROC)

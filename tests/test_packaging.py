@@ -115,7 +115,7 @@ def test_wheel_installs_into_a_fresh_venv_and_works(wheel, tmp_path):
 def test_sdist_has_what_a_build_needs_and_builds(sdist, tmp_path):
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-        for f in ("Cargo.toml", "Cargo.lock", "pyproject.toml", "README.md", "rust/src/lib.rs", "rust/src/python.rs",
+        for f in ("Cargo.toml", "Cargo.lock", "pyproject.toml", "README.md", "rust/src/lib.rs", "rust/src/python/mod.rs",
                   "python/kqrs/__init__.py", "python/kqrs/_api.py", "python/kqrs/asyncio.py",
                   "python/kqrs/_kqrs.pyi", "python/kqrs/py.typed", "PKG-INFO"):
             assert f in names, f

@@ -5,24 +5,25 @@ and every ``KQ_*`` constant is here. ``kqrs.install()`` puts them into the ``sel
 ``selectors.KqueueSelector`` (imported afterwards) and asyncio run on kqrs unchanged.
 """
 
-from __future__ import annotations
-
-import select as _select
-import sys as _sys
-
-from typing import TYPE_CHECKING, Any
-
+# `import kqrs` imports nothing but the extension: every module it loaded would be copied by every later
+# fork() of the process, and most programs need only kqueue and kevent. No `from __future__`, no typing
+# at run time (TYPE_CHECKING is spelled out for type checkers), the rest on first use.
 from . import _kqrs
 from ._kqrs import kevent, kqueue
 from ._kqrs import *  # noqa: F403 - the KQ_* constants (also set below), spelled out for type checkers
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
+    from ._selector import KqueueSelector
     from ._api import (Event, ExitStatus, FdHandle, FileHandle, Filter, Flag, Handle, KQueue, KQueueError, KQueueExistsError, KQueueNotFoundError, KQueuePermissionError, KQueueProcessLookupError, ProcessHandle, ProcNote, SignalHandle, TimerHandle, TimerNote, UserHandle, UserNote, VnodeNote)
     from ._queue import Empty, EventQueue
 
 # The high-level API and EventQueue are imported on first use: a plain `import kqrs` stays small, which
 # keeps fork() of a process that imported it as cheap as without (fork copies every imported module).
 _LAZY = {
+    "KqueueSelector": "_selector",
     "Empty": "_queue",
     "EventQueue": "_queue",
     **dict.fromkeys(
@@ -35,7 +36,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> "Any":
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'kqrs' has no attribute {name!r}")
@@ -49,7 +50,7 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
-__all__ = ["kqueue", "kevent", "EventQueue", "Empty", "install", "uninstall", "CONSTANTS"]
+__all__ = ["kqueue", "kevent", "KqueueSelector", "EventQueue", "Empty", "install", "uninstall", "CONSTANTS"]
 __all__ += ["KQueue", "Event", "ExitStatus", "Filter", "Flag", "VnodeNote", "ProcNote", "UserNote", "TimerNote", "KQueueError", "KQueueExistsError", "KQueueNotFoundError", "KQueuePermissionError", "KQueueProcessLookupError", "Handle", "FdHandle", "TimerHandle", "UserHandle", "ProcessHandle", "SignalHandle", "FileHandle"]
 __version__ = "0.1.0"
 
@@ -59,7 +60,8 @@ globals().update(CONSTANTS)
 __all__ += sorted(CONSTANTS)
 
 def _hook_signal_module() -> None:
-    """Keeps EVFILT_SIGNAL counting when the application calls signal.signal().
+    """Keeps EVFILT_SIGNAL counting when the application calls signal.signal(). The extension calls this
+    once, when the first EVFILT_SIGNAL knote is added.
 
     kqrs counts a watched signal with its own handler placed in front of the application's disposition.
     signal.signal() replaces the OS-level handler; this wrapper calls the original and then lets kqrs put
@@ -72,7 +74,7 @@ def _hook_signal_module() -> None:
     if getattr(original, "__kqrs_wrapped__", False):
         return
 
-    def signal(signalnum, handler):  # type: ignore[no-untyped-def]
+    def signal(signalnum, handler):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202
         old = original(signalnum, handler)
         _kqrs._signal_reassert(int(signalnum))
         return old
@@ -83,27 +85,33 @@ def _hook_signal_module() -> None:
     _signal.signal = signal
 
 
-_hook_signal_module()
-
-_saved: dict[str, object] | None = None
+_saved: "dict[str, object] | None" = None
 _MISSING = object()
 
 
 def install() -> None:
-    """Make ``select.kqueue``, ``select.kevent`` and the ``KQ_*`` constants those of kqrs.
+    """Make ``select.kqueue``, ``select.kevent`` and the ``KQ_*`` constants those of kqrs, and
+    ``selectors.KqueueSelector`` and ``selectors.DefaultSelector`` :class:`kqrs.KqueueSelector`.
 
-    Modules that look kqueue up when imported (``selectors`` defines ``KqueueSelector`` only if
-    ``select.kqueue`` exists) must be imported after this call; ``install()`` reloads ``selectors`` if it
-    was already imported so that it sees kqueue.
+    ``selectors`` is imported (or reloaded, if it was imported before) so that it sees kqueue; asyncio's
+    default loop then runs on kqrs.
     """
     global _saved
     if _saved is not None:
         return
+    import select as _select
+
     names = {"kqueue": kqueue, "kevent": kevent, **CONSTANTS}
     _saved = {n: getattr(_select, n, _MISSING) for n in names}
     for n, v in names.items():
         setattr(_select, n, v)
     _reload_selectors()
+    import selectors
+
+    from ._selector import KqueueSelector
+
+    setattr(selectors, "KqueueSelector", KqueueSelector)
+    setattr(selectors, "DefaultSelector", KqueueSelector)
 
 
 def uninstall() -> None:
@@ -111,6 +119,8 @@ def uninstall() -> None:
     global _saved
     if _saved is None:
         return
+    import select as _select
+
     for n, v in _saved.items():
         if v is _MISSING:
             delattr(_select, n)
@@ -121,6 +131,8 @@ def uninstall() -> None:
 
 
 def _reload_selectors() -> None:
+    import sys as _sys
+
     mod = _sys.modules.get("selectors")
     if mod is not None:
         import importlib

@@ -3,8 +3,8 @@
 Everything here rides on one fact: a kqueue's fd is pollable (readable exactly while an event is pending).
 So these helpers work inside *any* asyncio loop (the default epoll one included) through
 ``loop.add_reader(kq.fileno(), ...)``, and :func:`new_event_loop` gives a loop whose selector is itself a
-kqrs kqueue (``selectors.KqueueSelector`` rebuilt on ``kqrs.kqueue``, without touching the ``select``
-module).
+kqrs kqueue (:class:`kqrs.KqueueSelector`, whose hot paths run in the Rust engine, without touching the
+``select`` module).
 
 - ``await wait_process(pid)``: the decoded exit status of any visible process (not only children, and
   without reaping it), ``await wait_readable(fd)`` / ``await wait_writable(fd)``;
@@ -24,7 +24,7 @@ import selectors
 import subprocess
 import sys
 import weakref
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import IO, Any, TypeVar
 
@@ -38,7 +38,7 @@ from ._api import (
     PathLike,
     VnodeNote,
 )
-from ._kqrs import kevent, kqueue
+from . import _selector
 
 __all__ = [
     "wait_process",
@@ -283,153 +283,12 @@ def watch(target: PathLike | int | IO[Any], notes: VnodeNote | int | None = None
 # --- a selector and event loop on kqrs ---------------------------------------------------------------------
 
 
-def _fileobj_to_fd(fileobj: Any) -> int:
-    if isinstance(fileobj, int):
-        fd = fileobj
-    else:
-        try:
-            fd = int(fileobj.fileno())
-        except (AttributeError, TypeError, ValueError):
-            raise ValueError(f"Invalid file object: {fileobj!r}") from None
-    if fd < 0:
-        raise ValueError(f"Invalid file descriptor: {fd}")
-    return fd
+class KqueueSelector(_selector.KqueueSelector):
+    """:class:`kqrs.KqueueSelector` whose ``select()`` gives one ``(key, events)`` entry per ready file (a
+    READ and a WRITE event for one fd are merged), as the selectors asyncio usually runs on do."""
 
-
-class _SelectorMapping(Mapping[Any, selectors.SelectorKey]):
-    def __init__(self, selector: KqueueSelector) -> None:
-        self._selector = selector
-
-    def __len__(self) -> int:
-        return len(self._selector._fd_to_key)
-
-    def __getitem__(self, fileobj: Any) -> selectors.SelectorKey:
-        fd = self._selector._fileobj_lookup(fileobj)
-        try:
-            return self._selector._fd_to_key[fd]
-        except KeyError:
-            raise KeyError(f"{fileobj!r} is not registered") from None
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._selector._fd_to_key)
-
-
-class KqueueSelector(selectors.BaseSelector):
-    """``selectors.KqueueSelector`` on ``kqrs.kqueue``: one READ and/or WRITE knote per registered fd.
-
-    A READ and a WRITE event for the same fd in one ``select()`` are merged into one ``(key, events)``
-    entry. The ``select`` module is not touched.
-    """
-
-    def __init__(self) -> None:
-        self._kq = kqueue()
-        self._fd_to_key: dict[int, selectors.SelectorKey] = {}
-        self._map = _SelectorMapping(self)
-        self._filters = 0  # knotes registered: the most events one select() can see
-        self._closed = False
-
-    def fileno(self) -> int:
-        return self._kq.fileno()
-
-    def _fileobj_lookup(self, fileobj: Any) -> int:
-        try:
-            return _fileobj_to_fd(fileobj)
-        except ValueError:
-            # a closed file object: find it by identity, as selectors does
-            for key in self._fd_to_key.values():
-                if key.fileobj is fileobj:
-                    return key.fd
-            raise
-
-    def _changes(self, fd: int, events: int, flags: int) -> list[kevent]:
-        changes = []
-        if events & selectors.EVENT_READ:
-            changes.append(kevent(fd, _kqrs.KQ_FILTER_READ, flags))
-        if events & selectors.EVENT_WRITE:
-            changes.append(kevent(fd, _kqrs.KQ_FILTER_WRITE, flags))
-        return changes
-
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        if not events or events & ~(selectors.EVENT_READ | selectors.EVENT_WRITE):
-            raise ValueError(f"Invalid events: {events!r}")
-        key = selectors.SelectorKey(fileobj, self._fileobj_lookup(fileobj), events, data)
-        if key.fd in self._fd_to_key:
-            raise KeyError(f"{fileobj!r} (FD {key.fd}) is already registered")
-        changes = self._changes(key.fd, events, _kqrs.KQ_EV_ADD)
-        done: list[kevent] = []
-        try:
-            for ch in changes:
-                self._kq.control([ch], 0, 0)
-                done.append(ch)
-        except BaseException:
-            for ch in done:
-                try:
-                    self._kq.control([kevent(ch.ident, ch.filter, _kqrs.KQ_EV_DELETE)], 0, 0)
-                except OSError:
-                    pass
-            raise
-        self._fd_to_key[key.fd] = key
-        self._filters += len(changes)
-        return key
-
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        try:
-            key = self._fd_to_key.pop(self._fileobj_lookup(fileobj))
-        except KeyError:
-            raise KeyError(f"{fileobj!r} is not registered") from None
-        changes = self._changes(key.fd, key.events, _kqrs.KQ_EV_DELETE)
-        self._filters -= len(changes)
-        for ch in changes:
-            try:
-                self._kq.control([ch], 0, 0)
-            except OSError:
-                pass  # the fd was closed since it was registered
-        return key
-
-    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        try:
-            key = self._fd_to_key[self._fileobj_lookup(fileobj)]
-        except KeyError:
-            raise KeyError(f"{fileobj!r} is not registered") from None
-        if events != key.events:
-            self.unregister(fileobj)
-            return self.register(fileobj, events, data)
-        if data != key.data:
-            key = key._replace(data=data)
-            self._fd_to_key[key.fd] = key
-        return key
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        timeout = None if timeout is None else max(timeout, 0)
-        # with max_events 0 a kqueue ignores the timeout: ask for at least one
-        max_ev = max(self._filters, 1)
-        try:
-            kev_list = self._kq.control(None, max_ev, timeout)
-        except InterruptedError:
-            return []
-        ready: dict[int, int] = {}
-        for kev in kev_list:
-            fd = kev.ident
-            key = self._fd_to_key.get(fd)
-            if key is None:
-                continue
-            ev = selectors.EVENT_READ if kev.filter == _kqrs.KQ_FILTER_READ else selectors.EVENT_WRITE
-            ready[fd] = ready.get(fd, 0) | (ev & key.events)
-        return [(self._fd_to_key[fd], evs) for fd, evs in ready.items()]
-
-    def close(self) -> None:
-        self._kq.close()
-        self._fd_to_key.clear()
-        self._filters = 0
-        self._closed = True
-
-    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
-        if self._closed:
-            raise RuntimeError("Selector is closed")
-        return self._map[fileobj]
-
-    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
-        return self._map
+    def __new__(cls, *, merge: bool = True) -> "KqueueSelector":
+        return super().__new__(cls, merge=merge)  # type: ignore[return-value]
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

@@ -11,13 +11,15 @@ use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyTuple, PyType};
 
 use crate::consts::*;
 use crate::kqueue::{Kqueue, Wait};
+
+mod selector;
 use crate::sys::Errno;
 use crate::Kevent;
 
-const CLOSED_MSG: &str = "I/O operation on closed kqueue object";
+pub(crate) const CLOSED_MSG: &str = "I/O operation on closed kqueue object";
 
 /// OSError(errno, strerror): CPython picks the subclass (FileNotFoundError, ...) from the errno.
-fn os_error(e: Errno) -> PyErr {
+pub(crate) fn os_error(e: Errno) -> PyErr {
     let msg = std::io::Error::from_raw_os_error(e.0).to_string();
     let msg = msg.split(" (os error").next().unwrap_or("").to_string();
     PyOSError::new_err((e.0, msg))
@@ -317,6 +319,22 @@ impl PyKevent {
     }
 }
 
+/// A positional argument that may be missing (PyO3 hands an explicit None over as `Some(None)`), so that
+/// arity errors can say what CPython says.
+pub(crate) struct Arg<'py>(Option<Bound<'py, PyAny>>);
+
+impl Arg<'_> {
+    const MISSING: Self = Arg(None);
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Arg<'py> {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(Arg(Some(obj.to_owned())))
+    }
+}
+
 /// Live kqueues, for `fromfd(kq.fileno())` to find the same queue. One list per fork generation: a fork
 /// child never touches the parent's list (or its lock, which another thread may have held at fork time).
 static REGISTRY: Mutex<(u64, Vec<Weak<Kqueue>>)> = Mutex::new((0, Vec::new()));
@@ -402,13 +420,6 @@ impl PyKqueue {
         }
     }
 
-    fn map_err(&self, e: Errno) -> PyErr {
-        if e.0 == libc::EBADF && self.kq.is_closed() {
-            PyValueError::new_err(CLOSED_MSG)
-        } else {
-            os_error(e)
-        }
-    }
 }
 
 thread_local! {
@@ -416,9 +427,14 @@ thread_local! {
     static OUTBUF: std::cell::RefCell<Vec<Kevent>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with an output buffer of `n` events: the thread's own when free (a signal handler may call
-/// control() while an outer call holds it), a fresh one otherwise.
-fn with_outbuf<R>(n: usize, f: impl FnOnce(&mut [Kevent]) -> R) -> R {
+/// Runs `f` with an output buffer of `n` events: on the stack for a handful, else the thread's own when
+/// free (a signal handler may call control() while an outer call holds it), else a fresh one.
+#[inline]
+pub(crate) fn with_outbuf<R>(n: usize, f: impl FnOnce(&mut [Kevent]) -> R) -> R {
+    if n <= 8 {
+        let mut small = [Kevent::default(); 8];
+        return f(&mut small[..n]);
+    }
     OUTBUF.with(|cell| match cell.try_borrow_mut() {
         Ok(mut v) => {
             if v.len() < n {
@@ -434,6 +450,107 @@ fn with_outbuf<R>(n: usize, f: impl FnOnce(&mut [Kevent]) -> R) -> R {
         }
         Err(_) => f(&mut vec![Kevent::default(); n]),
     })
+}
+
+/// One kevent() call from Python: applies `changes` and collects into `out` as `wait` says. The GIL is
+/// released only when the call may block or has changes to apply; on EINTR the signal handlers run (an
+/// exception from one ends the call: PEP 475) and the wait goes on for the time left.
+pub(crate) fn kevent_py(py: Python<'_>, kq: &Kqueue, changes: &[Kevent], out: &mut [Kevent], wait: Wait) -> Result<usize, PyErr> {
+    if changes.is_empty() && wait == Wait::Poll {
+        // Cannot block: no need to release the GIL.
+        return kq.collect(out, wait).map_err(|e| map_err(kq, e));
+    }
+    let mut res = py.detach(|| kq.kevent_once(changes, out, wait));
+    loop {
+        match res {
+            Err(Errno(libc::EINTR)) => {
+                py.check_signals()?;
+                res = py.detach(|| kq.collect(out, wait));
+            }
+            r => return r.map_err(|e| map_err(kq, e)),
+        }
+    }
+}
+
+/// An engine error as Python sees it: ValueError on a closed kqueue (CPython's message), else OSError.
+pub(crate) fn map_err(kq: &Kqueue, e: Errno) -> PyErr {
+    if e.0 == libc::EBADF && kq.is_closed() {
+        PyValueError::new_err(CLOSED_MSG)
+    } else {
+        os_error(e)
+    }
+}
+
+/// The changes of a changelist, on the stack when there are few.
+enum Changes {
+    Small([Kevent; 4], usize),
+    Many(Vec<Kevent>),
+}
+
+impl Changes {
+    fn push(&mut self, k: Kevent) {
+        match self {
+            Changes::Small(a, n) if *n < a.len() => {
+                a[*n] = k;
+                *n += 1;
+            }
+            Changes::Small(a, n) => {
+                let mut v = a[..*n].to_vec();
+                v.push(k);
+                *self = Changes::Many(v);
+            }
+            Changes::Many(v) => v.push(k),
+        }
+    }
+
+    fn as_slice(&self) -> &[Kevent] {
+        match self {
+            Changes::Small(a, n) => &a[..*n],
+            Changes::Many(v) => v,
+        }
+    }
+}
+
+/// Timeout as a wait, CPython's way (see `timeout_ns`), with the common cases (None, 0) first.
+#[inline]
+fn wait_of(t: Option<&Bound<'_, PyAny>>) -> PyResult<Wait> {
+    match t {
+        None => Ok(Wait::Forever),
+        Some(t) if t.is_none() => Ok(Wait::Forever),
+        Some(t) => {
+            if let Ok(i) = t.cast::<PyInt>() {
+                if let Ok(0) = i.extract::<i64>() {
+                    return Ok(Wait::Poll);
+                }
+            }
+            Ok(Wait::after_ns(timeout_ns(Some(t))?))
+        }
+    }
+}
+
+/// A max_events argument (an int, or anything with __index__) as an i32.
+#[inline]
+fn max_events_of(o: &Bound<'_, PyAny>) -> PyResult<i32> {
+    let too_big = || PyOverflowError::new_err("Python int too large to convert to C int");
+    if let Ok(i) = o.cast::<PyInt>() {
+        return i.extract::<i32>().map_err(|_| too_big());
+    }
+    as_index(o)?.extract().map_err(|_| too_big())
+}
+
+/// The process-wide hook on signal.signal() (see kqrs._hook_signal_module) is put in place by the first
+/// EVFILT_SIGNAL knote, so that `import kqrs` alone imports nothing more.
+static SIGNAL_HOOKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn hook_signal_module(py: Python<'_>) -> PyResult<()> {
+    if SIGNAL_HOOKED.swap(true, Ordering::AcqRel) {
+        return Ok(());
+    }
+    let r = py.import("kqrs").and_then(|m| m.call_method0("_hook_signal_module")).map(|_| ());
+    if r.is_err() {
+        SIGNAL_HOOKED.store(false, Ordering::Release);
+    }
+    r
 }
 
 #[pymethods]
@@ -499,27 +616,30 @@ impl PyKqueue {
     }
 
     /// control(changelist, max_events, timeout=None, /) -> list of kevent
-    #[pyo3(signature = (*args, **kwargs))]
+    ///
+    /// Parsed as a fast call (no argument tuple): arity errors carry CPython's messages; a keyword
+    /// argument is a TypeError with PyO3's wording (CPython's says "takes no keyword arguments").
+    #[pyo3(
+        signature = (changelist=Arg::MISSING, max_events=Arg::MISSING, timeout=Arg::MISSING, /, *rest),
+        text_signature = "($self, changelist, max_events, timeout=None, /)"
+    )]
     fn control<'py>(
         &self,
         py: Python<'py>,
-        args: &Bound<'py, PyTuple>,
-        kwargs: Option<&Bound<'py, PyDict>>,
+        changelist: Arg<'py>,
+        max_events: Arg<'py>,
+        timeout: Arg<'py>,
+        rest: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyList>> {
-        if kwargs.is_some_and(|k| !k.is_empty()) {
-            return Err(PyTypeError::new_err("control() takes no keyword arguments"));
+        let got = usize::from(changelist.0.is_some());
+        let (Some(changelist), Some(max_events)) = (changelist.0, max_events.0) else {
+            return Err(PyTypeError::new_err(format!("control expected at least 2 arguments, got {got}")));
+        };
+        if !rest.is_empty() {
+            let got = 3 + rest.len();
+            return Err(PyTypeError::new_err(format!("control expected at most 3 arguments, got {got}")));
         }
-        let nargs = args.len();
-        if nargs < 2 {
-            return Err(PyTypeError::new_err(format!("control expected at least 2 arguments, got {nargs}")));
-        }
-        if nargs > 3 {
-            return Err(PyTypeError::new_err(format!("control expected at most 3 arguments, got {nargs}")));
-        }
-        let changelist = args.get_item(0)?;
-        let max_events = args.get_item(1)?;
-        let timeout = if nargs == 3 { Some(args.get_item(2)?) } else { None };
-        self.control_impl(py, &changelist, &max_events, timeout.as_ref())
+        self.control_impl(py, &changelist, &max_events, timeout.0.as_ref())
     }
 
     /// Engine counters: (knotes, absorbed wake-ups, stale events, parks, rebuilds, forged connector
@@ -538,81 +658,64 @@ impl PyKqueue {
         max_events: &Bound<'py, PyAny>,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let maxevents: i32 = as_index(max_events)?
-            .extract()
-            .map_err(|_| PyOverflowError::new_err("Python int too large to convert to C int"))?;
+        let maxevents = max_events_of(max_events)?;
         self.check_open()?;
         if maxevents < 0 {
             return Err(PyValueError::new_err(format!(
                 "Length of eventlist must be 0 or positive, got {maxevents}"
             )));
         }
-        let tmo = timeout_ns(timeout)?;
-        let mut changes: Vec<Kevent> = Vec::new();
+        let wait = wait_of(timeout)?;
+        let mut changes = Changes::Small([Kevent::default(); 4], 0);
+        let mut signals = false;
         if !changelist.is_none() {
-            let it = changelist.try_iter().map_err(|e| {
-                if e.is_instance_of::<PyTypeError>(changelist.py()) {
-                    PyTypeError::new_err("changelist is not iterable")
-                } else {
-                    e // an exception raised by the object's own __iter__ goes through, as in CPython
-                }
-            })?;
-            for item in it {
-                let item = item?;
+            let mut add = |item: &Bound<'py, PyAny>| -> PyResult<()> {
                 let Ok(ev) = item.cast::<PyKevent>() else {
                     return Err(PyTypeError::new_err("changelist must be an iterable of select.kevent objects"));
                 };
-                changes.push(ev.try_borrow()?.to_kevent());
+                let k = ev.try_borrow()?.to_kevent();
+                signals |= k.filter == EVFILT_SIGNAL && k.flags & EV_ADD != 0;
+                changes.push(k);
+                Ok(())
+            };
+            if let Ok(list) = changelist.cast::<PyList>() {
+                for item in list.iter() {
+                    add(&item)?;
+                }
+            } else {
+                let it = changelist.try_iter().map_err(|e| {
+                    if e.is_instance_of::<PyTypeError>(changelist.py()) {
+                        PyTypeError::new_err("changelist is not iterable")
+                    } else {
+                        e // an exception raised by the object's own __iter__ goes through, as in CPython
+                    }
+                })?;
+                for item in it {
+                    add(&item?)?;
+                }
             }
         }
+        let changes = changes.as_slice();
         let kq = &*self.kq;
         // A call reports each knote at most once: no need for more room than there are knotes (plus the
         // changes' error entries), however large max_events is.
         let max = (maxevents as usize).min((kq.knote_count_hint() + changes.len() + 64).max(4096));
-        let wait = match tmo {
-            None => Wait::Forever,
-            Some(0) => Wait::Poll,
-            Some(ns) => Wait::Until(crate::sys::clock_ns(false).saturating_add(ns)),
-        };
-        with_outbuf(max, |out| -> PyResult<Bound<'py, PyList>> {
-            let n = if changes.is_empty() && wait == Wait::Poll {
-                // Cannot block: no need to release the GIL.
-                match kq.collect(out, wait) {
-                    Ok(n) => n,
-                    Err(e) => return Err(self.map_err(e)),
-                }
-            } else {
-                let (applied, mut res) = py.detach(|| {
-                    let applied = if changes.is_empty() { Ok(0) } else { kq.apply_then_collect(&changes, out) };
-                    match applied {
-                        Err(e) => (Err(e), None),
-                        Ok(n) if n > 0 || max == 0 => (Ok(n), None),
-                        Ok(_) => (Ok(0), Some(kq.collect(out, wait))),
-                    }
-                });
-                let applied = applied.map_err(|e| self.map_err(e))?;
-                loop {
-                    match res {
-                        None => break applied,
-                        Some(Ok(n)) => break n,
-                        Some(Err(Errno(libc::EINTR))) => {
-                            // PEP 475: run the signal handlers (Ctrl-C raises here), then wait for the
-                            // time that is left.
-                            py.check_signals()?;
-                            res = Some(py.detach(|| kq.collect(out, wait)));
-                        }
-                        Some(Err(e)) => return Err(self.map_err(e)),
-                    }
-                }
-            };
-            let list = PyList::empty(py);
-            for k in &out[..n] {
-                list.append(Bound::new(py, PyKevent::from_kevent(k))?)?;
+        let list = with_outbuf(max, |out| -> PyResult<Bound<'py, PyList>> {
+            let n = kevent_py(py, kq, changes, out, wait)?;
+            if n == 0 {
+                return Ok(PyList::empty(py));
             }
-            Ok(list)
-        })
+            let mut objs = Vec::with_capacity(n);
+            for k in &out[..n] {
+                objs.push(Bound::new(py, PyKevent::from_kevent(k))?);
+            }
+            PyList::new(py, objs)
+        })?;
+        if signals {
+            hook_signal_module(py)?;
+        }
+        Ok(list)
     }
-
 }
 
 #[pyfunction]
@@ -670,6 +773,7 @@ fn _proc_support(py: Python<'_>) -> (bool, bool, i32) {
 fn _kqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyKqueue>()?;
     m.add_class::<PyKevent>()?;
+    m.add_class::<selector::PySelector>()?;
     m.add_function(wrap_pyfunction!(_has_epoll_pwait2, m)?)?;
     m.add_function(wrap_pyfunction!(_filter_supported, m)?)?;
     m.add_function(wrap_pyfunction!(_proc_support, m)?)?;
