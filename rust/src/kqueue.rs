@@ -196,13 +196,16 @@ impl Kqueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The state, locked, or EBADF once the kqueue is closed.
-    fn lock_open(&self) -> Result<MutexGuard<'_, State>> {
+    /// The state, locked, or EBADF once the kqueue is closed. The caller's hazard slot holds the kqueue
+    /// until the guard is dropped, so a kick asked for under the lock is made after the unlock (the thread
+    /// it wakes then does not find the lock taken) on an fd close() has not closed yet.
+    fn lock_open(&self) -> Result<Locked<'_>> {
+        let hz = hazard::enter(self.id, &self.slotless);
         let st = self.lock();
         if self.is_closed() {
             return Err(errno(libc::EBADF));
         }
-        Ok(st)
+        Ok(Locked { st, post: PostUnlock { kick: None, _hz: hz } })
     }
 
     /// Closes the kqueue: wakes every thread blocked in it (they return EBADF), waits until none is inside
@@ -305,6 +308,30 @@ impl Kqueue {
         }
         self.after_changes(&mut st);
         r
+    }
+
+    /// `apply_then_collect` whose kick (if a change asked for one) is handed back instead of made, for a
+    /// caller that makes it with other threads free to run (the Python layer: with the GIL released, so
+    /// the thread it wakes does not find the GIL taken). The fd stays open until the kick is fired or
+    /// dropped.
+    pub fn apply_deferring_kick(&self, changes: &[Kevent], events: &mut [Kevent]) -> (Result<usize>, PendingKick<'_>) {
+        let mut pending = PendingKick { kick: None, _hz: hazard::enter(self.id, &self.slotless) };
+        let mut st = match self.lock_open() {
+            Ok(st) => st,
+            Err(e) => return (Err(e), pending),
+        };
+        if changes.is_empty() {
+            return (Ok(0), pending);
+        }
+        st.defer_kick = !events.is_empty();
+        let r = Self::apply_locked(&mut st, changes, events);
+        st.defer_kick = false;
+        if !matches!(r, Ok(0)) || events.is_empty() {
+            st.flush_kick();
+        }
+        self.after_changes(&mut st);
+        pending.kick = st.src.take_kick();
+        (r, pending)
     }
 
     fn after_changes(&self, st: &mut State) {
@@ -527,6 +554,73 @@ impl Drop for Kqueue {
         // &mut self: no other thread can be inside.
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         st.close_all();
+    }
+}
+
+/// The locked state of an open kqueue (see `Kqueue::lock_open`). Dropping it takes the kick a lock holder
+/// asked for, releases the lock, fires the kick, then leaves the hazard slot (fields drop in order).
+pub(crate) struct Locked<'a> {
+    st: MutexGuard<'a, State>,
+    post: PostUnlock<'a>,
+}
+
+struct PostUnlock<'a> {
+    kick: Option<source::Kick>,
+    _hz: hazard::Guard<'a>,
+}
+
+impl Drop for PostUnlock<'_> {
+    fn drop(&mut self) {
+        if let Some(k) = self.kick.take() {
+            k.fire();
+        }
+    }
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.st
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.st
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.post.kick = self.st.src.take_kick();
+    }
+}
+
+/// A kick handed back by `Kqueue::apply_deferring_kick`: `fire()` makes it (dropping it does too).
+pub struct PendingKick<'a> {
+    kick: Option<source::Kick>,
+    _hz: hazard::Guard<'a>,
+}
+
+impl PendingKick<'_> {
+    /// Whether there is a kick to make.
+    pub fn is_some(&self) -> bool {
+        self.kick.is_some()
+    }
+
+    /// Makes the kick.
+    pub fn fire(mut self) {
+        if let Some(k) = self.kick.take() {
+            k.fire();
+        }
+    }
+}
+
+impl Drop for PendingKick<'_> {
+    fn drop(&mut self) {
+        if let Some(k) = self.kick.take() {
+            k.fire();
+        }
     }
 }
 

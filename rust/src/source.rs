@@ -1,8 +1,10 @@
 //! The kqueue's timer source and kick: one CLOCK_MONOTONIC timerfd, created the first time a knote needs
 //! it (a timer, a USER knote, a regular file, or a report kept for the next call), registered in the
-//! kqueue's epoll. It is armed for the earliest timer deadline (`filter/timer.rs`), and it is also the
-//! *kick*: `TFD_IOC_SET_TICKS` makes it readable at once, which is how a triggered USER knote (or anything
-//! else on the active queue) makes the kqueue fd poll readable and wakes threads blocked in kevent().
+//! kqueue's epoll edge-triggered. It is armed for the earliest timer deadline (`filter/timer.rs`), and it is
+//! also the *kick*: `TFD_IOC_SET_TICKS` makes it readable at once, which is how a triggered USER knote (or
+//! anything else on the active queue) makes the kqueue fd poll readable and wakes threads blocked in
+//! kevent(). Each expiry and each kick is an edge; the epoll_wait that reports it takes it, so a wake-up
+//! by the kick costs no read(2).
 //! Kernels without that ioctl (no CONFIG_CHECKPOINT_RESTORE) get a separate eventfd for the kick.
 //! NOTE_ABSOLUTE timers have a CLOCK_REALTIME timerfd of their own, so clock steps are the kernel's job.
 //!
@@ -29,19 +31,47 @@ pub(crate) struct Source {
     pub rt_armed: u64,
     /// The kick eventfd, where the timerfd cannot be ticked.
     pub kick_efd: RawFd,
-    /// The kick is readable now.
+    /// The kick is readable now (or will be as soon as the lock holder that set it lets go: `take_kick`).
     pub kicked: bool,
+    /// The kick's syscall is still to be made, after the state's lock is released.
+    pub kick_soon: bool,
+}
+
+/// A kick to make once the state's lock is released, so the thread it wakes does not find the lock taken.
+#[derive(Clone, Copy)]
+pub(crate) struct Kick(RawFd, bool);
+
+impl Kick {
+    /// Makes the kick readable (the fd is kept open meanwhile by the caller's hazard slot).
+    pub fn fire(self) {
+        let _ = if self.1 { sys::timerfd_set_ticks(self.0) } else { sys::eventfd_write(self.0, 1) };
+    }
 }
 
 impl Source {
-    pub const NONE: Source = Source { mono: -1, mono_armed: u64::MAX, rt: -1, rt_armed: u64::MAX, kick_efd: -1, kicked: false };
+    pub const NONE: Source =
+        Source { mono: -1, mono_armed: u64::MAX, rt: -1, rt_armed: u64::MAX, kick_efd: -1, kicked: false, kick_soon: false };
+
+    /// The kick a lock holder asked for, to fire after unlocking.
+    pub fn take_kick(&mut self) -> Option<Kick> {
+        if !std::mem::take(&mut self.kick_soon) {
+            return None;
+        }
+        if self.kick_efd >= 0 {
+            Some(Kick(self.kick_efd, false))
+        } else if self.mono >= 0 {
+            Some(Kick(self.mono, true))
+        } else {
+            None
+        }
+    }
 
     /// Every fd with its epoll interest and token (for a rebuild of the epoll).
     pub fn registrations(&self) -> impl Iterator<Item = (RawFd, u32, u64)> {
         [(self.mono, TOKEN_SOURCE), (self.rt, TOKEN_RT), (self.kick_efd, TOKEN_KICK)]
             .into_iter()
             .filter(|&(fd, _)| fd >= 0)
-            .map(|(fd, tok)| (fd, sys::EPOLLIN, tok))
+            .map(|(fd, tok)| (fd, sys::EPOLLIN | sys::EPOLLET, tok))
     }
 
     /// Closes every fd (the kqueue is closing).
@@ -60,7 +90,7 @@ static TICKS: AtomicU8 = AtomicU8::new(0);
 
 fn new_timerfd(st: &mut State, realtime: bool, token: u64) -> Result<RawFd> {
     let fd = sys::timerfd_create(realtime)?;
-    if let Err(e) = sys::epoll_add(st.ep, fd, sys::EPOLLIN, token) {
+    if let Err(e) = sys::epoll_add(st.ep, fd, sys::EPOLLIN | sys::EPOLLET, token) {
         sys::close(fd);
         return Err(e);
     }
@@ -86,7 +116,7 @@ pub(crate) fn ensure(st: &mut State, absolute: bool) -> Result<()> {
     }
     if TICKS.load(Ordering::Relaxed) == 2 && st.src.kick_efd < 0 {
         let fd = sys::eventfd()?;
-        if let Err(e) = sys::epoll_add(st.ep, fd, sys::EPOLLIN, TOKEN_KICK) {
+        if let Err(e) = sys::epoll_add(st.ep, fd, sys::EPOLLIN | sys::EPOLLET, TOKEN_KICK) {
             sys::close(fd);
             return Err(e);
         }
@@ -113,13 +143,15 @@ pub(crate) fn set(st: &mut State, absolute: bool, deadline: Option<u64>) -> Resu
     } else {
         st.src.mono_armed = want;
         if st.src.kicked && st.src.kick_efd < 0 {
-            let _ = sys::timerfd_set_ticks(fd);
+            // Arming a timerfd resets its ticks, the kick among them: tick it again (after the unlock).
+            st.src.kick_soon = true;
         }
     }
     Ok(())
 }
 
-/// Makes the kick readable (once): the kqueue fd polls readable and blocked threads wake.
+/// Makes the kick readable (once): the kqueue fd polls readable and blocked threads wake. The syscall is
+/// made by whoever holds the state's lock, right after releasing it (`Source::take_kick`).
 pub(crate) fn kick_on(st: &mut State) {
     if st.src.kicked {
         return;
@@ -129,20 +161,21 @@ pub(crate) fn kick_on(st: &mut State) {
         // blocked is not woken for it.
         return;
     }
-    let r = if st.src.kick_efd >= 0 {
-        sys::eventfd_write(st.src.kick_efd, 1)
-    } else {
-        sys::timerfd_set_ticks(st.src.mono)
-    };
-    st.src.kicked = r.is_ok();
+    st.src.kicked = true;
+    st.src.kick_soon = true;
 }
 
-/// Resets the kick (the active queue is empty).
+/// Resets the kick (the active queue is empty) when its edge was not taken by an epoll_wait yet: reading
+/// the counter makes the kqueue fd stop polling readable for it (the kick stays on epoll's ready list,
+/// but a poller re-checks it and finds nothing).
 pub(crate) fn kick_off(st: &mut State) {
     if !st.src.kicked {
         return;
     }
     st.src.kicked = false;
+    if std::mem::take(&mut st.src.kick_soon) {
+        return; // never made readable
+    }
     if st.src.kick_efd >= 0 {
         let _ = sys::read_u64(st.src.kick_efd);
     } else {
@@ -152,22 +185,22 @@ pub(crate) fn kick_off(st: &mut State) {
     }
 }
 
-/// A source fired: its ticks are read, due timers are queued and it is re-armed.
+/// A source fired: due timers are queued and it is re-armed. Sources are registered edge-triggered, so
+/// nothing is read: the edge epoll_wait just reported was the kick (if one was made) or an expiry.
 pub(crate) fn ready(st: &mut State, token: u64) {
     match token {
         TOKEN_SOURCE => {
-            let _ = sys::read_u64(st.src.mono);
-            if st.src.kick_efd < 0 {
-                st.src.kicked = false; // the read took the kick's tick too
+            if st.src.kick_efd < 0 && !st.src.kick_soon {
+                st.src.kicked = false; // the kick's edge is taken
             }
             after_read(st, false);
         }
-        TOKEN_RT => {
-            let _ = sys::read_u64(st.src.rt);
-            after_read(st, true);
-        }
+        TOKEN_RT => after_read(st, true),
         _ => {
             // the kick eventfd: what it stands for is on the active queue, which the caller drains
+            if !st.src.kick_soon {
+                st.src.kicked = false;
+            }
         }
     }
 }

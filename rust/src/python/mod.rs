@@ -460,6 +460,22 @@ pub(crate) fn kevent_py(py: Python<'_>, kq: &Kqueue, changes: &[Kevent], out: &m
         // Cannot block: no need to release the GIL.
         return kq.collect(out, wait).map_err(|e| map_err(kq, e));
     }
+    if (wait == Wait::Poll || out.is_empty()) && changes.len() <= 64 {
+        // A few changes and no wait: applied with the GIL held (as epoll.register is), but a kick that
+        // wakes another thread is made with the GIL released, as os.eventfd_write makes its write: the
+        // woken thread needs the GIL as soon as it wakes (holding it across the kick doubles the
+        // cross-thread wake-up latency).
+        let (r, kick) = kq.apply_deferring_kick(changes, out);
+        if kick.is_some() {
+            py.detach(move || kick.fire());
+        } else {
+            drop(kick);
+        }
+        return match r {
+            Ok(0) if !out.is_empty() => kq.collect(out, Wait::Poll).map_err(|e| map_err(kq, e)),
+            r => r.map_err(|e| map_err(kq, e)),
+        };
+    }
     let mut res = py.detach(|| kq.kevent_once(changes, out, wait));
     loop {
         match res {
