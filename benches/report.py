@@ -117,9 +117,11 @@ def _rows() -> list[Row]:
           None, "B"))
     a(Row("mem.read", "bytes per READ knote (user-space RSS; one socket each, so at the fd limit)", "mem/read.bytes",
           None, "B"))
-    a(Row("fds.kqueue", "fds per kqueue", "mem/kqueue.fds", None, "fds", 1))
+    a(Row("fds.kqueue", "fds per kqueue (a second kqueue in the process)", "mem/kqueue.fds", None, "fds", 1))
+    a(Row("fds.process", "fds per process, made with its first kqueue (the fd close() wakes waiters with)",
+          "mem/process.fds", None, "fds"))
     a(Row("fds.user", "fds per USER knote", "mem/user.fds", None, "fds"))
-    a(Row("fds.timer", "fds per TIMER knote", "mem/timer.fds", None, "fds", 0))
+    a(Row("fds.timer", "fds per TIMER knote (beyond the kqueue's one timer source)", "mem/timer.fds", None, "fds", 0))
     a(Row("fds.read", "fds per READ knote (beyond the watched fd)", "mem/read.fds", None, "fds"))
     a(Row("threads", "threads started by kqrs (/proc/self/task, before `import kqrs` vs after USER, TIMER, READ, "
           "WRITE, PROC, SIGNAL and VNODE knotes fired)", "threads/kqrs", None, "threads", 0))

@@ -24,6 +24,7 @@ def test_memory_per_knote(kind, record):
     record(f"mem/{kind}.count", count)
     record(f"mem/{kind}.fds", r["fds_per_knote"], "fds per knote")
     record("mem/kqueue.fds", r["fds_per_kqueue"], "fds per kqueue")
+    record("mem/process.fds", r["fds_per_process"], "fds per process, made with its first kqueue")
 
 
 def test_threads(record):

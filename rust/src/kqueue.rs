@@ -342,6 +342,9 @@ impl Kqueue {
     }
 
     fn apply_locked(st: &mut State, changes: &[Kevent], events: &mut [Kevent]) -> Result<usize> {
+        if changes.len() > 64 {
+            st.reserve_for(changes);
+        }
         let mut n = 0;
         for ch in changes {
             let r = st.apply_one(ch);
@@ -688,6 +691,24 @@ impl State {
         }
     }
 
+    /// Grows the tables once for a big changelist, instead of step by step as its knotes arrive.
+    #[cold]
+    fn reserve_for(&mut self, changes: &[Kevent]) {
+        let adds = changes.iter().filter(|c| c.flags & EV_ADD != 0).count();
+        self.knotes.reserve(adds);
+        let top = changes
+            .iter()
+            .filter(|c| Self::is_fd_filter(c.filter) && c.flags & EV_ADD != 0 && c.ident < i32::MAX as usize)
+            .map(|c| c.ident)
+            .max();
+        // Only as far as fds that are really open (a bogus huge ident must not grow the table).
+        if let Some(top) = top {
+            if top >= self.fdtab.len() && top < 1 << 24 && sys::fd_is_open(top as RawFd) {
+                self.fdtab.resize(top + 1, FdEntry::EMPTY);
+            }
+        }
+    }
+
     /// Starts a new collect call (see `seq`). When the counter wraps, every knote forgets the call it was
     /// last reported in, so an old `seen` can never look like the current call.
     fn next_seq(&mut self) {
@@ -841,6 +862,18 @@ impl State {
             self.index.remove(&(k.ident, k.filter));
         }
         crate::filter::detach(self, &k)
+    }
+
+    /// Removes the only knote of `fd`, whose registration the caller already removed (the fast EV_DELETE).
+    pub(crate) fn unlink_fd_knote(&mut self, slot: u32, fd: RawFd) {
+        let Some(k) = self.knotes.remove(slot) else { return };
+        if k.queued {
+            self.queued_live -= 1;
+            self.settle_kick();
+        }
+        if let Some(e) = self.fdtab.get_mut(fd as usize) {
+            *e = FdEntry { gen: e.gen, ..FdEntry::EMPTY };
+        }
     }
 
     pub(crate) fn set_enabled(&mut self, slot: u32, on: bool) -> Result<()> {

@@ -132,10 +132,31 @@ pub(crate) fn change(st: &mut State, ch: &Kevent) -> Result<()> {
         if ch.flags & EV_ADD == 0 {
             return Err(Errno(if sys::fd_is_open(fd) { libc::ENOENT } else { libc::EBADF }));
         }
+        if ch.flags & !(EV_ADD | EV_CLEAR | EV_ONESHOT | EV_DISPATCH) == 0 && ch.fflags == 0 {
+            if let Some(r) = add_fresh(st, ch) {
+                return r;
+            }
+        }
         let slot = attach(st, ch)?;
         return st.finish_change(slot, ch);
     };
     let e = entry(st, fd);
+    if ch.flags & EV_DELETE != 0 && e.reg == FdReg::Epoll && e.mask != 0 && (e.read == 0 || e.write == 0) {
+        // The fd's only knote: one DEL, which is also the check that the fd still names its file.
+        let r = sys::epoll_del(st.ep, fd);
+        st.unlink_fd_knote(slot, fd);
+        return match r {
+            Ok(()) => Ok(()),
+            Err(Errno(libc::ENOENT)) | Err(Errno(libc::EPERM)) => {
+                st.purge_fd(fd);
+                Err(Errno(libc::ENOENT))
+            }
+            Err(err) => {
+                st.purge_fd(fd);
+                Err(err)
+            }
+        };
+    }
     if ch.flags & EV_DELETE != 0 && e.reg == FdReg::Epoll && e.mask != 0 {
         // The DEL (or the MOD to what the other filter wants) is the check.
         return match st.delete(slot) {
@@ -175,6 +196,36 @@ pub(crate) fn change(st: &mut State, ch: &Kevent) -> Result<()> {
         }
     }
     st.finish_change(slot, ch)
+}
+
+/// The common EV_ADD (enabled, no fflags) on an fd with no knote yet: one epoll_ctl ADD with the mask
+/// known up front, then the knote. None when the fd needs the general path (a file epoll refuses, an fd
+/// far past the table, the kqueue's own fd, or an fd the table has knotes for under the other filter).
+#[inline]
+fn add_fresh(st: &mut State, ch: &Kevent) -> Option<Result<()>> {
+    let fd = ch.ident as RawFd;
+    let i = ch.ident;
+    let e = match st.fdtab.get(i) {
+        Some(e) if !e.is_empty() => return None,
+        Some(e) => *e,
+        None if i < st.fdtab.len().max(1024) * 2 => FdEntry::EMPTY,
+        None => return None,
+    };
+    if fd == st.kq {
+        return None;
+    }
+    let bits = if ch.filter == EVFILT_READ { EPOLLIN | EPOLLRDHUP } else { EPOLLOUT };
+    let mask = if ch.flags & EV_CLEAR != 0 { bits | EPOLLET } else { bits };
+    let gen = e.gen.wrapping_add(1);
+    match sys::epoll_add(st.ep, fd, mask, token(fd as u32, gen)) {
+        Ok(()) => {}
+        Err(Errno(libc::EPERM)) => return None, // a regular file, a directory: the general path
+        Err(err) => return Some(Err(err)),
+    }
+    *entry_mut(st, fd) = FdEntry { gen, mask, synced: true, ..FdEntry::EMPTY };
+    let kind = Kind::Fd { revents: 0, last_eof: false, last_data: -1 };
+    st.insert(Knote::from_change(ch, ch.flags & EV_STICKY, 0, kind));
+    Some(Ok(()))
 }
 
 fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {

@@ -682,7 +682,10 @@ impl PyKqueue {
             )));
         }
         let wait = wait_of(timeout)?;
-        let mut changes = Changes::Small([Kevent::default(); 4], 0);
+        let mut changes = match changelist.cast::<PyList>() {
+            Ok(list) if list.len() > 4 => Changes::Many(Vec::with_capacity(list.len())),
+            _ => Changes::Small([Kevent::default(); 4], 0),
+        };
         let mut signals = false;
         if !changelist.is_none() {
             let mut add = |item: &Bound<'py, PyAny>| -> PyResult<()> {
