@@ -820,3 +820,18 @@ def test_control_arity_errors_are_type_errors(kq):
         kq.control(None, 1, 0, 0)
     with pytest.raises(TypeError):
         kq.control(None, 1, timeout=0)
+
+
+def test_constants_module_matches_the_extension():
+    """kqrs's KQ_* names are pure Python (import kqrs loads no extension); each must be the extension's."""
+    from kqrs import _constants
+
+    ext = {n: getattr(_kqrs, n) for n in dir(_kqrs) if n.startswith("KQ_")}
+    assert {n: getattr(_constants, n) for n in _constants.__all__} == ext
+    assert {n: getattr(kqrs, n) for n in ext} == ext == kqrs.CONSTANTS
+
+
+def test_import_kqrs_loads_no_extension():
+    code = "import sys; import kqrs; print(sorted(m for m in sys.modules if m.startswith('kqrs')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "['kqrs', 'kqrs._constants']", out.stderr

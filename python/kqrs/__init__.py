@@ -5,17 +5,18 @@ and every ``KQ_*`` constant is here. ``kqrs.install()`` puts them into the ``sel
 ``selectors.KqueueSelector`` (imported afterwards) and asyncio run on kqrs unchanged.
 """
 
-# `import kqrs` imports nothing but the extension: every module it loaded would be copied by every later
-# fork() of the process, and most programs need only kqueue and kevent. No `from __future__`, no typing
-# at run time (TYPE_CHECKING is spelled out for type checkers), the rest on first use.
-from . import _kqrs
-from ._kqrs import kevent, kqueue
-from ._kqrs import *  # noqa: F403 - the KQ_* constants (also set below), spelled out for type checkers
+# `import kqrs` imports only the KQ_* constants (pure Python): the extension is loaded on first use of
+# kqueue, kevent or anything else, and every module a process loads is copied by each of its fork()s. No
+# `from __future__`, no typing at run time (TYPE_CHECKING is spelled out for type checkers).
+from ._constants import *  # noqa: F403
+from . import _constants
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from . import _kqrs
+    from ._kqrs import kevent, kqueue
     from ._selector import KqueueSelector
     from ._api import (Event, ExitStatus, FdHandle, FileHandle, Filter, Flag, Handle, KQueue, KQueueError, KQueueExistsError, KQueueNotFoundError, KQueuePermissionError, KQueueProcessLookupError, ProcessHandle, ProcNote, SignalHandle, TimerHandle, TimerNote, UserHandle, UserNote, VnodeNote)
     from ._queue import Empty, EventQueue
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 # The high-level API and EventQueue are imported on first use: a plain `import kqrs` stays small, which
 # keeps fork() of a process that imported it as cheap as without (fork copies every imported module).
 _LAZY = {
+    "kqueue": "_kqrs",
+    "kevent": "_kqrs",
     "KqueueSelector": "_selector",
     "Empty": "_queue",
     "EventQueue": "_queue",
@@ -42,7 +45,10 @@ def __getattr__(name: str) -> "Any":
         raise AttributeError(f"module 'kqrs' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    module = importlib.import_module(f"{__name__}.{mod}")
+    value = getattr(module, name)
+    if mod == "_kqrs":  # both at once: the next access to either is a plain global
+        globals().update(kqueue=module.kqueue, kevent=module.kevent)
     globals()[name] = value
     return value
 
@@ -55,8 +61,7 @@ __all__ += ["KQueue", "Event", "ExitStatus", "Filter", "Flag", "VnodeNote", "Pro
 __version__ = "0.1.0"
 
 #: Every KQ_* name this build exports, with its value.
-CONSTANTS: dict[str, int] = {n: getattr(_kqrs, n) for n in dir(_kqrs) if n.startswith("KQ_")}
-globals().update(CONSTANTS)
+CONSTANTS: dict[str, int] = {n: getattr(_constants, n) for n in _constants.__all__}
 __all__ += sorted(CONSTANTS)
 
 def _hook_signal_module() -> None:
@@ -69,6 +74,8 @@ def _hook_signal_module() -> None:
     handler, SIG_IGN or SIG_DFL the application set is then what each delivery is handed to.
     """
     import signal as _signal
+
+    from . import _kqrs
 
     original = _signal.signal
     if getattr(original, "__kqrs_wrapped__", False):
@@ -101,7 +108,9 @@ def install() -> None:
         return
     import select as _select
 
-    names = {"kqueue": kqueue, "kevent": kevent, **CONSTANTS}
+    from . import _kqrs
+
+    names = {"kqueue": _kqrs.kqueue, "kevent": _kqrs.kevent, **CONSTANTS}
     _saved = {n: getattr(_select, n, _MISSING) for n in names}
     for n, v in names.items():
         setattr(_select, n, v)

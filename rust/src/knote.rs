@@ -199,6 +199,116 @@ impl Slab {
     }
 }
 
+/// The (ident, filter) index of the knotes that are not READ/WRITE: an open-addressing table of slot
+/// numbers (4 bytes an entry, at most half full: ~8 bytes a knote, where a hash map of keys took ~50), the
+/// keys themselves read from the slab. Linear probing with backward-shift deletion (no tombstones).
+#[derive(Default)]
+pub(crate) struct Index {
+    /// slot + 1 per entry; 0 = empty.
+    table: Vec<u32>,
+    len: usize,
+}
+
+#[inline]
+fn home(ident: usize, filter: i16, mask: usize) -> usize {
+    let mut h = (ident as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (filter as u16 as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    h ^= h >> 31;
+    (h.wrapping_mul(0x94D0_49BB_1331_11EB) >> 32) as usize & mask
+}
+
+impl Index {
+    /// The slot of the knote (ident, filter).
+    #[inline]
+    pub fn get(&self, ident: usize, filter: i16, slab: &Slab) -> Option<u32> {
+        if self.table.is_empty() {
+            return None;
+        }
+        let mask = self.table.len() - 1;
+        let mut i = home(ident, filter, mask);
+        loop {
+            let v = self.table[i];
+            if v == 0 {
+                return None;
+            }
+            if let Some(k) = slab.get(v - 1) {
+                if k.ident == ident && k.filter == filter {
+                    return Some(v - 1);
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Indexes `slot`, which holds the knote (ident, filter) (not indexed yet).
+    pub fn insert(&mut self, ident: usize, filter: i16, slot: u32, slab: &Slab) {
+        if (self.len + 1) * 2 > self.table.len() {
+            self.grow(slab);
+        }
+        let mask = self.table.len() - 1;
+        let mut i = home(ident, filter, mask);
+        while self.table[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        self.table[i] = slot + 1;
+        self.len += 1;
+    }
+
+    fn grow(&mut self, slab: &Slab) {
+        let cap = (self.table.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.table, vec![0; cap]);
+        let mask = cap - 1;
+        for v in old.into_iter().filter(|&v| v != 0) {
+            let Some(k) = slab.get(v - 1) else { continue };
+            let mut i = home(k.ident, k.filter, mask);
+            while self.table[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            self.table[i] = v;
+        }
+    }
+
+    /// Drops `slot` (the knote (ident, filter), which may already be gone from the slab) from the index.
+    pub fn remove(&mut self, ident: usize, filter: i16, slot: u32, slab: &Slab) {
+        if self.table.is_empty() {
+            return;
+        }
+        let mask = self.table.len() - 1;
+        let mut i = home(ident, filter, mask);
+        loop {
+            match self.table[i] {
+                0 => return,
+                v if v == slot + 1 => break,
+                _ => i = (i + 1) & mask,
+            }
+        }
+        // Backward shift: pull later entries of the probe run into the hole when their home allows it.
+        let mut hole = i;
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let v = self.table[j];
+            if v == 0 {
+                break;
+            }
+            let Some(k) = slab.get(v - 1) else { continue };
+            let h = home(k.ident, k.filter, mask);
+            // `h` lies cyclically in (hole, j]: the entry stays.
+            let stays = if hole <= j { hole < h && h <= j } else { hole < h || h <= j };
+            if !stays {
+                self.table[hole] = v;
+                hole = j;
+            }
+        }
+        self.table[hole] = 0;
+        self.len -= 1;
+    }
+
+    pub fn clear(&mut self) {
+        self.table = Vec::new();
+        self.len = 0;
+    }
+}
+
 /// How an fd's knotes learn of readiness.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FdReg {
@@ -263,3 +373,51 @@ impl FdEntry {
 
 /// The active queue: knotes to look at on the next collect, by (slot, generation).
 pub(crate) type ActiveQueue = VecDeque<(u32, u32)>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn knote(ident: usize, filter: i16) -> Knote {
+        let ch = crate::kevent::Kevent::new(ident, filter, 0, 0, 0, 0);
+        Knote::from_change(&ch, 0, 0, Kind::User { triggered: false })
+    }
+
+    /// The index agrees with a hash map through random inserts and removes (colliding idents included).
+    #[test]
+    fn index_agrees_with_a_map() {
+        let mut slab = Slab::default();
+        let mut index = Index::default();
+        let mut model: HashMap<(usize, i16), u32> = HashMap::new();
+        let mut seed = 0x1234_5678_u64;
+        let mut rand = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        for step in 0..200_000 {
+            let ident = rand() % 3000 * if step % 7 == 0 { 1 << 40 } else { 1 };
+            let filter = [-11i16, -7, -5, -6][rand() % 4];
+            match model.get(&(ident, filter)).copied() {
+                Some(slot) if rand() % 3 != 0 => {
+                    slab.remove(slot);
+                    index.remove(ident, filter, slot, &slab);
+                    model.remove(&(ident, filter));
+                }
+                Some(_) => {}
+                None => {
+                    let slot = slab.insert(knote(ident, filter));
+                    index.insert(ident, filter, slot, &slab);
+                    model.insert((ident, filter), slot);
+                }
+            }
+            if step % 997 == 0 {
+                for (&(i, f), &s) in &model {
+                    assert_eq!(index.get(i, f, &slab), Some(s));
+                }
+                assert_eq!(index.len, model.len());
+            }
+            assert_eq!(index.get(ident, filter, &slab), model.get(&(ident, filter)).copied());
+        }
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::consts::*;
 use crate::hazard;
 use crate::kevent::Kevent;
-use crate::knote::{ActiveQueue, FdEntry, FdReg, IdMap, Kind, Knote, Slab};
+use crate::knote::{ActiveQueue, FdEntry, FdReg, IdMap, Index, Kind, Knote, Slab};
 use crate::source::{self, Source, TOKEN_KICK, TOKEN_RT, TOKEN_SOURCE};
 use crate::sys::{self, Errno, RawFd, Result};
 
@@ -87,7 +87,7 @@ pub(crate) struct State {
     pub rt_timers: crate::filter::timer::Heap,
     pub knotes: Slab,
     pub fdtab: Vec<FdEntry>,
-    pub index: IdMap<(usize, i16), u32>,
+    pub index: Index,
     pub active: ActiveQueue,
     /// Knotes on the active queue that are still live (`queued`); at 0 the kick is reset at once, so the
     /// kqueue fd stops polling readable as soon as nothing is pending.
@@ -675,7 +675,7 @@ impl State {
             rt_timers: Default::default(),
             knotes: Slab::default(),
             fdtab: Vec::new(),
-            index: IdMap::default(),
+            index: Index::default(),
             active: ActiveQueue::new(),
             queued_live: 0,
             active_hint: Arc::new(AtomicBool::new(false)),
@@ -771,7 +771,7 @@ impl State {
             let s = if filter == EVFILT_READ { e.read } else { e.write };
             s.checked_sub(1)
         } else {
-            self.index.get(&(ident, filter)).copied()
+            self.index.get(ident, filter, &self.knotes)
         }
     }
 
@@ -838,7 +838,7 @@ impl State {
                 e.write = s + 1;
             }
         } else {
-            self.index.insert((ident, filter), s);
+            self.index.insert(ident, filter, s, &self.knotes);
         }
         s
     }
@@ -859,7 +859,7 @@ impl State {
                 }
             }
         } else {
-            self.index.remove(&(k.ident, k.filter));
+            self.index.remove(k.ident, k.filter, slot, &self.knotes);
         }
         crate::filter::detach(self, &k)
     }

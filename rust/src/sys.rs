@@ -103,6 +103,11 @@ pub fn close_owned_in_child() {
         return;
     }
     for (i, w) in OWNED[..=(max as usize / 64)].iter().enumerate() {
+        // Read first: writing only words that have bits keeps the child from copying pages it never needed
+        // (every write to a page shared with the parent costs a copy-on-write fault).
+        if w.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
         let mut bits = w.swap(0, Ordering::SeqCst);
         while bits != 0 {
             let b = bits.trailing_zeros();
@@ -354,7 +359,9 @@ pub fn is_epoll(fd: RawFd, probe: RawFd) -> bool {
 
 /// In a fork child (async-signal-safe): the dead fd was closed with every other kqrs fd.
 pub fn dead_reset_in_child() {
-    DEAD.store(-1, Ordering::SeqCst);
+    if DEAD.load(Ordering::Relaxed) != -1 {
+        DEAD.store(-1, Ordering::SeqCst);
+    }
 }
 
 /// Bytes waiting to be read (FIONREAD / SIOCINQ).
@@ -1101,9 +1108,12 @@ static SIG_SAVED_RAW: [std::sync::atomic::AtomicPtr<libc::sigaction>; NSIG] =
 /// child has no knotes), and the shared wake eventfd is forgotten so the child's signals never wake the
 /// parent's kqueues.
 pub fn signals_reset_in_child() {
-    SIG_WAKE.store(-1, Ordering::SeqCst);
+    // Loads before stores, as in close_owned_in_child: no copy-on-write fault where nothing changes.
+    if SIG_WAKE.load(Ordering::Relaxed) != -1 {
+        SIG_WAKE.store(-1, Ordering::SeqCst);
+    }
     for i in 1..NSIG {
-        if SIG_REFS[i].swap(0, Ordering::SeqCst) == 0 {
+        if SIG_REFS[i].load(Ordering::Relaxed) == 0 || SIG_REFS[i].swap(0, Ordering::SeqCst) == 0 {
             continue;
         }
         let p = SIG_SAVED_RAW[i].load(Ordering::SeqCst);

@@ -100,7 +100,7 @@ fn attach_with(st: &mut State, ch: &Kevent, pidfd: RawFd, pid: i32) -> Result<u3
     let slot = st.insert(Knote::from_change(ch, (ch.flags & EV_STICKY) | EV_CLEAR, ch.fflags, Kind::Proc(Box::new(ProcState { pidfd, pid, pending: 0, data: 0, exit: None, registered: false }))));
     if let Err(e) = register(st, slot) {
         st.knotes.remove(slot);
-        st.index.remove(&(ch.ident, ch.filter));
+        st.index.remove(ch.ident, ch.filter, slot, &st.knotes);
         sys::close(pidfd);
         return Err(e);
     }
@@ -274,7 +274,7 @@ fn same_descriptor(ident: RawFd, dup: RawFd, pid: i32) -> bool {
 }
 
 fn note(st: &mut State, pid: i32, bits: u32, data: Option<isize>) {
-    let Some(&slot) = st.index.get(&(pid as usize, EVFILT_PROC)) else { return };
+    let Some(slot) = st.index.get(pid as usize, EVFILT_PROC, &st.knotes) else { return };
     if let Some(Knote { kind: Kind::Proc(p), .. }) = st.knotes.get_mut(slot) {
         p.pending |= bits;
         if let Some(v) = data {
@@ -304,7 +304,7 @@ pub(crate) fn connector_ready(st: &mut State) {
                 fork_event(st, parent_tgid, child_tgid);
             }
             ProcEvent::Exec { tgid } => {
-                let wants = st.index.get(&(tgid as usize, EVFILT_PROC)).and_then(|&s| st.knotes.get(s));
+                let wants = st.index.get(tgid as usize, EVFILT_PROC, &st.knotes).and_then(|s| st.knotes.get(s));
                 if wants.is_some_and(|k| k.sfflags & NOTE_EXEC != 0) {
                     note(st, tgid, NOTE_EXEC, None);
                 }
@@ -314,7 +314,7 @@ pub(crate) fn connector_ready(st: &mut State) {
                     continue;
                 }
                 // Only a tracked child we could not open a pidfd for relies on this.
-                let Some(&slot) = st.index.get(&(tgid as usize, EVFILT_PROC)) else { continue };
+                let Some(slot) = st.index.get(tgid as usize, EVFILT_PROC, &st.knotes) else { continue };
                 if let Some(Knote { kind: Kind::Proc(p), .. }) = st.knotes.get(slot) {
                     if p.pidfd != -1 || p.exit.is_some() {
                         continue;
@@ -351,13 +351,13 @@ pub(crate) fn connector_ready(st: &mut State) {
 }
 
 fn fork_event(st: &mut State, parent: i32, child: i32) {
-    let Some(&pslot) = st.index.get(&(parent as usize, EVFILT_PROC)) else { return };
+    let Some(pslot) = st.index.get(parent as usize, EVFILT_PROC, &st.knotes) else { return };
     let Some(pk) = st.knotes.get(pslot) else { return };
     let (sfflags, flags, udata, sdata) = (pk.sfflags, pk.flags, pk.udata, pk.sdata);
     if sfflags & NOTE_FORK != 0 {
         note(st, parent, NOTE_FORK, None);
     }
-    if sfflags & NOTE_TRACK == 0 || st.index.contains_key(&(child as usize, EVFILT_PROC)) {
+    if sfflags & NOTE_TRACK == 0 || st.index.get(child as usize, EVFILT_PROC, &st.knotes).is_some() {
         return;
     }
     // NOTE_TRACK: the child gets a knote of its own with the same fflags and udata.
