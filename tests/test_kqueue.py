@@ -835,3 +835,9 @@ def test_import_kqrs_loads_no_extension():
     code = "import sys; import kqrs; print(sorted(m for m in sys.modules if m.startswith('kqrs')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "['kqrs', 'kqrs._constants']", out.stderr
+
+
+def test_the_extension_is_an_attribute_before_first_use():
+    code = "import kqrs; print(kqrs._kqrs.KQ_EV_ADD, kqrs.kqueue().closed)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "1 False", out.stderr

@@ -40,10 +40,13 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> "Any":
+    import importlib
+
+    if name == "_kqrs":  # the extension itself, as an attribute (kqrs._kqrs.X) before anything loaded it
+        return importlib.import_module(f"{__name__}._kqrs")
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'kqrs' has no attribute {name!r}")
-    import importlib
 
     module = importlib.import_module(f"{__name__}.{mod}")
     value = getattr(module, name)
