@@ -321,17 +321,17 @@ impl PyKevent {
 
 /// A positional argument that may be missing (PyO3 hands an explicit None over as `Some(None)`), so that
 /// arity errors can say what CPython says.
-pub(crate) struct Arg<'py>(Option<Bound<'py, PyAny>>);
+pub(crate) struct Arg<'a, 'py>(Option<Borrowed<'a, 'py, PyAny>>);
 
-impl Arg<'_> {
+impl Arg<'_, '_> {
     const MISSING: Self = Arg(None);
 }
 
-impl<'a, 'py> FromPyObject<'a, 'py> for Arg<'py> {
+impl<'a, 'py> FromPyObject<'a, 'py> for Arg<'a, 'py> {
     type Error = PyErr;
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        Ok(Arg(Some(obj.to_owned())))
+        Ok(Arg(Some(obj)))
     }
 }
 
@@ -639,12 +639,12 @@ impl PyKqueue {
         signature = (changelist=Arg::MISSING, max_events=Arg::MISSING, timeout=Arg::MISSING, /, *rest),
         text_signature = "($self, changelist, max_events, timeout=None, /)"
     )]
-    fn control<'py>(
+    fn control<'a, 'py>(
         &self,
         py: Python<'py>,
-        changelist: Arg<'py>,
-        max_events: Arg<'py>,
-        timeout: Arg<'py>,
+        changelist: Arg<'a, 'py>,
+        max_events: Arg<'a, 'py>,
+        timeout: Arg<'a, 'py>,
         rest: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyList>> {
         let got = usize::from(changelist.0.is_some());
@@ -655,7 +655,7 @@ impl PyKqueue {
             let got = 3 + rest.len();
             return Err(PyTypeError::new_err(format!("control expected at most 3 arguments, got {got}")));
         }
-        self.control_impl(py, &changelist, &max_events, timeout.0.as_ref())
+        self.control_impl(py, &changelist, &max_events, timeout.0.as_deref())
     }
 
     /// Engine counters: (knotes, absorbed wake-ups, stale events, parks, rebuilds, forged connector
@@ -723,6 +723,10 @@ impl PyKqueue {
             let n = kevent_py(py, kq, changes, out, wait)?;
             if n == 0 {
                 return Ok(PyList::empty(py));
+            }
+            if n == 1 {
+                // the common poll: no vector to allocate
+                return PyList::new(py, [Bound::new(py, PyKevent::from_kevent(&out[0]))?]);
             }
             let mut objs = Vec::with_capacity(n);
             for k in &out[..n] {
