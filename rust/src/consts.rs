@@ -14,6 +14,9 @@ pub const EVFILT_USER: i16 = -11;
 /// FreeBSD's process-descriptor filter (ident = a pidfd). libkqueue has none; FreeBSD's -8 is taken by
 /// libkqueue's EVFILT_NETDEV, so kqrs uses -13.
 pub const EVFILT_PROCDESC: i16 = -13;
+/// libkqueue's own filter: NOTE_VERSION / NOTE_VERSION_STR ask the library's version (the change comes
+/// back as an entry with `data` / `udata` set); kqrs answers them too, for code written for libkqueue.
+pub const EVFILT_LIBKQUEUE: i16 = -12;
 pub const EVFILT_SYSCOUNT: i16 = 11;
 
 pub const EV_ADD: u16 = 0x0001;
@@ -73,6 +76,16 @@ pub const NOTE_EXITSTATUS: u32 = 0x0400_0000;
 pub const NOTE_LINKUP: u32 = 0x0001;
 pub const NOTE_LINKDOWN: u32 = 0x0002;
 pub const NOTE_LINKINV: u32 = 0x0004;
+
+// EVFILT_LIBKQUEUE
+pub const NOTE_VERSION: u32 = 0x0001;
+pub const NOTE_VERSION_STR: u32 = 0x0002;
+pub const NOTE_THREAD_SAFE: u32 = 0x0003;
+pub const NOTE_FORK_CLEANUP: u32 = 0x0004;
+pub const NOTE_DEBUG: u32 = 0x0005;
+pub const NOTE_DEBUG_PREFIX: u32 = 0x0006;
+pub const NOTE_DEBUG_FUNC: u32 = 0x0007;
+pub const NOTE_FILE_POLL_INTERVAL: u32 = 0x0008;
 
 // EVFILT_TIMER
 pub const NOTE_SECONDS: u32 = 0x0001;

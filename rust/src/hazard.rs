@@ -124,6 +124,45 @@ impl Drop for Guard<'_> {
     }
 }
 
+/// A presence published without a guard (`publish` / `unpublish`), for a caller that must hold no value
+/// with a destructor while it waits (the C face's wait, which thread cancellation may unwind through).
+/// A thread that dies holding one gives its slot back with its other thread-locals.
+#[cfg(feature = "capi")]
+#[derive(Clone, Copy)]
+pub(crate) struct Token {
+    slot: usize,
+    prev: u64,
+}
+
+/// `enter` without a guard; None when every slot is taken.
+#[cfg(feature = "capi")]
+pub(crate) fn publish(id: u64) -> Option<Token> {
+    let slot = MINE
+        .try_with(|m| {
+            let mut i = m.0.get();
+            if i == SLOTS {
+                i = claim();
+                m.0.set(i);
+            }
+            i
+        })
+        .unwrap_or(SLOTS + 1);
+    if slot >= SLOTS {
+        return None;
+    }
+    let s = &TABLE[slot].id;
+    let prev = s.load(Ordering::Relaxed);
+    s.store(id, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    Some(Token { slot, prev })
+}
+
+/// Ends a presence begun by `publish`.
+#[cfg(feature = "capi")]
+pub(crate) fn unpublish(t: Token) {
+    TABLE[t.slot].id.store(t.prev, Ordering::Release);
+}
+
 /// After setting a kqueue's closed flag: makes every thread's slot store visible (and the flag to every
 /// thread), so that `busy(id)` afterwards sees every thread that did not see the flag.
 pub(crate) fn barrier() {

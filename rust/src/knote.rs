@@ -351,6 +351,8 @@ pub(crate) struct FdEntry {
     pub synced: bool,
     pub reg: FdReg,
     pub kind: FdKind,
+    /// The socket error read with SO_ERROR, kept for later reports (the C face only: `filter::fd::evaluate`).
+    pub so_error: u16,
 }
 
 impl FdEntry {
@@ -364,6 +366,7 @@ impl FdEntry {
         synced: false,
         reg: FdReg::Epoll,
         kind: FdKind::Unknown,
+        so_error: 0,
     };
 
     pub fn is_empty(&self) -> bool {

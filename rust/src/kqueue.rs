@@ -70,6 +70,12 @@ pub struct Stats {
 pub(crate) struct State {
     /// The kqueue's fd (an epoll instance).
     pub kq: RawFd,
+    /// `kq` is closed with the rest (false once its owner closed it itself: `close_detached`).
+    pub own_kq: bool,
+    /// libkqueue's flags in what comes back (the C face): events carry EV_ADD, and an EV_ERROR / EV_RECEIPT
+    /// entry keeps the flags of its change. FreeBSD (and the Python face) clears them. A socket error is read
+    /// (and so cleared) into `fflags`, as libkqueue and FreeBSD report it.
+    pub libkqueue_flags: bool,
     /// The epoll every registration lives in: `kq` itself, or, once a registration that cannot be removed
     /// has shown up, an inner epoll registered in `kq` (see `rebuild`).
     pub ep: RawFd,
@@ -239,6 +245,33 @@ impl Kqueue {
         self.lock().close_all();
     }
 
+    /// Closes a kqueue whose fd number its owner already closed (C code closes a kqueue with close(2)):
+    /// everything the kqueue holds is released except that number, which may name another file by now.
+    /// `alias` is another fd of the same epoll instance (the C face keeps one), through which threads still
+    /// blocked on it are woken.
+    pub fn close_detached(&self, alias: RawFd) {
+        if self.fork_gen != fork_generation() {
+            self.closed.store(true, Ordering::Release);
+            return;
+        }
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        hazard::barrier();
+        {
+            let mut st = self.lock();
+            st.own_kq = false;
+            let ep = if st.ep == st.kq { alias } else { st.ep };
+            if let Ok(d) = sys::dead_fd() {
+                let _ = sys::epoll_add(ep, d, sys::EPOLLIN, TOKEN_DEAD);
+            }
+        }
+        while hazard::busy_others(self.id, &self.slotless) {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        self.lock().close_all();
+    }
+
     /// kevent(2): applies `changes` in order, then (unless a change produced an entry) collects pending
     /// events into `events`, waiting up to `timeout` (None = forever). EINTR is retried with the time left.
     pub fn kevent(&self, changes: &[Kevent], events: &mut [Kevent], timeout: Option<Duration>) -> Result<usize> {
@@ -277,6 +310,66 @@ impl Kqueue {
                 r => return r,
             }
         }
+    }
+
+    /// The C face's kevent(), in steps, so that its blocking wait can happen in a frame that holds nothing
+    /// with a destructor (thread cancellation may unwind through that wait): applies `changes` and polls.
+    /// `Ok(Step::Done(n))` when the call is over; `Ok(Step::Wait(..))` when it must wait: the caller waits
+    /// on that epoll fd (publishing `id()` in a hazard slot meanwhile) and hands what it got to
+    /// `resume_step`. `alias` is another fd of this kqueue's epoll, used when its own number may be gone.
+    pub fn begin_step(&self, changes: &[Kevent], events: &mut [Kevent], wait: Wait, alias: RawFd) -> Result<Step> {
+        if !changes.is_empty() {
+            let n = self.apply_then_collect(changes, events)?;
+            if n > 0 || events.is_empty() {
+                return Ok(Step::Done(n));
+            }
+        } else if events.is_empty() {
+            if self.is_closed() {
+                return Err(errno(libc::EBADF));
+            }
+            return Ok(Step::Done(0));
+        }
+        self.resume_step(events, wait, &[], alias)
+    }
+
+    /// Harvests what the caller's wait got (`prefetched`), then polls; see `begin_step`.
+    pub fn resume_step(&self, events: &mut [Kevent], wait: Wait, prefetched: &[sys::EpollEvent], alias: RawFd) -> Result<Step> {
+        let n = {
+            let _g = hazard::enter(self.id, &self.slotless);
+            if self.is_closed() {
+                return Err(errno(libc::EBADF));
+            }
+            self.collect_in(events, Wait::Poll, prefetched)?
+        };
+        if self.has_retired.load(Ordering::Acquire) {
+            self.close_retired();
+        }
+        if n > 0 || wait == Wait::Poll {
+            return Ok(Step::Done(n));
+        }
+        let timeout_ms = match wait {
+            Wait::Until(d) => {
+                let now = sys::clock_ns(false);
+                if now >= d {
+                    return Ok(Step::Done(0));
+                }
+                (d - now).div_ceil(1_000_000).min(i32::MAX as u64) as i32
+            }
+            _ => -1,
+        };
+        let ep = self.wait_ep.load(Ordering::Acquire);
+        let ep = if ep == self.fd { alias } else { ep };
+        Ok(Step::Wait(ep, timeout_ms))
+    }
+
+    /// Makes this kqueue answer with libkqueue's flags (see `State::libkqueue_flags`): the C face.
+    pub fn use_libkqueue_flags(&self) {
+        self.lock().libkqueue_flags = true;
+    }
+
+    /// The id a waiter publishes in its hazard slot (see `begin_step`).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Applies `changes`; returns how many EV_ERROR / EV_RECEIPT entries were written to `events`. A
@@ -347,6 +440,17 @@ impl Kqueue {
         }
         let mut n = 0;
         for ch in changes {
+            if ch.filter == EVFILT_LIBKQUEUE {
+                // A question, not a knote: the answer is an entry (or, with no room for it, lost, as a
+                // receipt is).
+                let answer = crate::filter::libkqueue::answer(ch);
+                if n >= events.len() {
+                    return answer.map(|_| n);
+                }
+                events[n] = answer.unwrap_or_else(|Errno(e)| Kevent { flags: EV_ERROR, data: e as isize, ..*ch });
+                n += 1;
+                continue;
+            }
             let r = st.apply_one(ch);
             let receipt = ch.flags & EV_RECEIPT != 0;
             if r.is_ok() && !receipt {
@@ -358,7 +462,8 @@ impl Kqueue {
                 return r.map(|()| n);
             }
             let mut e = *ch;
-            e.flags = EV_ERROR;
+            // FreeBSD answers with EV_ERROR alone; libkqueue keeps the change's flags (the C face).
+            e.flags = if st.libkqueue_flags { ch.flags | EV_ERROR } else { EV_ERROR };
             e.data = match r {
                 Ok(()) => 0,
                 Err(Errno(x)) => x as isize,
@@ -434,6 +539,11 @@ impl Kqueue {
         let mut once_more = false;
         let mut extra_passes = 0;
         let mut pre = prefetched;
+        // A signal handled on this thread during a blocking wait ends the call with EINTR when nothing was
+        // reported yet, as epoll_wait alone would have (the pending-signal signalfd makes it return an event
+        // instead): the Python face then runs its handlers, and a KeyboardInterrupt leaves the knote's
+        // report queued for the next call. (The C face waits itself and polls here: it gets the event.)
+        let sig_runs = if wait != Wait::Poll { sys::signal_runs_here() } else { None };
         loop {
             // Knotes already on the active queue (e.g. triggered by this very call's changes): look now.
             let pending = self.active_hint.load(Ordering::Acquire);
@@ -476,7 +586,11 @@ impl Kqueue {
                     first = false;
                 }
                 let evs = if pre.is_empty() { buf.events() } else { std::mem::take(&mut pre) };
-                got = st.harvest(evs, events, got);
+                let interrupted = sig_runs.is_some() && sys::signal_runs_here() != sig_runs;
+                got = st.harvest(evs, events, got, !interrupted);
+                if interrupted && got == 0 {
+                    return Err(errno(libc::EINTR));
+                }
                 self.knotes_hint.store(st.knotes.len(), Ordering::Relaxed);
                 parked = st.stats.parks != parks_before;
                 if got == before && n > 0 {
@@ -627,6 +741,15 @@ impl Drop for PendingKick<'_> {
     }
 }
 
+/// What `Kqueue::begin_step` / `resume_step` leave to their caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The call is over, with this many entries.
+    Done(usize),
+    /// Wait on this epoll fd for up to this many ms (-1: forever), then `resume_step`.
+    Wait(RawFd, i32),
+}
+
 /// How long `collect` may wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wait {
@@ -666,6 +789,8 @@ impl State {
     fn empty() -> State {
         State {
             kq: -1,
+            own_kq: true,
+            libkqueue_flags: false,
             ep: -1,
             retired: Vec::new(),
             needs_rebuild: false,
@@ -754,7 +879,9 @@ impl State {
         }
         self.ep = -1;
         if self.kq >= 0 {
-            sys::close(self.kq);
+            if self.own_kq {
+                sys::close(self.kq);
+            }
             self.kq = -1;
         }
     }
@@ -933,7 +1060,7 @@ impl State {
     }
 
     /// Turns epoll reports into events written to `out` from index `n`; returns the new count.
-    fn harvest(&mut self, evs: &[sys::EpollEvent], out: &mut [Kevent], mut n: usize) -> usize {
+    fn harvest(&mut self, evs: &[sys::EpollEvent], out: &mut [Kevent], mut n: usize, drain: bool) -> usize {
         for ev in evs {
             let (tok, revents) = (ev.u64, ev.events);
             if tok & TAG_KNOTE == 0 {
@@ -959,7 +1086,9 @@ impl State {
                 }
             }
         }
-        self.drain_active(out, &mut n);
+        if drain {
+            self.drain_active(out, &mut n);
+        }
         n
     }
 
@@ -999,7 +1128,7 @@ impl State {
             self.enqueue(slot);
             return false;
         }
-        out[*n] = kev;
+        out[*n] = if self.libkqueue_flags { Kevent { flags: kev.flags | EV_ADD, ..kev } } else { kev };
         *n += 1;
         let seq = self.seq;
         if let Some(k) = self.knotes.get_mut(slot) {

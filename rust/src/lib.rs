@@ -16,7 +16,10 @@ pub mod sys;
 #[cfg(feature = "python")]
 mod python;
 
+#[cfg(feature = "capi")]
+mod capi;
+
 pub use filter::is_supported;
 pub use kevent::Kevent;
-pub use kqueue::{fork_generation, Kqueue, Stats, Wait};
+pub use kqueue::{fork_generation, Kqueue, PendingKick, Stats, Step, Wait};
 pub use sys::Errno;

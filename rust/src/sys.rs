@@ -2,7 +2,7 @@
 //! functions that return `Result<_, Errno>`. Each unsafe block says why it is sound.
 #![allow(unsafe_code)]
 
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// A positive errno value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +81,8 @@ pub fn track(fd: RawFd) -> RawFd {
     fd
 }
 
-fn untrack(fd: RawFd) {
+/// Forgets that kqrs owns `fd` (its owner closed it already: it may name someone else's file by now).
+pub fn untrack(fd: RawFd) {
     if fd >= 0 && (fd as usize) < FD_WORDS * 64 {
         OWNED[fd as usize / 64].fetch_and(!(1 << (fd % 64)), Ordering::SeqCst);
     }
@@ -986,6 +987,19 @@ static SIG_PREV_HANDLER: [std::sync::atomic::AtomicUsize; NSIG] = [const { std::
 static SIG_PREV_FLAGS: [AtomicI32; NSIG] = [const { AtomicI32::new(0) }; NSIG];
 static SIG_REFS: [std::sync::atomic::AtomicU32; NSIG] = [const { std::sync::atomic::AtomicU32::new(0) }; NSIG];
 static SIG_WAKE: AtomicI32 = AtomicI32::new(-1);
+/// Runs of kqrs's handler per thread (by tid mod 64): a blocking wait tells whether a signal was handled on
+/// its own thread meanwhile (`signal_runs_here`).
+static SIG_RUNS: [AtomicU32; 64] = [const { AtomicU32::new(0) }; 64];
+/// How many signals knotes watch (non-zero: waits check SIG_RUNS).
+static SIG_WATCHED: AtomicU32 = AtomicU32::new(0);
+/// Deliveries that reached kqrs's handler (bumped on entry), to tell a pending-signal scan that one ran.
+static SIG_SEQ: [AtomicU64; NSIG] = [const { AtomicU64::new(0) }; NSIG];
+/// 1 while a pending (blocked) instance of the signal was counted by a scan: its delivery, once unblocked,
+/// must not count again (the handler takes the mark instead).
+static SIG_MARK: [AtomicU32; NSIG] = [const { AtomicU32::new(0) }; NSIG];
+/// A signalfd whose mask is every watched signal. Never read: registered (edge-triggered) in each kqueue
+/// that watches signals, it reports that a watched signal is pending, which a blocked signal stays.
+static SIG_PENDING_FD: AtomicI32 = AtomicI32::new(-1);
 /// The full previous sigaction of each watched signal, to restore it exactly; and the lock that orders
 /// installs and restores (never taken by the handler).
 static SIG_SAVED: std::sync::Mutex<[Option<SavedAction>; NSIG]> = std::sync::Mutex::new([const { None }; NSIG]);
@@ -1025,8 +1039,15 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     // SAFETY: errno_ptr is valid for this thread.
     let saved_errno = unsafe { *errno_ptr };
     let i = sig as usize;
+    // SAFETY: gettid(2) takes no arguments and is async-signal-safe.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    SIG_RUNS[(tid & 63) as usize].fetch_add(1, Ordering::SeqCst);
     if i < NSIG {
-        SIG_COUNT[i].fetch_add(1, Ordering::SeqCst);
+        SIG_SEQ[i].fetch_add(1, Ordering::SeqCst);
+        // Counted already if a scan saw it pending while it was blocked (`signal_scan_pending`).
+        if SIG_MARK[i].swap(0, Ordering::SeqCst) == 0 {
+            SIG_COUNT[i].fetch_add(1, Ordering::SeqCst);
+        }
         let fd = SIG_WAKE.load(Ordering::SeqCst);
         if fd >= 0 {
             let one = 1u64.to_ne_bytes();
@@ -1112,6 +1133,12 @@ pub fn signals_reset_in_child() {
     if SIG_WAKE.load(Ordering::Relaxed) != -1 {
         SIG_WAKE.store(-1, Ordering::SeqCst);
     }
+    if SIG_PENDING_FD.load(Ordering::Relaxed) != -1 {
+        SIG_PENDING_FD.store(-1, Ordering::SeqCst); // closed with kqrs's other fds
+    }
+    if SIG_WATCHED.load(Ordering::Relaxed) != 0 {
+        SIG_WATCHED.store(0, Ordering::SeqCst);
+    }
     for i in 1..NSIG {
         if SIG_REFS[i].load(Ordering::Relaxed) == 0 || SIG_REFS[i].swap(0, Ordering::SeqCst) == 0 {
             continue;
@@ -1143,9 +1170,113 @@ pub fn signal_ref(sig: i32) -> Result<()> {
         if !is_ours(&prev) {
             install_over(sig, prev, &mut saved)?;
         }
+        // An instance pending from before (blocked) is still to be delivered: counted like one sent now, which
+        // lets a program block a signal, add its knote, then unblock it without losing one sent meanwhile.
+        SIG_MARK[i].store(0, Ordering::SeqCst);
+        SIG_REFS[i].fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = update_pending_fd() {
+            SIG_REFS[i].fetch_sub(1, Ordering::SeqCst);
+            return Err(e);
+        }
+        SIG_WATCHED.fetch_add(1, Ordering::SeqCst);
+        return Ok(());
     }
     SIG_REFS[i].fetch_add(1, Ordering::SeqCst);
     Ok(())
+}
+
+/// A token that changes when kqrs's signal handler runs on the calling thread (or, rarely, on another
+/// thread whose tid is the same mod 64); None while no signal is watched.
+pub fn signal_runs_here() -> Option<u32> {
+    if SIG_WATCHED.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    thread_local! {
+        static TID: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+    }
+    let tid = TID.with(|t| {
+        if t.get() == 0 {
+            // SAFETY: gettid(2) takes no arguments.
+            t.set(unsafe { libc::syscall(libc::SYS_gettid) });
+        }
+        t.get()
+    });
+    Some(SIG_RUNS[(tid & 63) as usize].load(Ordering::SeqCst))
+}
+
+/// The signals pending for the calling thread (its own and the process's).
+fn pending_signals() -> Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain old data; sigpending fills it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t to write.
+    cvt(unsafe { libc::sigpending(&mut set) })?;
+    Ok(set)
+}
+
+fn sigismember(set: &libc::sigset_t, sig: i32) -> bool {
+    // SAFETY: `set` is a valid sigset_t; sig is checked by the caller to be in 1..NSIG.
+    unsafe { libc::sigismember(set, sig) == 1 }
+}
+
+/// Sets the pending-signal signalfd's mask to the watched signals (creating it the first time). Called with
+/// SIG_SAVED held.
+fn update_pending_fd() -> Result<()> {
+    // SAFETY: sigset_t is plain old data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    for (i, refs) in SIG_REFS.iter().enumerate().skip(1) {
+        if refs.load(Ordering::SeqCst) > 0 {
+            // SAFETY: `set` is initialised and i is a signal number in 1..NSIG.
+            unsafe { libc::sigaddset(&mut set, i as i32) };
+        }
+    }
+    let cur = SIG_PENDING_FD.load(Ordering::SeqCst);
+    // SAFETY: `set` is a valid sigset_t; `cur` is -1 (new signalfd) or kqrs's signalfd (new mask).
+    let fd = cvt(unsafe { libc::signalfd(cur, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })?;
+    if cur < 0 {
+        SIG_PENDING_FD.store(track(fd), Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+/// The signalfd that reports a watched signal pending (see SIG_PENDING_FD), once a signal was watched.
+pub fn signal_pending_fd() -> Option<RawFd> {
+    Some(SIG_PENDING_FD.load(Ordering::SeqCst)).filter(|&fd| fd >= 0)
+}
+
+/// Counts the watched signals pending now (blocked, or not yet taken by a thread), once per pending
+/// instance: FreeBSD counts a signal when it is sent, blocked or not. Its delivery, once unblocked, is not
+/// counted again. Only what the calling thread can see is found: signals pending for another thread alone
+/// are counted when delivered.
+pub fn signal_scan_pending() {
+    let Ok(set) = pending_signals() else { return };
+    for sig in 1..NSIG as i32 {
+        let i = sig as usize;
+        if !sigismember(&set, sig) || SIG_REFS[i].load(Ordering::SeqCst) == 0 || SIG_MARK[i].load(Ordering::SeqCst) != 0 {
+            continue;
+        }
+        // A delivery can run at any point in here (on any thread): SIG_SEQ tells whether one did between
+        // seeing the signal pending and marking it, and the mark tells whether that delivery took it.
+        loop {
+            let seq = SIG_SEQ[i].load(Ordering::SeqCst);
+            if !pending_signals().is_ok_and(|set| sigismember(&set, sig)) {
+                break;
+            }
+            if SIG_MARK[i].compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+                break; // another scan counted it
+            }
+            if SIG_SEQ[i].load(Ordering::SeqCst) == seq {
+                SIG_COUNT[i].fetch_add(1, Ordering::SeqCst); // its delivery, if any, takes the mark
+                break;
+            }
+            if SIG_MARK[i].swap(0, Ordering::SeqCst) == 0 {
+                SIG_COUNT[i].fetch_add(1, Ordering::SeqCst); // a delivery took the mark: not counted there
+                break;
+            }
+            // A delivery ran before the mark was set, and counted itself: look again.
+        }
+    }
 }
 
 /// One knote less watches `sig`: the last one restores the disposition exactly as it was (as the
@@ -1159,6 +1290,8 @@ pub fn signal_unref(sig: i32) {
     if SIG_REFS[i].load(Ordering::SeqCst) == 0 || SIG_REFS[i].fetch_sub(1, Ordering::SeqCst) != 1 {
         return;
     }
+    SIG_WATCHED.fetch_sub(1, Ordering::SeqCst);
+    let _ = update_pending_fd(); // a narrower mask; failing, the fd only reports a signal nobody watches
     if let Some(SavedAction(prev)) = saved[i].take() {
         if current_action(sig).is_ok_and(|cur| is_ours(&cur)) {
             // SAFETY: prev is the sigaction read from the kernel earlier.
@@ -1232,4 +1365,227 @@ pub fn fd_mount_id(fd: RawFd) -> Result<u64> {
     s.lines()
         .find_map(|l| l.strip_prefix("mnt_id:").and_then(|v| v.trim().parse().ok()))
         .ok_or(Errno(libc::ENOENT))
+}
+
+// ---- memory handed over by C callers (the C face, `capi.rs`) ----
+//
+// A bad pointer from C must come back as EFAULT, never crash kqrs. The kernel checks a region the first time
+// a thread hands it over (process_vm_readv/process_vm_writev on ourselves: they fail with EFAULT where a
+// plain copy would fault); regions a thread used before (an event loop passes the same buffers every call)
+// are copied directly. A region freed and unmapped after it was checked is the caller's use-after-free.
+
+thread_local! {
+    /// The last regions this thread handed over that proved readable / writable: (address, length).
+    static CHECKED: std::cell::Cell<[(usize, usize); 2]> = const { std::cell::Cell::new([(0, 0); 2]) };
+}
+
+fn checked(ptr: usize, len: usize, write: bool) -> bool {
+    CHECKED.with(|c| {
+        let (p, l) = c.get()[usize::from(write)];
+        p != 0 && ptr >= p && ptr.saturating_add(len) <= p + l
+    })
+}
+
+fn remember(ptr: usize, len: usize, write: bool) {
+    CHECKED.with(|c| {
+        let mut v = c.get();
+        v[usize::from(write)] = (ptr, len);
+        c.set(v);
+    });
+}
+
+/// Whether `len` bytes at `ptr` can be read (`write` false) or written, asked of the kernel.
+fn probe_user(ptr: usize, len: usize, write: bool) -> Result<()> {
+    if ptr == 0 {
+        return Err(Errno(libc::EFAULT));
+    }
+    let mut scratch = [0u8; 256];
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(scratch.len());
+        let local = libc::iovec { iov_base: scratch.as_mut_ptr().cast(), iov_len: n };
+        let remote = libc::iovec { iov_base: (ptr + off) as *mut libc::c_void, iov_len: n };
+        // SAFETY: the local iovec names `scratch`, valid for n bytes; the remote one is only ever accessed
+        // by the kernel, which checks it and fails with EFAULT instead of faulting.
+        let r = unsafe {
+            if write {
+                // Reading a region does not prove it writable: write back what it holds.
+                let got = libc::process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+                if got != n as isize {
+                    got
+                } else {
+                    libc::process_vm_writev(getpid(), &local, 1, &remote, 1, 0)
+                }
+            } else {
+                libc::process_vm_readv(getpid(), &local, 1, &remote, 1, 0)
+            }
+        };
+        if r != n as isize {
+            return Err(if r < 0 { Errno::last() } else { Errno(libc::EFAULT) });
+        }
+        off += n;
+    }
+    Ok(())
+}
+
+/// Copies `n` kevents from a C caller's array at `ptr` into `out` (EFAULT for memory it cannot read).
+pub fn user_kevents_in(ptr: usize, n: usize, out: &mut Vec<crate::Kevent>) -> Result<()> {
+    out.clear();
+    if n == 0 {
+        return Ok(());
+    }
+    let len = n.checked_mul(std::mem::size_of::<crate::Kevent>()).ok_or(Errno(libc::EINVAL))?;
+    if !checked(ptr, len, false) {
+        probe_user(ptr, len, false)?;
+        remember(ptr, len, false);
+    }
+    out.reserve(n);
+    // SAFETY: the kernel proved `len` bytes at `ptr` readable (now or in an earlier call on this thread);
+    // Kevent is plain old data with no invalid bit patterns, copied byte-wise so alignment does not matter.
+    unsafe {
+        std::ptr::copy_nonoverlapping(ptr as *const u8, out.as_mut_ptr().cast::<u8>(), len);
+        out.set_len(n);
+    }
+    Ok(())
+}
+
+/// Copies `events` into a C caller's array at `ptr` of room for `cap` kevents (EFAULT for memory it
+/// cannot write).
+pub fn user_kevents_out(ptr: usize, cap: usize, events: &[crate::Kevent]) -> Result<()> {
+    if cap == 0 {
+        return Ok(());
+    }
+    // Only what is written is checked (a caller may announce more room than its array has, as FreeBSD
+    // copies out only the events it returns).
+    let n = events.len().min(cap);
+    if n == 0 {
+        return Ok(());
+    }
+    let room = n * std::mem::size_of::<crate::Kevent>();
+    if !checked(ptr, room, true) {
+        probe_user(ptr, room, true)?;
+        remember(ptr, room, true);
+    }
+    // SAFETY: the kernel proved `room` bytes at `ptr` writable; we write at most n <= cap kevents, byte-wise.
+    unsafe {
+        std::ptr::copy_nonoverlapping(events.as_ptr().cast::<u8>(), ptr as *mut u8, n * std::mem::size_of::<crate::Kevent>());
+    }
+    Ok(())
+}
+
+/// A C caller's `struct timespec` at `ptr` as (seconds, nanoseconds) (EFAULT for memory it cannot read).
+pub fn user_timespec(ptr: usize) -> Result<(i64, i64)> {
+    let len = std::mem::size_of::<libc::timespec>();
+    if !checked(ptr, len, false) {
+        probe_user(ptr, len, false)?;
+    }
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `len` bytes at `ptr` are readable (just checked); copied byte-wise into a local timespec.
+    unsafe {
+        std::ptr::copy_nonoverlapping(ptr as *const u8, (&mut ts as *mut libc::timespec).cast::<u8>(), len);
+    }
+    Ok((ts.tv_sec, ts.tv_nsec))
+}
+
+/// Sets errno (the C face's way of reporting an error).
+pub fn set_errno(e: i32) {
+    // SAFETY: __errno_location returns this thread's errno, valid for writes.
+    unsafe { *libc::__errno_location() = e };
+}
+
+extern "C" {
+    // glibc's (the libc crate does not declare it).
+    fn pthread_setcancelstate(state: libc::c_int, oldstate: *mut libc::c_int) -> libc::c_int;
+}
+const PTHREAD_CANCEL_DISABLE: libc::c_int = 1;
+
+/// The C face turns off thread cancellation while it works (a cancel must never unwind through the middle
+/// of a change) and gives the caller's state back only around blocking waits (`c_entry::kevent`).
+/// Returns the state before.
+pub fn cancel_disable() -> i32 {
+    let mut old = 0;
+    // SAFETY: plain libc call with a valid out pointer.
+    unsafe { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &mut old) };
+    old
+}
+
+/// Restores a cancellation state saved by `cancel_disable`.
+pub fn cancel_restore(old: i32) {
+    let mut prev = 0;
+    // SAFETY: plain libc call with a valid out pointer.
+    unsafe { pthread_setcancelstate(old, &mut prev) };
+}
+
+/// The C entry points (feature `capi`): `kqueue`, `kevent` and `libkqueue_drain_pending_close`, exported
+/// unmangled for C. They hold the only code of the C face that is not plain safe Rust: exported symbols,
+/// and the blocking wait of kevent(), which runs in this frame with nothing live that has a destructor:
+/// thread cancellation (pthread_cancel) acts there, in libc's epoll_wait, and unwinds this frame and the
+/// caller's C frames only (a forced unwind through Rust frames with destructors is undefined behaviour).
+#[cfg(feature = "capi")]
+pub mod c_entry {
+    use super::{cancel_disable, cancel_restore, EpollEvent};
+    use crate::capi::{self, CStep};
+    use crate::hazard;
+    use crate::Kevent;
+
+    /// `int kqueue(void)`.
+    // SAFETY: `no_mangle` exports the symbol C code links against (libkqueue's name and signature); no other
+    // item of kqrs has this name.
+    #[no_mangle]
+    pub extern "C" fn kqueue() -> libc::c_int {
+        let old = cancel_disable();
+        let r = capi::c_kqueue();
+        cancel_restore(old);
+        r
+    }
+
+    /// `int kevent(int kq, const struct kevent *changelist, int nchanges, struct kevent *eventlist,
+    /// int nevents, const struct timespec *timeout)`: kevent(2), -1 with errno on failure.
+    // SAFETY: `no_mangle` exports libkqueue's kevent symbol (see `kqueue`). The pointers are only passed on
+    // as addresses, checked by the kernel before they are read or written (`user_kevents_in`).
+    #[no_mangle]
+    pub extern "C-unwind" fn kevent(
+        kq: libc::c_int,
+        changelist: *const Kevent,
+        nchanges: libc::c_int,
+        eventlist: *mut Kevent,
+        nevents: libc::c_int,
+        timeout: *const libc::timespec,
+    ) -> libc::c_int {
+        let state = cancel_disable();
+        let mut step = capi::begin(kq, changelist as usize, nchanges, eventlist as usize, nevents, timeout as usize);
+        let mut buf = [EpollEvent { events: 0, u64: 0 }; 64];
+        loop {
+            match step {
+                CStep::Done(r) => {
+                    cancel_restore(state);
+                    return r;
+                }
+                CStep::Wait { ep, ms, id, wait } => {
+                    // Everything live in this frame is plain data: a cancel here unwinds cleanly.
+                    let token = hazard::publish(id);
+                    cancel_restore(state);
+                    // SAFETY: `buf` is valid for writes of 64 events; epoll_wait is libc's (a cancellation
+                    // point).
+                    let n = unsafe { libc::epoll_wait(ep, buf.as_mut_ptr(), buf.len() as libc::c_int, ms) };
+                    let err = if n < 0 { super::Errno::last().0 } else { 0 };
+                    cancel_disable();
+                    if let Some(t) = token {
+                        hazard::unpublish(t);
+                    }
+                    let got = &buf[..n.max(0) as usize];
+                    step = capi::resume(kq, got, err, eventlist as usize, nevents, wait);
+                }
+            }
+        }
+    }
+
+    /// `void libkqueue_drain_pending_close(void)`: frees now every kqueue closed with close(2).
+    // SAFETY: `no_mangle` exports libkqueue's symbol of that name (see `kqueue`).
+    #[no_mangle]
+    pub extern "C" fn libkqueue_drain_pending_close() {
+        let old = cancel_disable();
+        capi::c_drain();
+        cancel_restore(old);
+    }
 }

@@ -546,6 +546,21 @@ fn evaluate(st: &mut State, slot: u32, fd: RawFd, revents: u32) -> Result<Option
         return Ok(None);
     }
     let d = data.unwrap_or(0);
+    // FreeBSD reports the socket's error in `fflags` with EV_EOF. Linux's only way to read it,
+    // getsockopt(SO_ERROR), also clears it, so only the C face (libkqueue does the same) reads it; the Python
+    // face leaves it to the application (asyncio reads it itself). docs/design.md, "The C face".
+    let mut fflags = 0;
+    if st.libkqueue_flags && matches!(kind, FdKind::Socket | FdKind::Listener) && (eof || err) {
+        if err {
+            if let Ok(e) = sys::so_error(fd) {
+                if e > 0 {
+                    entry_mut(st, fd).so_error = e.min(u16::MAX as i32) as u16;
+                }
+            }
+        }
+        fflags = entry(st, fd).so_error as u32;
+    }
+    let Some(k) = st.knotes.get(slot) else { return Ok(None) };
     if k.flags & EV_CLEAR != 0 {
         let e = entry(st, fd);
         let edge = e.mask & EPOLLET != 0 && !e.parked;
@@ -560,7 +575,7 @@ fn evaluate(st: &mut State, slot: u32, fd: RawFd, revents: u32) -> Result<Option
             }
         }
     }
-    let kev = State::event_of(k, if eof { EV_EOF } else { 0 }, 0, d);
+    let kev = State::event_of(k, if eof { EV_EOF } else { 0 }, fflags, d);
     if let Some(k) = st.knotes.get_mut(slot) {
         if let Kind::Fd { last_data, last_eof, .. } = &mut k.kind {
             *last_data = d;

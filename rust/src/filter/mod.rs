@@ -2,6 +2,7 @@
 //! objects (inotify, the process connector, the signal eventfd, the mount table) to their owners.
 
 pub(crate) mod fd;
+pub(crate) mod libkqueue;
 pub(crate) mod proc;
 pub(crate) mod signal;
 pub(crate) mod timer;
@@ -21,6 +22,7 @@ pub fn check_filter(filter: i16) -> Result<()> {
         EVFILT_READ | EVFILT_WRITE | EVFILT_TIMER | EVFILT_USER | EVFILT_PROC | EVFILT_PROCDESC | EVFILT_VNODE
         | EVFILT_SIGNAL => Ok(()),
         EVFILT_AIO | EVFILT_NETDEV | EVFILT_FS | EVFILT_LIO => Err(Errno(libc::EOPNOTSUPP)),
+        EVFILT_LIBKQUEUE => Ok(()), // questions about the library, answered by filter/libkqueue.rs
         _ => Err(Errno(libc::EINVAL)),
     }
 }
@@ -147,6 +149,9 @@ pub(crate) fn registrations(st: &State) -> Vec<(RawFd, u32, u64)> {
     }
     if st.sig_wake_registered {
         if let Ok(fd) = sys::signal_wake_fd() {
+            v.push((fd, sys::EPOLLIN | sys::EPOLLET, TOKEN_SIGNAL));
+        }
+        if let Some(fd) = sys::signal_pending_fd() {
             v.push((fd, sys::EPOLLIN | sys::EPOLLET, TOKEN_SIGNAL));
         }
     }

@@ -20,6 +20,13 @@ pub(crate) fn ensure_wake(st: &mut State) -> Result<()> {
     }
     let fd = sys::signal_wake_fd()?;
     sys::epoll_add(st.ep, fd, sys::EPOLLIN | sys::EPOLLET, TOKEN_SIGNAL)?;
+    // A watched signal that is blocked never reaches the handler: the pending-signal signalfd reports it.
+    if let Some(pfd) = sys::signal_pending_fd() {
+        if let Err(e) = sys::epoll_add(st.ep, pfd, sys::EPOLLIN | sys::EPOLLET, TOKEN_SIGNAL) {
+            let _ = sys::epoll_del(st.ep, fd);
+            return Err(e);
+        }
+    }
     st.sig_wake_registered = true;
     Ok(())
 }
@@ -30,8 +37,11 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     }
     let sig = signum(ch)?;
     crate::source::ensure(st, false)?;
-    ensure_wake(st)?;
     sys::signal_ref(sig)?;
+    if let Err(e) = ensure_wake(st) {
+        sys::signal_unref(sig);
+        return Err(e);
+    }
     Ok(st.insert(Knote::from_change(ch, (ch.flags & EV_STICKY) | EV_CLEAR, 0, Kind::Signal { sig, last: sys::signal_count(sig) })))
 }
 
@@ -61,8 +71,10 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) {
     }
 }
 
-/// The signal eventfd fired: queue every knote whose signal was delivered since its last report.
+/// The signal eventfd or the pending-signal signalfd fired: count the watched signals pending now, then
+/// queue every knote whose signal was sent since its last report.
 pub(crate) fn wake(st: &mut State) {
+    sys::signal_scan_pending();
     let ready: Vec<u32> = st
         .knotes
         .iter_slots()

@@ -1,0 +1,228 @@
+//! The C face: libkqueue's ABI (`kqueue()`, `kevent()`, `libkqueue_drain_pending_close()`) on the same engine
+//! the Python face uses, through the same `Kqueue::kevent_once`. Built with the `capi` feature into
+//! `libkqueue.so.0` / `libkqueue.a` (scripts/build-capi.sh); the header is capi/include/sys/event.h.
+//!
+//! C code closes a kqueue with close(2), which kqrs does not see. Each kqueue made here keeps a private
+//! duplicate of its fd; the next `kqueue()` or `libkqueue_drain_pending_close()` call (and a `kevent()` whose
+//! wait or change fails with EBADF) compares every kqueue's fd with its duplicate (kcmp), and frees those
+//! whose fd was closed or now names another file: no thread, and a reused number is never mistaken for the
+//! old kqueue. The kqueue fd itself is not closed in a fork child (it may be the caller's by then); the
+//! kqueue reads closed there, and every call on it fails with EBADF.
+//!
+//! Bad input never crashes: a negative count is EINVAL, a pointer the kernel cannot read or write EFAULT
+//! (checked the first time a thread hands a region over: `sys::user_kevents_in`).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::kqueue::{fork_generation, Kqueue, Step, Wait};
+use crate::sys::{self, Errno, RawFd};
+use crate::Kevent;
+
+/// A kqueue handed out to C: the engine, the fd number C holds, and kqrs's own duplicate of it.
+struct Entry {
+    kq: Arc<Kqueue>,
+    fd: RawFd,
+    dup: RawFd,
+}
+
+/// Every kqueue handed out, by fd number (one process-wide table, like the kernel's).
+static TABLE: Mutex<(u64, Vec<Option<Entry>>)> = Mutex::new((0, Vec::new()));
+
+fn table() -> MutexGuard<'static, (u64, Vec<Option<Entry>>)> {
+    let mut t = TABLE.lock().unwrap_or_else(|p| p.into_inner());
+    let gen = fork_generation();
+    if t.0 != gen {
+        // A fork child: the parent's kqueues are closed here (and their duplicates were closed by the fork
+        // handler); forget them without touching their state (copied mid-flight, maybe).
+        for e in t.1.drain(..).flatten() {
+            std::mem::forget(e);
+        }
+        t.0 = gen;
+    }
+    t
+}
+
+/// Whether `e`'s fd still names its kqueue.
+fn alive(e: &Entry) -> bool {
+    matches!(sys::same_file(e.fd, e.dup), Ok(true))
+}
+
+/// Frees a kqueue whose fd was closed by its owner.
+fn free(e: Entry) {
+    e.kq.close_detached(e.dup);
+    sys::close(e.dup);
+}
+
+/// Frees every kqueue whose fd was closed (or reused) behind kqrs's back.
+fn reclaim(t: &mut (u64, Vec<Option<Entry>>)) {
+    for slot in t.1.iter_mut() {
+        if slot.as_ref().is_some_and(|e| !alive(e)) {
+            if let Some(e) = slot.take() {
+                free(e);
+            }
+        }
+    }
+}
+
+fn fail(e: Errno) -> i32 {
+    sys::set_errno(e.0);
+    -1
+}
+
+fn make() -> Result<RawFd, Errno> {
+    let kq = Kqueue::new()?;
+    // As libkqueue does, events carry EV_ADD and error entries keep their change's flags (FreeBSD clears
+    // them; code written for both masks them: docs/design.md, "The C face").
+    kq.use_libkqueue_flags();
+    let fd = kq.fd();
+    let dup = sys::dup_cloexec(fd)?;
+    // The number is the caller's to close: not kqrs's to close in a fork child (see the module doc).
+    sys::untrack(fd);
+    let mut t = table();
+    if t.1.len() <= fd as usize {
+        t.1.resize_with(fd as usize + 1, || None);
+    }
+    if let Some(old) = t.1[fd as usize].take() {
+        free(old); // its fd was closed: this kqueue has its number now
+    }
+    t.1[fd as usize] = Some(Entry { kq: Arc::new(kq), fd, dup });
+    Ok(fd)
+}
+
+/// Whether `fd` still names the kqueue kqrs handed out as `fd` (false once it was closed or reused).
+fn fd_still_kqueue(fd: i32) -> bool {
+    let t = table();
+    t.1.get(fd as usize).and_then(|e| e.as_ref()).is_some_and(alive)
+}
+
+/// After a call on `fd` failed with EBADF or EINVAL: if its fd was closed or reused, free the kqueue.
+fn check_fd(fd: i32) {
+    let mut t = table();
+    if let Some(slot) = t.1.get_mut(fd as usize) {
+        if slot.as_ref().is_some_and(|e| !alive(e)) {
+            if let Some(e) = slot.take() {
+                free(e);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static CHANGES: std::cell::RefCell<Vec<Kevent>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What a kevent() call does next (see `sys::c_entry::kevent`): plain values only, so the frame that waits
+/// holds nothing with a destructor.
+#[derive(Clone, Copy)]
+pub(crate) enum CStep {
+    /// Return this (a count, or -1 with errno set).
+    Done(i32),
+    /// Wait on `ep` for up to `ms` (-1: forever), publishing `id`, then `resume`.
+    Wait { ep: RawFd, ms: i32, id: u64, wait: Wait },
+}
+
+fn done(r: Result<usize, Errno>) -> CStep {
+    CStep::Done(match r {
+        Ok(n) => n as i32,
+        Err(e) => fail(e),
+    })
+}
+
+/// The room for events a call on `kq` needs (no more than it has knotes, whatever nevents says).
+fn room(kq: &Kqueue, nevents: usize, nchanges: usize) -> usize {
+    nevents.min((kq.knote_count_hint() + nchanges + 64).max(4096))
+}
+
+/// Turns an engine step into a C step, writing the events when the call is over.
+fn finish(fd: i32, kq: &Kqueue, r: sys::Result<Step>, out: &mut [Kevent], eventlist: usize, nevents: usize, wait: Wait) -> CStep {
+    match r {
+        Ok(Step::Done(n)) => done(sys::user_kevents_out(eventlist, nevents, &out[..n]).map(|()| n)),
+        // A wait longer than CLOSE_CHECK_MS goes in slices, each ending with a check that `fd` is still this
+        // kqueue: close(2) of it by another thread tells nobody, and a waiter must not sleep on forever.
+        Ok(Step::Wait(ep, ms)) => {
+            let ms = if ms < 0 || ms > CLOSE_CHECK_MS { CLOSE_CHECK_MS } else { ms };
+            CStep::Wait { ep, ms, id: kq.id(), wait }
+        }
+        Err(e) => {
+            if e.0 == libc::EBADF || e.0 == libc::EINVAL {
+                check_fd(fd);
+            }
+            done(Err(e))
+        }
+    }
+}
+
+/// How long a blocked kevent() sleeps before it checks that its kqueue was not closed (see `finish`).
+const CLOSE_CHECK_MS: i32 = 1000;
+
+fn entry_of(fd: i32) -> Option<(Arc<Kqueue>, RawFd)> {
+    let t = table();
+    t.1.get(usize::try_from(fd).ok()?)?.as_ref().map(|e| (e.kq.clone(), e.dup))
+}
+
+/// The first step of kevent(): checks the arguments, applies the changes, polls.
+pub(crate) fn begin(fd: i32, changelist: usize, nchanges: i32, eventlist: usize, nevents: i32, timeout: usize) -> CStep {
+    if nchanges < 0 || nevents < 0 {
+        return done(Err(Errno(libc::EINVAL)));
+    }
+    let wait = if timeout == 0 {
+        Wait::Forever
+    } else {
+        match sys::user_timespec(timeout) {
+            Ok((s, ns)) if s >= 0 && (0..1_000_000_000).contains(&ns) => {
+                Wait::after_ns(Some((s as u64).saturating_mul(1_000_000_000).saturating_add(ns as u64)))
+            }
+            Ok(_) => return done(Err(Errno(libc::EINVAL))),
+            Err(e) => return done(Err(e)),
+        }
+    };
+    let Some((kq, alias)) = entry_of(fd) else { return done(Err(Errno(libc::EBADF))) };
+    let mut out = vec![Kevent::default(); room(&kq, nevents as usize, nchanges as usize)];
+    let r = CHANGES.with(|cell| -> sys::Result<Step> {
+        let mut guard = cell.try_borrow_mut().ok();
+        let mut fresh = Vec::new();
+        let changes = match guard.as_deref_mut() {
+            Some(v) => v,
+            None => &mut fresh, // a signal handler calling kevent() during a kevent() call
+        };
+        sys::user_kevents_in(changelist, nchanges as usize, changes)?;
+        kq.begin_step(changes, &mut out, wait, alias)
+    });
+    finish(fd, &kq, r, &mut out, eventlist, nevents as usize, wait)
+}
+
+/// The step after a wait: harvests what the wait got (`got`, or `err` from epoll_wait).
+pub(crate) fn resume(fd: i32, got: &[sys::EpollEvent], err: i32, eventlist: usize, nevents: i32, wait: Wait) -> CStep {
+    if err != 0 {
+        // EINTR: a signal, as FreeBSD's kevent() reports it; anything else the wait said.
+        return done(Err(Errno(err)));
+    }
+    if got.is_empty() && !fd_still_kqueue(fd) {
+        check_fd(fd); // closed by another thread during the wait: freed now, and this call fails
+        return done(Err(Errno(libc::EBADF)));
+    }
+    let Some((kq, alias)) = entry_of(fd) else { return done(Err(Errno(libc::EBADF))) };
+    let mut out = vec![Kevent::default(); room(&kq, nevents.max(0) as usize, 0)];
+    let r = kq.resume_step(&mut out, wait, got, alias);
+    finish(fd, &kq, r, &mut out, eventlist, nevents.max(0) as usize, wait)
+}
+
+/// `kqueue()` for the entry point in sys.rs.
+pub(crate) fn c_kqueue() -> i32 {
+    reclaim(&mut table());
+    match make() {
+        Ok(fd) => fd,
+        Err(Errno(libc::EMFILE)) | Err(Errno(libc::ENFILE)) => {
+            // Kqueues closed with close(2) may still hold fds: retry once after another reclaim (another
+            // thread may have closed one meanwhile).
+            reclaim(&mut table());
+            make().unwrap_or_else(fail)
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// `libkqueue_drain_pending_close()` for the entry point in sys.rs.
+pub(crate) fn c_drain() {
+    reclaim(&mut table());
+}
