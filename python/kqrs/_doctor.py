@@ -192,12 +192,13 @@ def probe_vnode() -> tuple[str, str]:
             os.rename(path, path + "2")
             os.unlink(path + "2")
             ev = _one(kq, None)
-            want = _kqrs.KQ_NOTE_RENAME | _kqrs.KQ_NOTE_DELETE | _kqrs.KQ_NOTE_LINK
-            if not ev or ev[0].fflags & want != want:
+            want = _kqrs.KQ_NOTE_RENAME | _kqrs.KQ_NOTE_DELETE  # FreeBSD: a name removed is NOTE_DELETE
+            if not ev or ev[0].fflags != want:
                 return PARTIAL, f"rename+unlink: {ev}"
         finally:
             os.close(fd)
-    return OK, "inotify, one instance per kqueue; follows the open file; no wake-up on open/read/close"
+    return OK, ("inotify, one instance per kqueue; follows the open file; FreeBSD's notes and order per "
+                "operation, plus libkqueue's NOTE_TRUNCATE (0x80); no wake-up on open/read/close")
 
 
 def probe_signal() -> tuple[str, str]:

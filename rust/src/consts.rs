@@ -55,6 +55,8 @@ pub const NOTE_ATTRIB: u32 = 0x0008;
 pub const NOTE_LINK: u32 = 0x0010;
 pub const NOTE_RENAME: u32 = 0x0020;
 pub const NOTE_REVOKE: u32 = 0x0040;
+/// libkqueue's (and OpenBSD's): the file shrank. FreeBSD has no such note (its 0x0080 is NOTE_OPEN); kqrs
+/// reports it together with FreeBSD's NOTE_ATTRIB for a truncation, never instead of it.
 pub const NOTE_TRUNCATE: u32 = 0x0080;
 
 // EVFILT_PROC

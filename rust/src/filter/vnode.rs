@@ -3,9 +3,15 @@
 //! The watch is made through `/proc/self/fd/N`, so it follows the open file, not its path. Only events
 //! that change the file are subscribed (never IN_OPEN, IN_ACCESS or IN_CLOSE_*): someone opening, reading
 //! or closing the file does not even make the inotify fd readable. inotify says *that* something changed;
-//! a snapshot of the file's fstat (size, link count, mode, owner, mtime) says *what*: NOTE_EXTEND or
-//! NOTE_TRUNCATE from the size, NOTE_LINK and NOTE_DELETE from the link count (an unlink of an open file
-//! only shows up as a link-count change), NOTE_ATTRIB from the rest.
+//! a snapshot of the file's fstat (size, link count, mode, owner, mtime) says *what*.
+//!
+//! The notes are FreeBSD's (its `vop_*_post` hooks in vfs_subr.c and VOP_WRITE_POST in vnode.h), per
+//! operation: a write NOTE_WRITE, plus NOTE_EXTEND when the file grew; a truncation (setattr) NOTE_ATTRIB,
+//! plus libkqueue's NOTE_TRUNCATE when it shrank; chmod/chown/utimes/xattrs NOTE_ATTRIB; a new link
+//! NOTE_LINK; losing a name (unlink, renamed over) NOTE_DELETE, whatever links remain; being renamed
+//! NOTE_RENAME. A directory: NOTE_WRITE when an entry is added, removed or renamed, plus NOTE_LINK for a
+//! subdirectory made or removed (its link count), plus NOTE_EXTEND when the rename crossed directories.
+//! Across knotes, FreeBSD's order comes from the order of the batch (`fd::inotify_ready`, `deleted_before`).
 
 use crate::consts::*;
 use crate::kevent::Kevent;
@@ -26,6 +32,19 @@ const WATCH: u32 = libc::IN_MODIFY
     | libc::IN_MOVED_FROM
     | libc::IN_MOVED_TO
     | libc::IN_MASK_ADD;
+
+/// kqrs's own bits in a gathered inotify mask (inotify never reports these values). MOVED_ACROSS: this
+/// half of a rename has no other half on the same watch in the batch, so the rename crossed directories.
+pub(crate) const MOVED_ACROSS: u32 = 0x0010_0000;
+/// RECHECK: no event about this file, but something elsewhere says it may have changed (a subdirectory
+/// was removed): compare its fstat with the snapshot.
+const RECHECK: u32 = 0x0020_0000;
+
+/// `VnodeState::early`: the snapshot showed a size change before its IN_MODIFY was read, or a link-count
+/// change before its IN_ATTRIB was read; that event, when it comes, is not a further write or attribute
+/// change.
+const EARLY_SIZE: u8 = 1;
+const EARLY_LINK: u8 = 2;
 
 /// The part of fstat a vnode knote compares between events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +103,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
             dir: f.kind == libc::S_IFDIR,
             snap: f.into(),
             pending: 0,
+            early: 0,
         }))));
     st.wds.entry(wd).or_default().push(slot);
     if ch.fflags & NOTE_REVOKE != 0 {
@@ -130,6 +150,7 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
                     dir: f.kind == libc::S_IFDIR,
                     snap: f.into(),
                     pending: 0,
+                    early: 0,
                 }));
             }
         }
@@ -204,11 +225,12 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) {
     }
 }
 
-/// inotify reported `mask` for the file of knote `slot` (IN_Q_OVERFLOW: something, unknown).
+/// inotify reported `mask` for the file of knote `slot` (IN_Q_OVERFLOW: something, unknown; RECHECK: no
+/// event, look anyway; MOVED_ACROSS: see there).
 pub(crate) fn inotify_event(st: &mut State, slot: u32, mask: u32) {
     let Some(k) = st.knotes.get(slot) else { return };
     let Kind::Vnode(v) = &k.kind else { return };
-    let (dev, ino, dir, snap, pending) = (v.dev, v.ino, v.dir, v.snap, v.pending);
+    let (dev, ino, dir, snap, early) = (v.dev, v.ino, v.dir, v.snap, v.early);
     let fd = k.ident as RawFd;
     let now = match sys::fstat(fd) {
         Ok(f) if (f.dev, f.ino) == (dev, ino) => f,
@@ -219,39 +241,7 @@ pub(crate) fn inotify_event(st: &mut State, slot: u32, mask: u32) {
         }
     };
     let new: Snapshot = now.into();
-    let overflow = mask & libc::IN_Q_OVERFLOW != 0;
-    let mut notes = 0;
-    // Sizes are compared on every event: a write may already be visible when an earlier chmod's event
-    // is read.
-    if new.size > snap.size {
-        notes |= NOTE_WRITE | NOTE_EXTEND;
-    } else if new.size < snap.size {
-        notes |= NOTE_TRUNCATE;
-    } else if (mask & libc::IN_MODIFY != 0 && pending & (NOTE_EXTEND | NOTE_TRUNCATE) == 0)
-        || (overflow && new.mtime_ns != snap.mtime_ns)
-    {
-        // (A size change already gathered was seen early, through another event's fstat: this IN_MODIFY
-        // is that same change, not a further write.)
-        notes |= NOTE_WRITE;
-    }
-    if dir && mask & (libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO) != 0 {
-        notes |= NOTE_WRITE; // an entry added, removed or renamed
-    }
-    if new.nlink != snap.nlink {
-        notes |= NOTE_LINK;
-    }
-    if (new.nlink == 0 && snap.nlink != 0) || mask & libc::IN_DELETE_SELF != 0 {
-        notes |= NOTE_DELETE;
-    }
-    let owner_or_mode = (new.mode, new.uid, new.gid) != (snap.mode, snap.uid, snap.gid);
-    // A new mode or owner is an attribute change whichever event brought it to light.
-    if owner_or_mode || (mask & libc::IN_ATTRIB != 0 && new.nlink == snap.nlink) {
-        notes |= NOTE_ATTRIB;
-    }
-    let ctime_only = new.ctime_ns != snap.ctime_ns && new.nlink == snap.nlink && new.size == snap.size;
-    if overflow && (owner_or_mode || ctime_only) {
-        notes |= NOTE_ATTRIB; // after lost events: an attribute change is what a new ctime alone means
-    }
+    let (mut notes, early) = if dir { (dir_notes(mask, &snap, &new), 0) } else { file_notes(mask, &snap, &new, early) };
     if mask & libc::IN_MOVE_SELF != 0 {
         notes |= NOTE_RENAME;
     }
@@ -262,10 +252,176 @@ pub(crate) fn inotify_event(st: &mut State, slot: u32, mask: u32) {
         return;
     };
     v.snap = new;
+    v.early = early;
     let wanted = notes & *sfflags;
     if wanted != 0 {
         v.pending |= wanted;
         st.enqueue(slot);
+    }
+}
+
+/// What happened to a file that is not a directory, from the events and the snapshots before and after;
+/// with the new `early` marks.
+fn file_notes(mask: u32, snap: &Snapshot, new: &Snapshot, mut early: u8) -> (u32, u8) {
+    let overflow = mask & libc::IN_Q_OVERFLOW != 0;
+    if overflow {
+        early = 0; // the events those marks waited for may be among the lost ones
+    }
+    let mut notes = 0;
+    // Sizes are compared on every event: a write may already be visible when an earlier chmod's event is
+    // read. Growth is a write past the end (FreeBSD's VOP_WRITE_POST: NOTE_WRITE|NOTE_EXTEND); shrinking
+    // is a truncation, a setattr (NOTE_ATTRIB), with libkqueue's NOTE_TRUNCATE in addition.
+    let resized = new.size != snap.size;
+    if new.size > snap.size {
+        notes |= NOTE_WRITE | NOTE_EXTEND;
+    } else if new.size < snap.size {
+        notes |= NOTE_ATTRIB | NOTE_TRUNCATE;
+    }
+    if mask & libc::IN_MODIFY != 0 {
+        if !resized {
+            if early & EARLY_SIZE != 0 {
+                early &= !EARLY_SIZE; // the event of a size change already gathered, not a further write
+            } else {
+                notes |= NOTE_WRITE; // a write that did not grow the file
+            }
+        }
+    } else if resized && !overflow {
+        early |= EARLY_SIZE;
+    }
+    if overflow && !resized && new.mtime_ns != snap.mtime_ns {
+        notes |= NOTE_WRITE;
+    }
+    // Link count: FreeBSD posts NOTE_LINK for a new link (vop_link_post) and NOTE_DELETE for every name
+    // removed (vop_remove_post, and vop_rename_post for a file renamed over), whatever links remain.
+    let relinked = new.nlink != snap.nlink;
+    if new.nlink > snap.nlink {
+        notes |= NOTE_LINK;
+    } else if new.nlink < snap.nlink || mask & libc::IN_DELETE_SELF != 0 {
+        notes |= NOTE_DELETE;
+    }
+    let owner_or_mode = (new.mode, new.uid, new.gid) != (snap.mode, snap.uid, snap.gid);
+    let mut attrib = owner_or_mode;
+    if mask & libc::IN_ATTRIB != 0 {
+        if !relinked {
+            if early & EARLY_LINK != 0 {
+                early &= !EARLY_LINK; // the event of a link count change already gathered
+            } else {
+                attrib = true; // chmod or chown to the same value, utimes, an extended attribute
+            }
+        }
+    } else if relinked && !overflow {
+        early |= EARLY_LINK;
+    }
+    let ctime_only = new.ctime_ns != snap.ctime_ns && !relinked && !resized;
+    if overflow && ctime_only {
+        attrib = true; // after lost events: an attribute change is what a new ctime alone means
+    }
+    if attrib {
+        notes |= NOTE_ATTRIB;
+    }
+    (notes, early)
+}
+
+/// What happened to a directory. Its entries (FreeBSD's vop_*_post on the parent): one added or removed
+/// is NOTE_WRITE, plus NOTE_LINK for a subdirectory (mkdir, rmdir); a rename within it NOTE_WRITE (plus
+/// NOTE_LINK when a directory was renamed over, which its link count shows); a rename from or to another
+/// directory NOTE_WRITE|NOTE_EXTEND, plus NOTE_LINK when a directory moved and changed its link count. Its
+/// size says nothing (FreeBSD never derives a directory's notes from it).
+fn dir_notes(mask: u32, snap: &Snapshot, new: &Snapshot) -> u32 {
+    let mut notes = 0;
+    let isdir = mask & libc::IN_ISDIR != 0;
+    if mask & (libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO) != 0 {
+        notes |= NOTE_WRITE;
+        if isdir && mask & (libc::IN_CREATE | libc::IN_DELETE) != 0 {
+            notes |= NOTE_LINK;
+        }
+        if mask & MOVED_ACROSS != 0 {
+            notes |= NOTE_EXTEND;
+            // A directory moved out, or in (where directories do not count in their parent's link count;
+            // elsewhere the count itself tells whether it replaced one, which leaves the count as it was).
+            if isdir && (mask & libc::IN_MOVED_FROM != 0 || new.nlink < 2) {
+                notes |= NOTE_LINK;
+            }
+        }
+    }
+    if (new.nlink == 0 && snap.nlink != 0) || mask & libc::IN_DELETE_SELF != 0 {
+        notes |= NOTE_DELETE; // removed, or a directory renamed over it
+    } else if new.nlink != snap.nlink {
+        notes |= NOTE_LINK; // subdirectories came or went
+    }
+    let owner_or_mode = (new.mode, new.uid, new.gid) != (snap.mode, snap.uid, snap.gid);
+    let overflow = mask & libc::IN_Q_OVERFLOW != 0;
+    if owner_or_mode || (mask & libc::IN_ATTRIB != 0 && new.nlink == snap.nlink) {
+        notes |= NOTE_ATTRIB;
+    }
+    if overflow {
+        // After lost events: a new mtime is an entry change; a new ctime alone an attribute change.
+        if new.mtime_ns != snap.mtime_ns {
+            notes |= NOTE_WRITE;
+        } else if new.ctime_ns != snap.ctime_ns && new.nlink == snap.nlink {
+            notes |= NOTE_ATTRIB;
+        }
+    }
+    notes
+}
+
+/// Whether batch entry `a` should be applied after the entry `b` that follows it, for FreeBSD's order:
+/// Linux reports the link count of a file losing a name (IN_ATTRIB) just before the directory's IN_DELETE
+/// (unlink) or the renamed file's IN_MOVE_SELF (renamed over), where FreeBSD posts the directory's
+/// NOTE_WRITE, or the NOTE_RENAME, before that file's NOTE_DELETE. Only when a vnode knote of `a`'s file
+/// shows a lost link (a chmod followed by someone else's unlink keeps its order), and, when its own name is
+/// the one removed, that name is the entry `b` removed, or the name the file of `b` was renamed to (an
+/// unlink followed by an unrelated rename keeps its order). `b` carries the name of a removed entry.
+pub(crate) fn deleted_before(st: &State, a: (i32, u32), b: (i32, u32, &[u8])) -> bool {
+    let ((awd, amask), (bwd, bmask, bname)) = (a, b);
+    if awd < 0 || awd == bwd || amask & libc::IN_ATTRIB == 0 {
+        return false;
+    }
+    let unlinked = bmask & libc::IN_DELETE != 0;
+    if !unlinked && bmask & libc::IN_MOVE_SELF == 0 {
+        return false;
+    }
+    // The path of a vnode knote's fd on `a`'s file, if that file lost a link.
+    let path_of = |wd: i32, lost: bool| -> Option<Option<Vec<u8>>> {
+        st.wds.get(&wd)?.iter().find_map(|&s| match st.knotes.get(s) {
+            Some(Knote { ident, kind: Kind::Vnode(v), .. }) => match sys::fstat(*ident as RawFd) {
+                Ok(f) if (f.dev, f.ino) == (v.dev, v.ino) && (!lost || f.nlink < v.snap.nlink) => {
+                    Some(sys::fd_path(*ident as RawFd))
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+    };
+    let Some(apath) = path_of(awd, true) else { return false };
+    // Its own name still there: another of its names went, which the events cannot name; the lost link
+    // is the evidence.
+    let Some(gone) = apath.as_deref().and_then(|p| p.strip_suffix(b" (deleted)")) else { return true };
+    if unlinked {
+        gone.len() > bname.len() && gone.ends_with(bname) && gone[gone.len() - bname.len() - 1] == b'/'
+    } else {
+        matches!(path_of(bwd, false), Some(Some(p)) if p == gone)
+    }
+}
+
+/// A directory lost a subdirectory (IN_DELETE|IN_ISDIR on watch `wd`): Linux tells nothing to the removed
+/// directory itself while it is open, so the other directory knotes are looked at, and the one that has no
+/// links left now gets its NOTE_DELETE, after its parent's NOTE_WRITE|NOTE_LINK as on FreeBSD. (Only when
+/// this kqueue watches the parent: otherwise nothing says it, a known gap.)
+pub(crate) fn subdirectory_removed(st: &mut State, wd: i32) {
+    let dirs: Vec<u32> = st
+        .knotes
+        .iter_slots()
+        .filter_map(|(slot, k)| match &k.kind {
+            Kind::Vnode(v) if v.dir && v.wd != wd && v.snap.nlink != 0 => match sys::fstat(k.ident as RawFd) {
+                Ok(f) if (f.dev, f.ino) == (v.dev, v.ino) && f.nlink == 0 => Some(slot),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    for slot in dirs {
+        inotify_event(st, slot, RECHECK);
     }
 }
 
