@@ -724,7 +724,7 @@ pub(crate) fn inotify_ready(st: &mut State) {
     let mut hits: Vec<(i32, u32, u32, Vec<u8>)> = Vec::new();
     sys::inotify_drain(st.inotify, &mut buf, |wd, mask, cookie, name| {
         // About an entry of a watched directory: only adding, removing or renaming entries concerns the
-        // directory itself (a file in it being written or chmod-ed does not).
+        // directory itself (a file in it being written, chmod-ed, opened or read does not).
         let mask = if name.is_empty() { mask & REPORTED } else { mask & (ENTRY | libc::IN_ISDIR) };
         if mask & !libc::IN_ISDIR != 0 {
             let name = if mask & libc::IN_DELETE != 0 { name.to_vec() } else { Vec::new() };
@@ -777,8 +777,8 @@ fn apply_inotify(st: &mut State, wd: i32, mask: u32) {
     for &s in &slots {
         if let Some(Knote { kind: Kind::Vnode(_), .. }) = st.knotes.get(s) {
             vnode::inotify_event(st, s, mask);
-        } else {
-            st.enqueue(s);
+        } else if mask & !(vnode::OPT_IN_EVENTS | libc::IN_ISDIR) != 0 {
+            st.enqueue(s); // (an open, read or close some vnode knote asked for is nothing to READ)
         }
     }
     if mask & libc::IN_DELETE != 0 && mask & libc::IN_ISDIR != 0 {

@@ -1,9 +1,11 @@
 //! EVFILT_VNODE on the kqueue's one inotify instance.
 //!
 //! The watch is made through `/proc/self/fd/N`, so it follows the open file, not its path. Only events
-//! that change the file are subscribed (never IN_OPEN, IN_ACCESS or IN_CLOSE_*): someone opening, reading
-//! or closing the file does not even make the inotify fd readable. inotify says *that* something changed;
-//! a snapshot of the file's fstat (size, link count, mode, owner, mtime) says *what*.
+//! that change the file are subscribed, unless a knote on the inode asks for the opt-in notes (NOTE_OPEN,
+//! NOTE_CLOSE, NOTE_CLOSE_WRITE, NOTE_READ): then, and only while one does, IN_OPEN, IN_CLOSE_* or
+//! IN_ACCESS too. Someone opening, reading or closing the file does not otherwise make the inotify fd
+//! readable. inotify says *that* something changed; a snapshot of the file's fstat (size, link count, mode,
+//! owner, mtime) says *what*.
 //!
 //! The notes are FreeBSD's (its `vop_*_post` hooks in vfs_subr.c and VOP_WRITE_POST in vnode.h), per
 //! operation: a write NOTE_WRITE, plus NOTE_EXTEND when the file grew; a truncation (setattr) NOTE_ATTRIB,
@@ -19,8 +21,18 @@ use crate::knote::{Kind, Knote, VnodeState};
 use crate::kqueue::{State, TOKEN_MOUNTS};
 use crate::sys::{self, Errno, FileStat, RawFd, Result};
 
-const VNODE_NOTES: u32 =
-    NOTE_DELETE | NOTE_WRITE | NOTE_EXTEND | NOTE_ATTRIB | NOTE_LINK | NOTE_RENAME | NOTE_REVOKE | NOTE_TRUNCATE;
+/// FreeBSD 11's notes about using the file, each reported only to a knote asking for it.
+const OPT_IN_NOTES: u32 = NOTE_OPEN | NOTE_CLOSE | NOTE_CLOSE_WRITE | NOTE_READ;
+
+const VNODE_NOTES: u32 = NOTE_DELETE
+    | NOTE_WRITE
+    | NOTE_EXTEND
+    | NOTE_ATTRIB
+    | NOTE_LINK
+    | NOTE_RENAME
+    | NOTE_REVOKE
+    | NOTE_TRUNCATE
+    | OPT_IN_NOTES;
 
 /// Everything that changes a file or a directory's entries; nothing that merely uses it.
 const WATCH: u32 = libc::IN_MODIFY
@@ -30,8 +42,10 @@ const WATCH: u32 = libc::IN_MODIFY
     | libc::IN_CREATE
     | libc::IN_DELETE
     | libc::IN_MOVED_FROM
-    | libc::IN_MOVED_TO
-    | libc::IN_MASK_ADD;
+    | libc::IN_MOVED_TO;
+
+/// The inotify events behind the opt-in notes, subscribed only while some knote on the inode asks.
+pub(crate) const OPT_IN_EVENTS: u32 = libc::IN_OPEN | libc::IN_CLOSE_NOWRITE | libc::IN_CLOSE_WRITE | libc::IN_ACCESS;
 
 /// kqrs's own bits in a gathered inotify mask (inotify never reports these values). MOVED_ACROSS: this
 /// half of a rename has no other half on the same watch in the batch, so the rename crossed directories.
@@ -45,6 +59,27 @@ const RECHECK: u32 = 0x0020_0000;
 /// change.
 const EARLY_SIZE: u8 = 1;
 const EARLY_LINK: u8 = 2;
+
+/// The opt-in inotify events a knote asking for `notes` needs.
+fn opt_in_events(notes: u32) -> u32 {
+    let mut m = 0;
+    for (note, event) in [
+        (NOTE_OPEN, libc::IN_OPEN),
+        (NOTE_CLOSE, libc::IN_CLOSE_NOWRITE),
+        (NOTE_CLOSE_WRITE, libc::IN_CLOSE_WRITE),
+        (NOTE_READ, libc::IN_ACCESS),
+    ] {
+        if notes & note != 0 {
+            m |= event;
+        }
+    }
+    m
+}
+
+/// The inotify mask a vnode knote asking for `notes` needs.
+fn events_for(notes: u32) -> u32 {
+    WATCH | opt_in_events(notes)
+}
 
 /// The part of fstat a vnode knote compares between events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +129,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     }
     crate::source::ensure(st, false)?;
     let ifd = crate::filter::fd::ensure_inotify(st)?;
-    let wd = sys::inotify_watch_fd(ifd, fd, WATCH)?;
+    let wd = sys::inotify_watch_fd(ifd, fd, events_for(ch.fflags) | libc::IN_MASK_ADD)?;
     let slot = st.insert(Knote::from_change(ch, ch.flags & EV_STICKY, ch.fflags, Kind::Vnode(Box::new(VnodeState {
             wd,
             dev: f.dev,
@@ -125,34 +160,45 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
             return Err(e);
         }
     };
-    if let Some(Knote { kind: Kind::Vnode(v), .. }) = st.knotes.get(slot) {
-        if (f.dev, f.ino) != (v.dev, v.ino) {
-            // The fd number was closed and now names another file: the old knote went with the close;
-            // this change watches the new file from scratch.
-            if !is_vnode(f.kind) {
-                return Err(Errno(libc::EINVAL));
-            }
-            let old_wd = v.wd;
-            let ifd = crate::filter::fd::ensure_inotify(st)?;
-            let new_wd = sys::inotify_watch_fd(ifd, fd, WATCH)?;
-            if let Some(v) = st.wds.get_mut(&old_wd) {
-                v.retain(|&s| s != slot);
-            }
-            crate::filter::fd::unwatch(st, old_wd);
-            st.wds.entry(new_wd).or_default().push(slot);
-            st.unqueue(slot);
-            if let Some(k) = st.knotes.get_mut(slot) {
-                k.kind = Kind::Vnode(Box::new(VnodeState {
-                    wd: new_wd,
-                    dev: f.dev,
-                    ino: f.ino,
-                    mnt: sys::fd_mount_id(fd).unwrap_or(0),
-                    dir: f.kind == libc::S_IFDIR,
-                    snap: f.into(),
-                    pending: 0,
-                    early: 0,
-                }));
-            }
+    let Some(Knote { sfflags, kind: Kind::Vnode(v), .. }) = st.knotes.get(slot) else {
+        return Err(Errno(libc::ENOENT));
+    };
+    let (old_notes, old_wd) = (*sfflags, v.wd);
+    let same_file = (f.dev, f.ino) == (v.dev, v.ino);
+    if !same_file {
+        // The fd number was closed and now names another file: the old knote went with the close;
+        // this change watches the new file from scratch.
+        if !is_vnode(f.kind) {
+            return Err(Errno(libc::EINVAL));
+        }
+        let ifd = crate::filter::fd::ensure_inotify(st)?;
+        let new_wd = sys::inotify_watch_fd(ifd, fd, events_for(ch.fflags) | libc::IN_MASK_ADD)?;
+        if let Some(v) = st.wds.get_mut(&old_wd) {
+            v.retain(|&s| s != slot);
+        }
+        crate::filter::fd::unwatch(st, old_wd);
+        resubscribe(st, old_wd, events_for(old_notes));
+        st.wds.entry(new_wd).or_default().push(slot);
+        st.unqueue(slot);
+        if let Some(k) = st.knotes.get_mut(slot) {
+            k.kind = Kind::Vnode(Box::new(VnodeState {
+                wd: new_wd,
+                dev: f.dev,
+                ino: f.ino,
+                mnt: sys::fd_mount_id(fd).unwrap_or(0),
+                dir: f.kind == libc::S_IFDIR,
+                snap: f.into(),
+                pending: 0,
+                early: 0,
+            }));
+        }
+    } else if old_wd >= 0 && opt_in_events(ch.fflags) & !opt_in_events(old_notes) != 0 {
+        // It asks for opens, reads or closes it did not: the watch subscribes to them from now on (the fd
+        // names the watched file: just checked).
+        let ifd = crate::filter::fd::ensure_inotify(st)?;
+        let wd = sys::inotify_watch_fd(ifd, fd, events_for(ch.fflags) | libc::IN_MASK_ADD)?;
+        if wd != old_wd && !st.wds.contains_key(&wd) {
+            sys::inotify_rm_watch(ifd, wd);
         }
     }
     if ch.fflags & NOTE_REVOKE != 0 {
@@ -162,7 +208,53 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
     k.sfflags = ch.fflags;
     k.sdata = ch.data;
     k.udata = ch.udata;
+    if same_file {
+        // It no longer asks for some: the watch stops subscribing to them unless another knote asks.
+        resubscribe(st, old_wd, opt_in_events(old_notes) & !opt_in_events(ch.fflags));
+    }
     Ok(())
+}
+
+/// A knote on watch `wd` went, or stopped asking for the inotify events `gone`: if no knote left on the
+/// watch needs some of them, the kernel's mask is set to exactly what they need (inotify_add_watch without
+/// IN_MASK_ADD replaces the mask of the inode's watch), through the fd of a knote that still names the
+/// inode. Vnode knotes need `events_for` their notes; READ knotes on a regular file or directory, IN_MODIFY.
+pub(crate) fn resubscribe(st: &mut State, wd: i32, gone: u32) {
+    if wd < 0 || st.inotify < 0 || gone == 0 {
+        return;
+    }
+    let Some(slots) = st.wds.get(&wd) else { return };
+    let mut need = 0;
+    for &s in slots {
+        match st.knotes.get(s) {
+            Some(Knote { sfflags, kind: Kind::Vnode(_), .. }) => need |= events_for(*sfflags),
+            Some(Knote { kind: Kind::File(_), .. }) => need |= libc::IN_MODIFY,
+            _ => {}
+        }
+    }
+    if need == 0 || gone & !need == 0 {
+        return; // nothing left (the watch goes with its last knote), or still needed
+    }
+    let via = slots.iter().find_map(|&s| {
+        let k = st.knotes.get(s)?;
+        let (dev, ino) = match &k.kind {
+            Kind::Vnode(v) => (v.dev, v.ino),
+            Kind::File(fs) => (fs.dev, fs.ino),
+            _ => return None,
+        };
+        let fd = RawFd::try_from(k.ident).ok()?;
+        match sys::fstat(fd) {
+            Ok(f) if (f.dev, f.ino) == (dev, ino) => Some(fd),
+            _ => None,
+        }
+    });
+    // (No fd names the inode any more: its knotes go when that is noticed, and the watch with them.)
+    let Some(fd) = via else { return };
+    if let Ok(w) = sys::inotify_watch_fd(st.inotify, fd, need) {
+        if w != wd && !st.wds.contains_key(&w) {
+            sys::inotify_rm_watch(st.inotify, w);
+        }
+    }
 }
 
 /// NOTE_REVOKE: inotify only says IN_UNMOUNT once the filesystem itself goes away, which the knote's own
@@ -208,6 +300,7 @@ pub(crate) fn mounts_changed(st: &mut State) {
 pub(crate) fn detach(st: &mut State, k: &Knote) {
     if let Kind::Vnode(v) = &k.kind {
         crate::filter::fd::unwatch(st, v.wd);
+        resubscribe(st, v.wd, events_for(k.sfflags));
     }
 }
 
@@ -230,6 +323,11 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) {
 pub(crate) fn inotify_event(st: &mut State, slot: u32, mask: u32) {
     let Some(k) = st.knotes.get(slot) else { return };
     let Kind::Vnode(v) = &k.kind else { return };
+    // Opens, reads and closes are subscribed for another knote on the inode: not this one's business.
+    let mask = mask & !(OPT_IN_EVENTS & !opt_in_events(k.sfflags));
+    if mask & !libc::IN_ISDIR == 0 {
+        return;
+    }
     let (dev, ino, dir, snap, early) = (v.dev, v.ino, v.dir, v.snap, v.early);
     let fd = k.ident as RawFd;
     let now = match sys::fstat(fd) {
@@ -247,6 +345,16 @@ pub(crate) fn inotify_event(st: &mut State, slot: u32, mask: u32) {
     }
     if mask & libc::IN_UNMOUNT != 0 {
         notes |= NOTE_REVOKE;
+    }
+    for (event, note) in [
+        (libc::IN_OPEN, NOTE_OPEN),
+        (libc::IN_CLOSE_NOWRITE, NOTE_CLOSE),
+        (libc::IN_CLOSE_WRITE, NOTE_CLOSE_WRITE),
+        (libc::IN_ACCESS, NOTE_READ),
+    ] {
+        if mask & event != 0 {
+            notes |= note;
+        }
     }
     let Some(Knote { sfflags, kind: Kind::Vnode(v), .. }) = st.knotes.get_mut(slot) else {
         return;
