@@ -736,6 +736,20 @@ def test_rmdir_row(kq, tree, order):
     assert events(kq) == [ev(fd["D"], NOTE_WRITE | NOTE_LINK), ev(fd["s"], NOTE_DELETE)]
 
 
+def test_rmdir_row_for_directories_of_the_same_name(kq, tmp_path, fds):
+    """Several directories removed in one batch, two of them named alike: each NOTE_DELETE goes to the one
+    its parent's event named, right after that parent's note."""
+    for sub in ("a", "a/x", "b", "b/x"):
+        (tmp_path / sub).mkdir()
+    fd = {sub: fds(tmp_path / sub) for sub in ("a", "a/x", "b", "b/x")}
+    for sub in ("b/x", "a/x", "b", "a"):
+        watch(kq, fd[sub])
+    os.rmdir(tmp_path / "a" / "x")
+    os.rmdir(tmp_path / "b" / "x")
+    assert events(kq) == [ev(fd["a"], NOTE_WRITE | NOTE_LINK), ev(fd["a/x"], NOTE_DELETE),
+                          ev(fd["b"], NOTE_WRITE | NOTE_LINK), ev(fd["b/x"], NOTE_DELETE)]
+
+
 @pytest.mark.parametrize("how", ["create", "symlink", "mkfifo"])
 def test_create_row(kq, tree, how):
     p, fd = tree

@@ -731,17 +731,20 @@ pub(crate) fn inotify_ready(st: &mut State) {
             hits.push((wd, mask, cookie, name));
         }
     });
-    for i in 0..hits.len() {
-        let (wd, mask, cookie) = (hits[i].0, hits[i].1, hits[i].2);
-        let other = match mask & (libc::IN_MOVED_FROM | libc::IN_MOVED_TO) {
-            libc::IN_MOVED_FROM => libc::IN_MOVED_TO,
-            libc::IN_MOVED_TO => libc::IN_MOVED_FROM,
-            _ => continue,
-        };
-        if !hits.iter().any(|h| h.0 == wd && h.2 == cookie && h.1 & other != 0) {
-            hits[i].1 |= vnode::MOVED_ACROSS;
+    const MOVED: u32 = libc::IN_MOVED_FROM | libc::IN_MOVED_TO;
+    if hits.iter().any(|h| h.1 & MOVED != 0) {
+        // Which halves each (watch, cookie) has: a rename within a directory has both on its watch.
+        let mut halves: std::collections::HashMap<(i32, u32), u32> = std::collections::HashMap::new();
+        for h in hits.iter().filter(|h| h.1 & MOVED != 0) {
+            *halves.entry((h.0, h.2)).or_default() |= h.1 & MOVED;
+        }
+        for h in hits.iter_mut().filter(|h| h.1 & MOVED != 0) {
+            if halves.get(&(h.0, h.2)).copied().unwrap_or(0) != MOVED {
+                h.1 |= vnode::MOVED_ACROSS;
+            }
         }
     }
+    let mut removed = vnode::RemovedDirs::default();
     let mut i = 0;
     while i < hits.len() {
         let swap = match hits.get(i + 1) {
@@ -750,17 +753,18 @@ pub(crate) fn inotify_ready(st: &mut State) {
         };
         if swap {
             hits.swap(i, i + 1);
-            apply_inotify(st, hits[i].0, hits[i].1);
+            apply_inotify(st, &hits[i], &mut removed);
             i += 1; // the moved entry is applied next, never moved again
         }
-        apply_inotify(st, hits[i].0, hits[i].1);
+        apply_inotify(st, &hits[i], &mut removed);
         i += 1;
     }
 }
 
-/// One gathered inotify event (wd -1: the queue overflowed).
-fn apply_inotify(st: &mut State, wd: i32, mask: u32) {
+/// One gathered inotify event, (wd, mask, cookie, name) (wd -1: the queue overflowed).
+fn apply_inotify(st: &mut State, hit: &(i32, u32, u32, Vec<u8>), removed: &mut crate::filter::vnode::RemovedDirs) {
     use crate::filter::vnode;
+    let (wd, mask) = (hit.0, hit.1);
     if wd == -1 {
         // Queue overflow: look at every file and vnode knote.
         let all: Vec<u32> = st.wds.values().flatten().copied().collect();
@@ -782,7 +786,7 @@ fn apply_inotify(st: &mut State, wd: i32, mask: u32) {
         }
     }
     if mask & libc::IN_DELETE != 0 && mask & libc::IN_ISDIR != 0 {
-        vnode::subdirectory_removed(st, wd);
+        vnode::subdirectory_removed(st, wd, &hit.3, removed);
     }
     if mask & libc::IN_IGNORED != 0 {
         st.wds.remove(&wd);

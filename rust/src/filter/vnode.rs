@@ -512,23 +512,59 @@ pub(crate) fn deleted_before(st: &State, a: (i32, u32), b: (i32, u32, &[u8])) ->
     }
 }
 
-/// A directory lost a subdirectory (IN_DELETE|IN_ISDIR on watch `wd`): Linux tells nothing to the removed
-/// directory itself while it is open, so the other directory knotes are looked at, and the one that has no
-/// links left now gets its NOTE_DELETE, after its parent's NOTE_WRITE|NOTE_LINK as on FreeBSD. (Only when
-/// this kqueue watches the parent: otherwise nothing says it, a known gap.)
-pub(crate) fn subdirectory_removed(st: &mut State, wd: i32) {
-    let dirs: Vec<u32> = st
-        .knotes
-        .iter_slots()
-        .filter_map(|(slot, k)| match &k.kind {
-            Kind::Vnode(v) if v.dir && v.wd != wd && v.snap.nlink != 0 => match sys::fstat(k.ident as RawFd) {
-                Ok(f) if (f.dev, f.ino) == (v.dev, v.ino) && f.nlink == 0 => Some(slot),
-                _ => None,
-            },
-            _ => None,
+/// The directory knotes whose directory is gone (no links left, not reported yet), found once per inotify
+/// batch that removes a subdirectory, by the name they had: (slot, the path they had).
+#[derive(Default)]
+pub(crate) struct RemovedDirs {
+    scanned: bool,
+    by_name: std::collections::HashMap<Vec<u8>, Vec<(u32, Vec<u8>)>>,
+}
+
+/// A directory lost its subdirectory `name` (IN_DELETE|IN_ISDIR on watch `wd`): Linux tells nothing to
+/// the removed directory itself while it is open, so the directory knote whose directory had that path
+/// (its fd's path is then "<parent>/<name> (deleted)") gets its NOTE_DELETE here, after its parent's
+/// NOTE_WRITE|NOTE_LINK as on FreeBSD. (Only when this kqueue watches the parent: otherwise nothing says
+/// it, a known gap.) The knotes are looked at once per batch, not once per removed directory.
+pub(crate) fn subdirectory_removed(st: &mut State, wd: i32, name: &[u8], removed: &mut RemovedDirs) {
+    const DELETED: &[u8] = b" (deleted)";
+    if !removed.scanned {
+        removed.scanned = true;
+        for (slot, k) in st.knotes.iter_slots() {
+            let Kind::Vnode(v) = &k.kind else { continue };
+            if !v.dir || v.snap.nlink == 0 {
+                continue;
+            }
+            let fd = k.ident as RawFd;
+            match sys::fstat(fd) {
+                Ok(f) if (f.dev, f.ino) == (v.dev, v.ino) && f.nlink == 0 => {}
+                _ => continue,
+            }
+            let Some(path) = sys::fd_path(fd) else { continue };
+            let Some(path) = path.strip_suffix(DELETED) else { continue };
+            let Some(cut) = path.iter().rposition(|&c| c == b'/') else { continue };
+            removed.by_name.entry(path[cut + 1..].to_vec()).or_default().push((slot, path.to_vec()));
+        }
+    }
+    let Some(candidates) = removed.by_name.get_mut(name) else { return };
+    // The parent's path, from a knote watching it, tells apart directories of the same name.
+    let parent = st.wds.get(&wd).and_then(|slots| {
+        slots.iter().find_map(|&s| {
+            let k = st.knotes.get(s)?;
+            let p = sys::fd_path(k.ident as RawFd)?;
+            Some(p.strip_suffix(DELETED).map(<[u8]>::to_vec).unwrap_or(p))
         })
-        .collect();
-    for slot in dirs {
+    });
+    let found: Vec<u32> = match parent {
+        Some(parent) => {
+            let mut want = parent;
+            want.push(b'/');
+            want.extend_from_slice(name);
+            candidates.iter().filter(|(_, p)| *p == want).map(|&(s, _)| s).collect()
+        }
+        None => candidates.iter().map(|&(s, _)| s).collect(),
+    };
+    candidates.retain(|(s, _)| !found.contains(s));
+    for slot in found {
         inotify_event(st, slot, RECHECK);
     }
 }
