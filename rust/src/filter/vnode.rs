@@ -60,20 +60,17 @@ const RECHECK: u32 = 0x0020_0000;
 const EARLY_SIZE: u8 = 1;
 const EARLY_LINK: u8 = 2;
 
+/// Each opt-in note and the inotify event behind it.
+const OPT_IN: [(u32, u32); 4] = [
+    (NOTE_OPEN, libc::IN_OPEN),
+    (NOTE_CLOSE, libc::IN_CLOSE_NOWRITE),
+    (NOTE_CLOSE_WRITE, libc::IN_CLOSE_WRITE),
+    (NOTE_READ, libc::IN_ACCESS),
+];
+
 /// The opt-in inotify events a knote asking for `notes` needs.
 fn opt_in_events(notes: u32) -> u32 {
-    let mut m = 0;
-    for (note, event) in [
-        (NOTE_OPEN, libc::IN_OPEN),
-        (NOTE_CLOSE, libc::IN_CLOSE_NOWRITE),
-        (NOTE_CLOSE_WRITE, libc::IN_CLOSE_WRITE),
-        (NOTE_READ, libc::IN_ACCESS),
-    ] {
-        if notes & note != 0 {
-            m |= event;
-        }
-    }
-    m
+    OPT_IN.iter().filter(|&&(note, _)| notes & note != 0).fold(0, |m, &(_, event)| m | event)
 }
 
 /// The inotify mask a vnode knote asking for `notes` needs.
@@ -219,7 +216,7 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
 /// watch needs some of them, the kernel's mask is set to exactly what they need (inotify_add_watch without
 /// IN_MASK_ADD replaces the mask of the inode's watch), through the fd of a knote that still names the
 /// inode. Vnode knotes need `events_for` their notes; READ knotes on a regular file or directory, IN_MODIFY.
-pub(crate) fn resubscribe(st: &mut State, wd: i32, gone: u32) {
+fn resubscribe(st: &mut State, wd: i32, gone: u32) {
     if wd < 0 || st.inotify < 0 || gone == 0 {
         return;
     }
@@ -346,12 +343,7 @@ pub(crate) fn inotify_event(st: &mut State, slot: u32, mask: u32) {
     if mask & libc::IN_UNMOUNT != 0 {
         notes |= NOTE_REVOKE;
     }
-    for (event, note) in [
-        (libc::IN_OPEN, NOTE_OPEN),
-        (libc::IN_CLOSE_NOWRITE, NOTE_CLOSE),
-        (libc::IN_CLOSE_WRITE, NOTE_CLOSE_WRITE),
-        (libc::IN_ACCESS, NOTE_READ),
-    ] {
+    for (note, event) in OPT_IN {
         if mask & event != 0 {
             notes |= note;
         }
