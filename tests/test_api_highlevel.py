@@ -839,7 +839,7 @@ def test_file_notes_validation(kq, tmp_path):
     before = open_fds()
     with pytest.raises(ValueError):
         kq.file(tmp_path, 0)
-    for bad in (0x100, 0x1000, 1 << 31):
+    for bad in (0x1000, 0x2000, 1 << 31):  # (0x100-0x800: the opt-in OPEN, CLOSE, CLOSE_WRITE, READ)
         with pytest.raises(ValueError):
             kq.file(tmp_path, bad)
     with pytest.raises(FileNotFoundError):
@@ -905,6 +905,20 @@ def test_file_by_fd_is_left_open_and_notes_can_be_narrowed(kq, tmp_path):
         assert only(kq.wait(1)).notes & VnodeNote.WRITE
         h.remove()
         os.fstat(f.fileno())
+
+
+@needs_vnode
+def test_file_use_notes_only_when_asked_for(kq, tmp_path):
+    path = tmp_path / "f"
+    path.write_text("x")
+    h = kq.file(path)  # the default: every change, none of the opt-in notes
+    assert not h.notes & (VnodeNote.OPEN | VnodeNote.CLOSE | VnodeNote.CLOSE_WRITE | VnodeNote.READ)
+    path.read_text()
+    assert kq.wait(0.05) == []
+    h.modify(VnodeNote.OPEN | VnodeNote.READ | VnodeNote.CLOSE)
+    path.read_text()
+    assert only(kq.wait(1)).notes == VnodeNote.OPEN | VnodeNote.READ | VnodeNote.CLOSE
+    h.remove()
 
 
 @needs_vnode

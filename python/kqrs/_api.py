@@ -90,7 +90,11 @@ class Flag(enum.IntFlag):
 
 
 class VnodeNote(enum.IntFlag):
-    """EVFILT_VNODE notes: what happened to a file or directory."""
+    """EVFILT_VNODE notes: what happened to a file or directory.
+
+    OPEN, CLOSE, CLOSE_WRITE and READ (FreeBSD 11's: someone opened, closed or read it) are opt-in: they
+    are never part of the default notes, and a knote that does not ask for them is never woken by them.
+    """
 
     DELETE = _kqrs.KQ_NOTE_DELETE
     WRITE = _kqrs.KQ_NOTE_WRITE
@@ -100,6 +104,10 @@ class VnodeNote(enum.IntFlag):
     RENAME = _kqrs.KQ_NOTE_RENAME
     REVOKE = _kqrs.KQ_NOTE_REVOKE
     TRUNCATE = _kqrs.KQ_NOTE_TRUNCATE
+    OPEN = _kqrs.KQ_NOTE_OPEN
+    CLOSE = _kqrs.KQ_NOTE_CLOSE
+    CLOSE_WRITE = _kqrs.KQ_NOTE_CLOSE_WRITE
+    READ = _kqrs.KQ_NOTE_READ
 
 
 class ProcNote(enum.IntFlag):
@@ -137,6 +145,8 @@ _ALL_VNODE = VnodeNote(0)
 for _n in VnodeNote:
     _ALL_VNODE |= _n
 del _n
+# What a file watch asks for by default: every change, none of the opt-in notes about using the file.
+_CHANGES_VNODE = _ALL_VNODE & ~(VnodeNote.OPEN | VnodeNote.CLOSE | VnodeNote.CLOSE_WRITE | VnodeNote.READ)
 
 _NOTES: dict[int, type[enum.IntFlag]] = {
     Filter.VNODE: VnodeNote,
@@ -951,13 +961,13 @@ class KQueue:
         """Watch a file or directory for changes: by path (the KQueue opens it, and closes it when the
         handle is removed) or by an open fd / file object (left open).
 
-        ``notes`` (default: all of :class:`VnodeNote`) selects what is reported: WRITE (contents, or a
-        directory's entries), EXTEND (grew), TRUNCATE (shrank), ATTRIB, LINK (link count), RENAME, DELETE
-        (unlinked), REVOKE. Changes before a report coalesce into one event; with ``edge`` (default) each
-        is reported once.
+        ``notes`` (default: every change) selects what is reported: WRITE (contents, or a directory's
+        entries), EXTEND (grew), TRUNCATE (shrank), ATTRIB, LINK (link count), RENAME, DELETE (a name
+        removed), REVOKE; and, only when asked for, OPEN, CLOSE, CLOSE_WRITE and READ. Changes before a
+        report coalesce into one event; with ``edge`` (default) each is reported once.
         """
         if notes is None:
-            notes = _ALL_VNODE
+            notes = _CHANGES_VNODE
         if not notes or notes & ~int(_ALL_VNODE):
             raise ValueError(f"notes must be a non-empty combination of VnodeNote, got {notes!r}")
         flags = _style(edge, oneshot, False)

@@ -192,12 +192,22 @@ def probe_vnode() -> tuple[str, str]:
             os.rename(path, path + "2")
             os.unlink(path + "2")
             ev = _one(kq, None)
-            want = _kqrs.KQ_NOTE_RENAME | _kqrs.KQ_NOTE_DELETE | _kqrs.KQ_NOTE_LINK
-            if not ev or ev[0].fflags & want != want:
+            want = _kqrs.KQ_NOTE_RENAME | _kqrs.KQ_NOTE_DELETE  # FreeBSD: a name removed is NOTE_DELETE
+            if not ev or ev[0].fflags != want:
                 return PARTIAL, f"rename+unlink: {ev}"
+            use = _kqrs.KQ_NOTE_OPEN | _kqrs.KQ_NOTE_READ | _kqrs.KQ_NOTE_CLOSE
+            kq.control([kevent(fd, V, _kqrs.KQ_EV_ADD | _kqrs.KQ_EV_CLEAR, notes | use)], 0)
+            with open(f"/proc/self/fd/{fd}", "rb") as other:  # opened, read and closed by someone else
+                other.read()
+            ev = _one(kq, None)
+            if not ev or ev[0].fflags != use:
+                return PARTIAL, f"opt-in NOTE_OPEN|NOTE_READ|NOTE_CLOSE: {ev}"
         finally:
             os.close(fd)
-    return OK, "inotify, one instance per kqueue; follows the open file; no wake-up on open/read/close"
+    return OK, ("inotify, one instance per kqueue; follows the open file; FreeBSD's notes and order per "
+                "operation, plus libkqueue's NOTE_TRUNCATE (0x80); no wake-up on open/read/close unless asked: "
+                "opt-in NOTE_OPEN 0x800 (FreeBSD's 0x80 is NOTE_TRUNCATE here), NOTE_CLOSE 0x100, "
+                "NOTE_CLOSE_WRITE 0x200, NOTE_READ 0x400")
 
 
 def probe_signal() -> tuple[str, str]:

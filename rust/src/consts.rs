@@ -58,7 +58,17 @@ pub const NOTE_ATTRIB: u32 = 0x0008;
 pub const NOTE_LINK: u32 = 0x0010;
 pub const NOTE_RENAME: u32 = 0x0020;
 pub const NOTE_REVOKE: u32 = 0x0040;
+/// libkqueue's (and OpenBSD's): the file shrank. FreeBSD has no such note (its 0x0080 is NOTE_OPEN); kqrs
+/// reports it together with FreeBSD's NOTE_ATTRIB for a truncation, never instead of it.
 pub const NOTE_TRUNCATE: u32 = 0x0080;
+// FreeBSD 11's opt-in notes about using the file (inotify's IN_CLOSE_NOWRITE, IN_CLOSE_WRITE, IN_ACCESS,
+// IN_OPEN), reported only to a knote that asks for them. NOTE_CLOSE, NOTE_CLOSE_WRITE and NOTE_READ keep
+// FreeBSD's values, which libkqueue leaves free; FreeBSD's NOTE_OPEN (0x0080) is libkqueue's NOTE_TRUNCATE,
+// so kqrs's NOTE_OPEN takes the next free bit, 0x0800 (no vnode note of FreeBSD or libkqueue has it).
+pub const NOTE_CLOSE: u32 = 0x0100;
+pub const NOTE_CLOSE_WRITE: u32 = 0x0200;
+pub const NOTE_READ: u32 = 0x0400;
+pub const NOTE_OPEN: u32 = 0x0800;
 
 // EVFILT_PROC
 pub const NOTE_EXIT: u32 = 0x8000_0000;

@@ -69,7 +69,8 @@ pub(crate) struct FileState {
 
 /// EVFILT_VNODE: a share of the kqueue's inotify watch `wd` on the file `dev`/`ino`, the fstat snapshot the
 /// next event is compared with, and the notes gathered since the last report. `mnt` is its mount id
-/// (NOTE_REVOKE when that mount is gone).
+/// (NOTE_REVOKE when that mount is gone). `early` marks changes the snapshot showed before their own
+/// inotify event was read (see `vnode::EARLY_*`), so that event is not taken for a further change.
 #[derive(Debug)]
 pub(crate) struct VnodeState {
     pub wd: i32,
@@ -79,6 +80,7 @@ pub(crate) struct VnodeState {
     pub dir: bool,
     pub snap: crate::filter::vnode::Snapshot,
     pub pending: u32,
+    pub early: u8,
 }
 
 /// EVFILT_PROC / EVFILT_PROCDESC: a pidfd of its own (-1 for a tracked child that was gone before it could

@@ -510,9 +510,10 @@ pub fn inotify_rm_watch(ifd: RawFd, wd: i32) {
     }
 }
 
-/// Reads inotify events into `buf`, calling `f(wd, mask, named)` for each (`named`: the event is about
-/// an entry of a watched directory, not the directory itself). Returns when the queue is empty.
-pub fn inotify_drain(ifd: RawFd, buf: &mut [u8], mut f: impl FnMut(i32, u32, bool)) {
+/// Reads inotify events into `buf`, calling `f(wd, mask, cookie, name)` for each (`cookie` pairs the two
+/// halves of a rename; `name` is the entry of a watched directory the event is about, empty when it is
+/// about the watched file itself). Returns when the queue is empty.
+pub fn inotify_drain(ifd: RawFd, buf: &mut [u8], mut f: impl FnMut(i32, u32, u32, &[u8])) {
     loop {
         // SAFETY: buf is a valid writable buffer of buf.len() bytes.
         let r = unsafe { libc::read(ifd, buf.as_mut_ptr().cast(), buf.len()) };
@@ -525,8 +526,11 @@ pub fn inotify_drain(ifd: RawFd, buf: &mut [u8], mut f: impl FnMut(i32, u32, boo
             let b = &buf[off..off + hdr];
             let wd = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
             let mask = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
+            let cookie = u32::from_ne_bytes([b[8], b[9], b[10], b[11]]);
             let len = u32::from_ne_bytes([b[12], b[13], b[14], b[15]]) as usize;
-            f(wd, mask, len > 0);
+            let name = buf.get(off + hdr..off + hdr + len).unwrap_or(&[]);
+            let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())];
+            f(wd, mask, cookie, name);
             off += hdr + len;
         }
     }
@@ -1360,6 +1364,13 @@ pub fn mountinfo_ids(fd: RawFd) -> Result<Vec<u64>> {
 }
 
 /// The mount id of the file behind `fd` (the "mnt_id:" line of /proc/self/fdinfo/FD).
+/// The path of the file open as `fd`, as /proc/self/fd/N names it (with " (deleted)" after it once that
+/// name was removed).
+pub fn fd_path(fd: RawFd) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStringExt;
+    std::fs::read_link(format!("/proc/self/fd/{fd}")).ok().map(|p| p.into_os_string().into_vec())
+}
+
 pub fn fd_mount_id(fd: RawFd) -> Result<u64> {
     let s = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).map_err(|_| Errno(libc::EBADF))?;
     s.lines()

@@ -720,55 +720,96 @@ pub(crate) fn unwatch(st: &mut State, wd: i32) {
 }
 
 /// The kqueue's inotify instance is readable: re-check the files it names.
+///
+/// Events are applied in the order inotify reports them, which is FreeBSD's order of notes across knotes
+/// (each knote is queued when its first note comes), except where one operation reports its files in
+/// another order than FreeBSD posts them: see `vnode::deleted_before`. The two halves of a rename are
+/// paired by their cookie: a half with no partner on the same watch crossed directories
+/// (`vnode::MOVED_ACROSS`).
 pub(crate) fn inotify_ready(st: &mut State) {
+    use crate::filter::vnode;
     if st.inotify < 0 {
         return;
     }
+    const ENTRY: u32 = libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO;
+    const REPORTED: u32 =
+        libc::IN_ALL_EVENTS | libc::IN_ISDIR | libc::IN_UNMOUNT | libc::IN_Q_OVERFLOW | libc::IN_IGNORED;
     let mut buf = [0u8; 4096];
-    let mut hits: Vec<(i32, u32)> = Vec::new();
-    sys::inotify_drain(st.inotify, &mut buf, |wd, mask, named| {
+    // (wd, mask, cookie, the entry's name for a removed entry)
+    let mut hits: Vec<(i32, u32, u32, Vec<u8>)> = Vec::new();
+    sys::inotify_drain(st.inotify, &mut buf, |wd, mask, cookie, name| {
         // About an entry of a watched directory: only adding, removing or renaming entries concerns the
-        // directory itself (a file in it being written or chmod-ed does not).
-        let mask = if named {
-            mask & (libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO | libc::IN_ISDIR)
-        } else {
-            mask
-        };
+        // directory itself (a file in it being written, chmod-ed, opened or read does not).
+        let mask = if name.is_empty() { mask & REPORTED } else { mask & (ENTRY | libc::IN_ISDIR) };
         if mask & !libc::IN_ISDIR != 0 {
-            hits.push((wd, mask));
+            let name = if mask & libc::IN_DELETE != 0 { name.to_vec() } else { Vec::new() };
+            hits.push((wd, mask, cookie, name));
         }
     });
-    // Renames last: rename(A, B) over a watched B reports NOTE_DELETE on B before NOTE_RENAME on A.
-    hits.sort_by_key(|&(_, mask)| mask & libc::IN_MOVE_SELF != 0);
-    for (wd, mask) in hits {
-        if wd == -1 {
-            // Queue overflow: look at every file and vnode knote.
-            let all: Vec<u32> = st.wds.values().flatten().copied().collect();
-            for s in all {
-                if let Some(Knote { kind: Kind::Vnode(_), .. }) = st.knotes.get(s) {
-                    crate::filter::vnode::inotify_event(st, s, libc::IN_Q_OVERFLOW);
-                } else {
-                    st.enqueue(s);
-                }
-            }
-            continue;
+    const MOVED: u32 = libc::IN_MOVED_FROM | libc::IN_MOVED_TO;
+    if hits.iter().any(|h| h.1 & MOVED != 0) {
+        // Which halves each (watch, cookie) has: a rename within a directory has both on its watch.
+        let mut halves: std::collections::HashMap<(i32, u32), u32> = std::collections::HashMap::new();
+        for h in hits.iter().filter(|h| h.1 & MOVED != 0) {
+            *halves.entry((h.0, h.2)).or_default() |= h.1 & MOVED;
         }
-        let slots = st.wds.get(&wd).cloned().unwrap_or_default();
-        for &s in &slots {
+        for h in hits.iter_mut().filter(|h| h.1 & MOVED != 0) {
+            if halves.get(&(h.0, h.2)).copied().unwrap_or(0) != MOVED {
+                h.1 |= vnode::MOVED_ACROSS;
+            }
+        }
+    }
+    let mut removed = vnode::RemovedDirs::default();
+    let mut i = 0;
+    while i < hits.len() {
+        let swap = match hits.get(i + 1) {
+            Some(next) => vnode::deleted_before(st, (hits[i].0, hits[i].1), (next.0, next.1, &next.3)),
+            None => false,
+        };
+        if swap {
+            hits.swap(i, i + 1);
+            apply_inotify(st, &hits[i], &mut removed);
+            i += 1; // the moved entry is applied next, never moved again
+        }
+        apply_inotify(st, &hits[i], &mut removed);
+        i += 1;
+    }
+}
+
+/// One gathered inotify event, (wd, mask, cookie, name) (wd -1: the queue overflowed).
+fn apply_inotify(st: &mut State, hit: &(i32, u32, u32, Vec<u8>), removed: &mut crate::filter::vnode::RemovedDirs) {
+    use crate::filter::vnode;
+    let (wd, mask) = (hit.0, hit.1);
+    if wd == -1 {
+        // Queue overflow: look at every file and vnode knote.
+        let all: Vec<u32> = st.wds.values().flatten().copied().collect();
+        for s in all {
             if let Some(Knote { kind: Kind::Vnode(_), .. }) = st.knotes.get(s) {
-                crate::filter::vnode::inotify_event(st, s, mask);
+                vnode::inotify_event(st, s, libc::IN_Q_OVERFLOW);
             } else {
                 st.enqueue(s);
             }
         }
-        if mask & libc::IN_IGNORED != 0 {
-            st.wds.remove(&wd);
-            for &s in &slots {
-                match st.knotes.get_mut(s).map(|k| &mut k.kind) {
-                    Some(Kind::File(fs)) => fs.wd = -1,
-                    Some(Kind::Vnode(v)) => v.wd = -1,
-                    _ => {}
-                }
+        return;
+    }
+    let slots = st.wds.get(&wd).cloned().unwrap_or_default();
+    for &s in &slots {
+        if let Some(Knote { kind: Kind::Vnode(_), .. }) = st.knotes.get(s) {
+            vnode::inotify_event(st, s, mask);
+        } else if mask & !(vnode::OPT_IN_EVENTS | libc::IN_ISDIR) != 0 {
+            st.enqueue(s); // (an open, read or close some vnode knote asked for is nothing to READ)
+        }
+    }
+    if mask & libc::IN_DELETE != 0 && mask & libc::IN_ISDIR != 0 {
+        vnode::subdirectory_removed(st, wd, &hit.3, removed);
+    }
+    if mask & libc::IN_IGNORED != 0 {
+        st.wds.remove(&wd);
+        for &s in &slots {
+            match st.knotes.get_mut(s).map(|k| &mut k.kind) {
+                Some(Kind::File(fs)) => fs.wd = -1,
+                Some(Kind::Vnode(v)) => v.wd = -1,
+                _ => {}
             }
         }
     }

@@ -1,11 +1,19 @@
 //! EVFILT_VNODE on the kqueue's one inotify instance.
 //!
 //! The watch is made through `/proc/self/fd/N`, so it follows the open file, not its path. Only events
-//! that change the file are subscribed (never IN_OPEN, IN_ACCESS or IN_CLOSE_*): someone opening, reading
-//! or closing the file does not even make the inotify fd readable. inotify says *that* something changed;
-//! a snapshot of the file's fstat (size, link count, mode, owner, mtime) says *what*: NOTE_EXTEND or
-//! NOTE_TRUNCATE from the size, NOTE_LINK and NOTE_DELETE from the link count (an unlink of an open file
-//! only shows up as a link-count change), NOTE_ATTRIB from the rest.
+//! that change the file are subscribed, unless a knote on the inode asks for the opt-in notes (NOTE_OPEN,
+//! NOTE_CLOSE, NOTE_CLOSE_WRITE, NOTE_READ): then, and only while one does, IN_OPEN, IN_CLOSE_* or
+//! IN_ACCESS too. Someone opening, reading or closing the file does not otherwise make the inotify fd
+//! readable. inotify says *that* something changed; a snapshot of the file's fstat (size, link count, mode,
+//! owner, mtime) says *what*.
+//!
+//! The notes are FreeBSD's (its `vop_*_post` hooks in vfs_subr.c and VOP_WRITE_POST in vnode.h), per
+//! operation: a write NOTE_WRITE, plus NOTE_EXTEND when the file grew; a truncation (setattr) NOTE_ATTRIB,
+//! plus libkqueue's NOTE_TRUNCATE when it shrank; chmod/chown/utimes/xattrs NOTE_ATTRIB; a new link
+//! NOTE_LINK; losing a name (unlink, renamed over) NOTE_DELETE, whatever links remain; being renamed
+//! NOTE_RENAME. A directory: NOTE_WRITE when an entry is added, removed or renamed, plus NOTE_LINK for a
+//! subdirectory made or removed (its link count), plus NOTE_EXTEND when the rename crossed directories.
+//! Across knotes, FreeBSD's order comes from the order of the batch (`fd::inotify_ready`, `deleted_before`).
 
 use crate::consts::*;
 use crate::kevent::Kevent;
@@ -13,8 +21,18 @@ use crate::knote::{Kind, Knote, VnodeState};
 use crate::kqueue::{State, TOKEN_MOUNTS};
 use crate::sys::{self, Errno, FileStat, RawFd, Result};
 
-const VNODE_NOTES: u32 =
-    NOTE_DELETE | NOTE_WRITE | NOTE_EXTEND | NOTE_ATTRIB | NOTE_LINK | NOTE_RENAME | NOTE_REVOKE | NOTE_TRUNCATE;
+/// FreeBSD 11's notes about using the file, each reported only to a knote asking for it.
+const OPT_IN_NOTES: u32 = NOTE_OPEN | NOTE_CLOSE | NOTE_CLOSE_WRITE | NOTE_READ;
+
+const VNODE_NOTES: u32 = NOTE_DELETE
+    | NOTE_WRITE
+    | NOTE_EXTEND
+    | NOTE_ATTRIB
+    | NOTE_LINK
+    | NOTE_RENAME
+    | NOTE_REVOKE
+    | NOTE_TRUNCATE
+    | OPT_IN_NOTES;
 
 /// Everything that changes a file or a directory's entries; nothing that merely uses it.
 const WATCH: u32 = libc::IN_MODIFY
@@ -24,8 +42,41 @@ const WATCH: u32 = libc::IN_MODIFY
     | libc::IN_CREATE
     | libc::IN_DELETE
     | libc::IN_MOVED_FROM
-    | libc::IN_MOVED_TO
-    | libc::IN_MASK_ADD;
+    | libc::IN_MOVED_TO;
+
+/// The inotify events behind the opt-in notes, subscribed only while some knote on the inode asks.
+pub(crate) const OPT_IN_EVENTS: u32 = libc::IN_OPEN | libc::IN_CLOSE_NOWRITE | libc::IN_CLOSE_WRITE | libc::IN_ACCESS;
+
+/// kqrs's own bits in a gathered inotify mask (inotify never reports these values). MOVED_ACROSS: this
+/// half of a rename has no other half on the same watch in the batch, so the rename crossed directories.
+pub(crate) const MOVED_ACROSS: u32 = 0x0010_0000;
+/// RECHECK: no event about this file, but something elsewhere says it may have changed (a subdirectory
+/// was removed): compare its fstat with the snapshot.
+const RECHECK: u32 = 0x0020_0000;
+
+/// `VnodeState::early`: the snapshot showed a size change before its IN_MODIFY was read, or a link-count
+/// change before its IN_ATTRIB was read; that event, when it comes, is not a further write or attribute
+/// change.
+const EARLY_SIZE: u8 = 1;
+const EARLY_LINK: u8 = 2;
+
+/// Each opt-in note and the inotify event behind it.
+const OPT_IN: [(u32, u32); 4] = [
+    (NOTE_OPEN, libc::IN_OPEN),
+    (NOTE_CLOSE, libc::IN_CLOSE_NOWRITE),
+    (NOTE_CLOSE_WRITE, libc::IN_CLOSE_WRITE),
+    (NOTE_READ, libc::IN_ACCESS),
+];
+
+/// The opt-in inotify events a knote asking for `notes` needs.
+fn opt_in_events(notes: u32) -> u32 {
+    OPT_IN.iter().filter(|&&(note, _)| notes & note != 0).fold(0, |m, &(_, event)| m | event)
+}
+
+/// The inotify mask a vnode knote asking for `notes` needs.
+fn events_for(notes: u32) -> u32 {
+    WATCH | opt_in_events(notes)
+}
 
 /// The part of fstat a vnode knote compares between events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +126,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     }
     crate::source::ensure(st, false)?;
     let ifd = crate::filter::fd::ensure_inotify(st)?;
-    let wd = sys::inotify_watch_fd(ifd, fd, WATCH)?;
+    let wd = sys::inotify_watch_fd(ifd, fd, events_for(ch.fflags) | libc::IN_MASK_ADD)?;
     let slot = st.insert(Knote::from_change(ch, ch.flags & EV_STICKY, ch.fflags, Kind::Vnode(Box::new(VnodeState {
             wd,
             dev: f.dev,
@@ -84,6 +135,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
             dir: f.kind == libc::S_IFDIR,
             snap: f.into(),
             pending: 0,
+            early: 0,
         }))));
     st.wds.entry(wd).or_default().push(slot);
     if ch.fflags & NOTE_REVOKE != 0 {
@@ -105,33 +157,45 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
             return Err(e);
         }
     };
-    if let Some(Knote { kind: Kind::Vnode(v), .. }) = st.knotes.get(slot) {
-        if (f.dev, f.ino) != (v.dev, v.ino) {
-            // The fd number was closed and now names another file: the old knote went with the close;
-            // this change watches the new file from scratch.
-            if !is_vnode(f.kind) {
-                return Err(Errno(libc::EINVAL));
-            }
-            let old_wd = v.wd;
-            let ifd = crate::filter::fd::ensure_inotify(st)?;
-            let new_wd = sys::inotify_watch_fd(ifd, fd, WATCH)?;
-            if let Some(v) = st.wds.get_mut(&old_wd) {
-                v.retain(|&s| s != slot);
-            }
-            crate::filter::fd::unwatch(st, old_wd);
-            st.wds.entry(new_wd).or_default().push(slot);
-            st.unqueue(slot);
-            if let Some(k) = st.knotes.get_mut(slot) {
-                k.kind = Kind::Vnode(Box::new(VnodeState {
-                    wd: new_wd,
-                    dev: f.dev,
-                    ino: f.ino,
-                    mnt: sys::fd_mount_id(fd).unwrap_or(0),
-                    dir: f.kind == libc::S_IFDIR,
-                    snap: f.into(),
-                    pending: 0,
-                }));
-            }
+    let Some(Knote { sfflags, kind: Kind::Vnode(v), .. }) = st.knotes.get(slot) else {
+        return Err(Errno(libc::ENOENT));
+    };
+    let (old_notes, old_wd) = (*sfflags, v.wd);
+    let same_file = (f.dev, f.ino) == (v.dev, v.ino);
+    if !same_file {
+        // The fd number was closed and now names another file: the old knote went with the close;
+        // this change watches the new file from scratch.
+        if !is_vnode(f.kind) {
+            return Err(Errno(libc::EINVAL));
+        }
+        let ifd = crate::filter::fd::ensure_inotify(st)?;
+        let new_wd = sys::inotify_watch_fd(ifd, fd, events_for(ch.fflags) | libc::IN_MASK_ADD)?;
+        if let Some(v) = st.wds.get_mut(&old_wd) {
+            v.retain(|&s| s != slot);
+        }
+        crate::filter::fd::unwatch(st, old_wd);
+        resubscribe(st, old_wd, events_for(old_notes));
+        st.wds.entry(new_wd).or_default().push(slot);
+        st.unqueue(slot);
+        if let Some(k) = st.knotes.get_mut(slot) {
+            k.kind = Kind::Vnode(Box::new(VnodeState {
+                wd: new_wd,
+                dev: f.dev,
+                ino: f.ino,
+                mnt: sys::fd_mount_id(fd).unwrap_or(0),
+                dir: f.kind == libc::S_IFDIR,
+                snap: f.into(),
+                pending: 0,
+                early: 0,
+            }));
+        }
+    } else if old_wd >= 0 && opt_in_events(ch.fflags) & !opt_in_events(old_notes) != 0 {
+        // It asks for opens, reads or closes it did not: the watch subscribes to them from now on (the fd
+        // names the watched file: just checked).
+        let ifd = crate::filter::fd::ensure_inotify(st)?;
+        let wd = sys::inotify_watch_fd(ifd, fd, events_for(ch.fflags) | libc::IN_MASK_ADD)?;
+        if wd != old_wd && !st.wds.contains_key(&wd) {
+            sys::inotify_rm_watch(ifd, wd);
         }
     }
     if ch.fflags & NOTE_REVOKE != 0 {
@@ -141,7 +205,53 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
     k.sfflags = ch.fflags;
     k.sdata = ch.data;
     k.udata = ch.udata;
+    if same_file {
+        // It no longer asks for some: the watch stops subscribing to them unless another knote asks.
+        resubscribe(st, old_wd, opt_in_events(old_notes) & !opt_in_events(ch.fflags));
+    }
     Ok(())
+}
+
+/// A knote on watch `wd` went, or stopped asking for the inotify events `gone`: if no knote left on the
+/// watch needs some of them, the kernel's mask is set to exactly what they need (inotify_add_watch without
+/// IN_MASK_ADD replaces the mask of the inode's watch), through the fd of a knote that still names the
+/// inode. Vnode knotes need `events_for` their notes; READ knotes on a regular file or directory, IN_MODIFY.
+fn resubscribe(st: &mut State, wd: i32, gone: u32) {
+    if wd < 0 || st.inotify < 0 || gone == 0 {
+        return;
+    }
+    let Some(slots) = st.wds.get(&wd) else { return };
+    let mut need = 0;
+    for &s in slots {
+        match st.knotes.get(s) {
+            Some(Knote { sfflags, kind: Kind::Vnode(_), .. }) => need |= events_for(*sfflags),
+            Some(Knote { kind: Kind::File(_), .. }) => need |= libc::IN_MODIFY,
+            _ => {}
+        }
+    }
+    if need == 0 || gone & !need == 0 {
+        return; // nothing left (the watch goes with its last knote), or still needed
+    }
+    let via = slots.iter().find_map(|&s| {
+        let k = st.knotes.get(s)?;
+        let (dev, ino) = match &k.kind {
+            Kind::Vnode(v) => (v.dev, v.ino),
+            Kind::File(fs) => (fs.dev, fs.ino),
+            _ => return None,
+        };
+        let fd = RawFd::try_from(k.ident).ok()?;
+        match sys::fstat(fd) {
+            Ok(f) if (f.dev, f.ino) == (dev, ino) => Some(fd),
+            _ => None,
+        }
+    });
+    // (No fd names the inode any more: its knotes go when that is noticed, and the watch with them.)
+    let Some(fd) = via else { return };
+    if let Ok(w) = sys::inotify_watch_fd(st.inotify, fd, need) {
+        if w != wd && !st.wds.contains_key(&w) {
+            sys::inotify_rm_watch(st.inotify, w);
+        }
+    }
 }
 
 /// NOTE_REVOKE: inotify only says IN_UNMOUNT once the filesystem itself goes away, which the knote's own
@@ -187,6 +297,7 @@ pub(crate) fn mounts_changed(st: &mut State) {
 pub(crate) fn detach(st: &mut State, k: &Knote) {
     if let Kind::Vnode(v) = &k.kind {
         crate::filter::fd::unwatch(st, v.wd);
+        resubscribe(st, v.wd, events_for(k.sfflags));
     }
 }
 
@@ -204,11 +315,17 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) {
     }
 }
 
-/// inotify reported `mask` for the file of knote `slot` (IN_Q_OVERFLOW: something, unknown).
+/// inotify reported `mask` for the file of knote `slot` (IN_Q_OVERFLOW: something, unknown; RECHECK: no
+/// event, look anyway; MOVED_ACROSS: see there).
 pub(crate) fn inotify_event(st: &mut State, slot: u32, mask: u32) {
     let Some(k) = st.knotes.get(slot) else { return };
     let Kind::Vnode(v) = &k.kind else { return };
-    let (dev, ino, dir, snap, pending) = (v.dev, v.ino, v.dir, v.snap, v.pending);
+    // Opens, reads and closes are subscribed for another knote on the inode: not this one's business.
+    let mask = mask & !(OPT_IN_EVENTS & !opt_in_events(k.sfflags));
+    if mask & !libc::IN_ISDIR == 0 {
+        return;
+    }
+    let (dev, ino, dir, snap, early) = (v.dev, v.ino, v.dir, v.snap, v.early);
     let fd = k.ident as RawFd;
     let now = match sys::fstat(fd) {
         Ok(f) if (f.dev, f.ino) == (dev, ino) => f,
@@ -219,53 +336,228 @@ pub(crate) fn inotify_event(st: &mut State, slot: u32, mask: u32) {
         }
     };
     let new: Snapshot = now.into();
-    let overflow = mask & libc::IN_Q_OVERFLOW != 0;
-    let mut notes = 0;
-    // Sizes are compared on every event: a write may already be visible when an earlier chmod's event
-    // is read.
-    if new.size > snap.size {
-        notes |= NOTE_WRITE | NOTE_EXTEND;
-    } else if new.size < snap.size {
-        notes |= NOTE_TRUNCATE;
-    } else if (mask & libc::IN_MODIFY != 0 && pending & (NOTE_EXTEND | NOTE_TRUNCATE) == 0)
-        || (overflow && new.mtime_ns != snap.mtime_ns)
-    {
-        // (A size change already gathered was seen early, through another event's fstat: this IN_MODIFY
-        // is that same change, not a further write.)
-        notes |= NOTE_WRITE;
-    }
-    if dir && mask & (libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO) != 0 {
-        notes |= NOTE_WRITE; // an entry added, removed or renamed
-    }
-    if new.nlink != snap.nlink {
-        notes |= NOTE_LINK;
-    }
-    if (new.nlink == 0 && snap.nlink != 0) || mask & libc::IN_DELETE_SELF != 0 {
-        notes |= NOTE_DELETE;
-    }
-    let owner_or_mode = (new.mode, new.uid, new.gid) != (snap.mode, snap.uid, snap.gid);
-    // A new mode or owner is an attribute change whichever event brought it to light.
-    if owner_or_mode || (mask & libc::IN_ATTRIB != 0 && new.nlink == snap.nlink) {
-        notes |= NOTE_ATTRIB;
-    }
-    let ctime_only = new.ctime_ns != snap.ctime_ns && new.nlink == snap.nlink && new.size == snap.size;
-    if overflow && (owner_or_mode || ctime_only) {
-        notes |= NOTE_ATTRIB; // after lost events: an attribute change is what a new ctime alone means
-    }
+    let (mut notes, early) = if dir { (dir_notes(mask, &snap, &new), 0) } else { file_notes(mask, &snap, &new, early) };
     if mask & libc::IN_MOVE_SELF != 0 {
         notes |= NOTE_RENAME;
     }
     if mask & libc::IN_UNMOUNT != 0 {
         notes |= NOTE_REVOKE;
     }
+    for (note, event) in OPT_IN {
+        if mask & event != 0 {
+            notes |= note;
+        }
+    }
     let Some(Knote { sfflags, kind: Kind::Vnode(v), .. }) = st.knotes.get_mut(slot) else {
         return;
     };
     v.snap = new;
+    v.early = early;
     let wanted = notes & *sfflags;
     if wanted != 0 {
         v.pending |= wanted;
         st.enqueue(slot);
+    }
+}
+
+/// What happened to a file that is not a directory, from the events and the snapshots before and after;
+/// with the new `early` marks.
+fn file_notes(mask: u32, snap: &Snapshot, new: &Snapshot, mut early: u8) -> (u32, u8) {
+    let overflow = mask & libc::IN_Q_OVERFLOW != 0;
+    if overflow {
+        early = 0; // the events those marks waited for may be among the lost ones
+    }
+    let mut notes = 0;
+    // Sizes are compared on every event: a write may already be visible when an earlier chmod's event is
+    // read. Growth is a write past the end (FreeBSD's VOP_WRITE_POST: NOTE_WRITE|NOTE_EXTEND); shrinking
+    // is a truncation, a setattr (NOTE_ATTRIB), with libkqueue's NOTE_TRUNCATE in addition.
+    let resized = new.size != snap.size;
+    if new.size > snap.size {
+        notes |= NOTE_WRITE | NOTE_EXTEND;
+    } else if new.size < snap.size {
+        notes |= NOTE_ATTRIB | NOTE_TRUNCATE;
+    }
+    if mask & libc::IN_MODIFY != 0 {
+        if !resized {
+            if early & EARLY_SIZE != 0 {
+                early &= !EARLY_SIZE; // the event of a size change already gathered, not a further write
+            } else {
+                notes |= NOTE_WRITE; // a write that did not grow the file
+            }
+        }
+    } else if resized && !overflow {
+        early |= EARLY_SIZE;
+    }
+    if overflow && !resized && new.mtime_ns != snap.mtime_ns {
+        notes |= NOTE_WRITE;
+    }
+    // Link count: FreeBSD posts NOTE_LINK for a new link (vop_link_post) and NOTE_DELETE for every name
+    // removed (vop_remove_post, and vop_rename_post for a file renamed over), whatever links remain.
+    let relinked = new.nlink != snap.nlink;
+    if new.nlink > snap.nlink {
+        notes |= NOTE_LINK;
+    } else if new.nlink < snap.nlink || mask & libc::IN_DELETE_SELF != 0 {
+        notes |= NOTE_DELETE;
+    }
+    let owner_or_mode = (new.mode, new.uid, new.gid) != (snap.mode, snap.uid, snap.gid);
+    let mut attrib = owner_or_mode;
+    if mask & libc::IN_ATTRIB != 0 {
+        if !relinked {
+            if early & EARLY_LINK != 0 {
+                early &= !EARLY_LINK; // the event of a link count change already gathered
+            } else {
+                attrib = true; // chmod or chown to the same value, utimes, an extended attribute
+            }
+        }
+    } else if relinked && !overflow {
+        early |= EARLY_LINK;
+    }
+    let ctime_only = new.ctime_ns != snap.ctime_ns && !relinked && !resized;
+    if overflow && ctime_only {
+        attrib = true; // after lost events: an attribute change is what a new ctime alone means
+    }
+    if attrib {
+        notes |= NOTE_ATTRIB;
+    }
+    (notes, early)
+}
+
+/// What happened to a directory. Its entries (FreeBSD's vop_*_post on the parent): one added or removed
+/// is NOTE_WRITE, plus NOTE_LINK for a subdirectory (mkdir, rmdir); a rename within it NOTE_WRITE (plus
+/// NOTE_LINK when a directory was renamed over, which its link count shows); a rename from or to another
+/// directory NOTE_WRITE|NOTE_EXTEND, plus NOTE_LINK when a directory moved and changed its link count. Its
+/// size says nothing (FreeBSD never derives a directory's notes from it).
+fn dir_notes(mask: u32, snap: &Snapshot, new: &Snapshot) -> u32 {
+    let mut notes = 0;
+    let isdir = mask & libc::IN_ISDIR != 0;
+    if mask & (libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO) != 0 {
+        notes |= NOTE_WRITE;
+        if isdir && mask & (libc::IN_CREATE | libc::IN_DELETE) != 0 {
+            notes |= NOTE_LINK;
+        }
+        if mask & MOVED_ACROSS != 0 {
+            notes |= NOTE_EXTEND;
+            // A directory moved out, or in (where directories do not count in their parent's link count;
+            // elsewhere the count itself tells whether it replaced one, which leaves the count as it was).
+            if isdir && (mask & libc::IN_MOVED_FROM != 0 || new.nlink < 2) {
+                notes |= NOTE_LINK;
+            }
+        }
+    }
+    if (new.nlink == 0 && snap.nlink != 0) || mask & libc::IN_DELETE_SELF != 0 {
+        notes |= NOTE_DELETE; // removed, or a directory renamed over it
+    } else if new.nlink != snap.nlink {
+        notes |= NOTE_LINK; // subdirectories came or went
+    }
+    let owner_or_mode = (new.mode, new.uid, new.gid) != (snap.mode, snap.uid, snap.gid);
+    let overflow = mask & libc::IN_Q_OVERFLOW != 0;
+    if owner_or_mode || (mask & libc::IN_ATTRIB != 0 && new.nlink == snap.nlink) {
+        notes |= NOTE_ATTRIB;
+    }
+    if overflow {
+        // After lost events: a new mtime is an entry change; a new ctime alone an attribute change.
+        if new.mtime_ns != snap.mtime_ns {
+            notes |= NOTE_WRITE;
+        } else if new.ctime_ns != snap.ctime_ns && new.nlink == snap.nlink {
+            notes |= NOTE_ATTRIB;
+        }
+    }
+    notes
+}
+
+/// Whether batch entry `a` should be applied after the entry `b` that follows it, for FreeBSD's order:
+/// Linux reports the link count of a file losing a name (IN_ATTRIB) just before the directory's IN_DELETE
+/// (unlink) or the renamed file's IN_MOVE_SELF (renamed over), where FreeBSD posts the directory's
+/// NOTE_WRITE, or the NOTE_RENAME, before that file's NOTE_DELETE. Only when a vnode knote of `a`'s file
+/// shows a lost link (a chmod followed by someone else's unlink keeps its order), and, when its own name is
+/// the one removed, that name is the entry `b` removed, or the name the file of `b` was renamed to (an
+/// unlink followed by an unrelated rename keeps its order). `b` carries the name of a removed entry.
+pub(crate) fn deleted_before(st: &State, a: (i32, u32), b: (i32, u32, &[u8])) -> bool {
+    let ((awd, amask), (bwd, bmask, bname)) = (a, b);
+    if awd < 0 || awd == bwd || amask & libc::IN_ATTRIB == 0 {
+        return false;
+    }
+    let unlinked = bmask & libc::IN_DELETE != 0;
+    if !unlinked && bmask & libc::IN_MOVE_SELF == 0 {
+        return false;
+    }
+    // The path of a vnode knote's fd on `a`'s file, if that file lost a link.
+    let path_of = |wd: i32, lost: bool| -> Option<Option<Vec<u8>>> {
+        st.wds.get(&wd)?.iter().find_map(|&s| match st.knotes.get(s) {
+            Some(Knote { ident, kind: Kind::Vnode(v), .. }) => match sys::fstat(*ident as RawFd) {
+                Ok(f) if (f.dev, f.ino) == (v.dev, v.ino) && (!lost || f.nlink < v.snap.nlink) => {
+                    Some(sys::fd_path(*ident as RawFd))
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+    };
+    let Some(apath) = path_of(awd, true) else { return false };
+    // Its own name still there: another of its names went, which the events cannot name; the lost link
+    // is the evidence.
+    let Some(gone) = apath.as_deref().and_then(|p| p.strip_suffix(b" (deleted)")) else { return true };
+    if unlinked {
+        gone.len() > bname.len() && gone.ends_with(bname) && gone[gone.len() - bname.len() - 1] == b'/'
+    } else {
+        matches!(path_of(bwd, false), Some(Some(p)) if p == gone)
+    }
+}
+
+/// The directory knotes whose directory is gone (no links left, not reported yet), found once per inotify
+/// batch that removes a subdirectory, by the name they had: (slot, the path they had).
+#[derive(Default)]
+pub(crate) struct RemovedDirs {
+    scanned: bool,
+    by_name: std::collections::HashMap<Vec<u8>, Vec<(u32, Vec<u8>)>>,
+}
+
+/// A directory lost its subdirectory `name` (IN_DELETE|IN_ISDIR on watch `wd`): Linux tells nothing to
+/// the removed directory itself while it is open, so the directory knote whose directory had that path
+/// (its fd's path is then "<parent>/<name> (deleted)") gets its NOTE_DELETE here, after its parent's
+/// NOTE_WRITE|NOTE_LINK as on FreeBSD. (Only when this kqueue watches the parent: otherwise nothing says
+/// it, a known gap.) The knotes are looked at once per batch, not once per removed directory.
+pub(crate) fn subdirectory_removed(st: &mut State, wd: i32, name: &[u8], removed: &mut RemovedDirs) {
+    const DELETED: &[u8] = b" (deleted)";
+    if !removed.scanned {
+        removed.scanned = true;
+        for (slot, k) in st.knotes.iter_slots() {
+            let Kind::Vnode(v) = &k.kind else { continue };
+            if !v.dir || v.snap.nlink == 0 {
+                continue;
+            }
+            let fd = k.ident as RawFd;
+            match sys::fstat(fd) {
+                Ok(f) if (f.dev, f.ino) == (v.dev, v.ino) && f.nlink == 0 => {}
+                _ => continue,
+            }
+            let Some(path) = sys::fd_path(fd) else { continue };
+            let Some(path) = path.strip_suffix(DELETED) else { continue };
+            let Some(cut) = path.iter().rposition(|&c| c == b'/') else { continue };
+            removed.by_name.entry(path[cut + 1..].to_vec()).or_default().push((slot, path.to_vec()));
+        }
+    }
+    let Some(candidates) = removed.by_name.get_mut(name) else { return };
+    // The parent's path, from a knote watching it, tells apart directories of the same name.
+    let parent = st.wds.get(&wd).and_then(|slots| {
+        slots.iter().find_map(|&s| {
+            let k = st.knotes.get(s)?;
+            let p = sys::fd_path(k.ident as RawFd)?;
+            Some(p.strip_suffix(DELETED).map(<[u8]>::to_vec).unwrap_or(p))
+        })
+    });
+    let found: Vec<u32> = match parent {
+        Some(parent) => {
+            let mut want = parent;
+            want.push(b'/');
+            want.extend_from_slice(name);
+            candidates.iter().filter(|(_, p)| *p == want).map(|&(s, _)| s).collect()
+        }
+        None => candidates.iter().map(|&(s, _)| s).collect(),
+    };
+    candidates.retain(|(s, _)| !found.contains(s));
+    for slot in found {
+        inotify_event(st, slot, RECHECK);
     }
 }
 
