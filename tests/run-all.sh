@@ -7,6 +7,20 @@ cd "$(dirname "$0")/.."
 echo "== cargo test (engine alone, no Python)"
 cargo test --quiet
 
+echo "== the C library (libkqueue.so.0), and libkqueue's own test suite against it"
+CAPI_DIR=$PWD/.capi
+bash scripts/build-capi.sh "$CAPI_DIR"
+export KQRS_CAPI_DIR=$CAPI_DIR  # tests/test_capi.py uses this build
+suite=${LIBKQUEUE_SUITE:-}
+for d in "$PWD/../shared/libkqueue-suite" /work/shared/libkqueue-suite; do
+  if [ -z "$suite" ] && [ -f "$d/run.sh" ]; then suite=$d; fi
+done
+if [ -n "$suite" ]; then
+  bash tests/libkqueue-suite.sh "$suite" "$CAPI_DIR"
+else
+  echo "libkqueue's suite not found (set LIBKQUEUE_SUITE=DIR): not run"
+fi
+
 run_pytest() {  # $1 = interpreter, $2 = venv dir
   "$1" -m venv --clear "$2"
   "$2/bin/pip" install --quiet --upgrade pip >/dev/null

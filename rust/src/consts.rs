@@ -17,7 +17,7 @@ pub const EVFILT_PROCDESC: i16 = -13;
 /// libkqueue's own filter: NOTE_VERSION / NOTE_VERSION_STR ask the library's version (the change comes
 /// back as an entry with `data` / `udata` set); kqrs answers them too, for code written for libkqueue.
 pub const EVFILT_LIBKQUEUE: i16 = -12;
-pub const EVFILT_SYSCOUNT: i16 = 11;
+pub const EVFILT_SYSCOUNT: i16 = 12;
 
 pub const EV_ADD: u16 = 0x0001;
 pub const EV_DELETE: u16 = 0x0002;

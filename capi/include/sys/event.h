@@ -95,6 +95,12 @@ struct kevent {
 /** The file's filesystem was unmounted (EV_EOF set). libkqueue leaves it undefined on Linux; kqrs has it. */
 #define NOTE_REVOKE     0x0040
 #define NOTE_TRUNCATE   0x0080
+/* FreeBSD's opt-in notes on using the file, reported only to a knote that asks for them (kqrs's: libkqueue
+ * has none). NOTE_OPEN is 0x0800 here: FreeBSD's 0x0080 is libkqueue's NOTE_TRUNCATE. */
+#define NOTE_CLOSE       0x0100
+#define NOTE_CLOSE_WRITE 0x0200
+#define NOTE_READ        0x0400
+#define NOTE_OPEN        0x0800
 
 /* EVFILT_PROC */
 #define NOTE_EXIT       0x80000000

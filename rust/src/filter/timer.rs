@@ -183,6 +183,14 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) {
         return;
     }
     let now = sys::clock_ns(absolute);
+    if st.libkqueue_flags && !absolute && t.period != 0 {
+        // The C face, as libkqueue: a periodic timer enabled again starts a new period now, and what expired
+        // while it was disabled is dropped (FreeBSD reports it: docs/design.md, "The C face").
+        t.fired = 0;
+        t.next = now.saturating_add(t.period);
+        let _ = schedule(st, slot);
+        return;
+    }
     if t.next != u64::MAX && t.next <= now {
         let count = if t.period == 0 { 1 } else { (now - t.next) / t.period + 1 };
         t.fired = t.fired.saturating_add(count);

@@ -353,7 +353,15 @@ pub(crate) fn inotify_event(st: &mut State, slot: u32, mask: u32) {
     };
     v.snap = new;
     v.early = early;
-    let wanted = notes & *sfflags;
+    // FreeBSD's filt_vnode reports the whole hint an operation posts once the knote asked for any note of
+    // it: a write past the end is NOTE_WRITE|NOTE_EXTEND even to a knote that asked for NOTE_WRITE only, and
+    // an entry change of a directory NOTE_WRITE with its NOTE_LINK / NOTE_EXTEND. (libkqueue's
+    // NOTE_TRUNCATE is kqrs's addition to the truncation's NOTE_ATTRIB, reported only when asked for.)
+    let hint = if dir { NOTE_WRITE | NOTE_LINK | NOTE_EXTEND } else { NOTE_WRITE | NOTE_EXTEND };
+    let mut wanted = notes & *sfflags;
+    if wanted & hint != 0 {
+        wanted |= notes & hint;
+    }
     if wanted != 0 {
         v.pending |= wanted;
         st.enqueue(slot);
