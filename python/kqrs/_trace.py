@@ -27,52 +27,82 @@ import shlex
 import signal
 import sys
 import time
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 PROG = "kqrs trace"
 USAGE = f"usage: {PROG} [--json] [-o FILE] [--] COMMAND [ARG...]"
 EX_USAGE = 64
 
 
-class Proc:
-    __slots__ = ("pid", "ppid", "depth", "start", "program", "argv")
+class Snapshot(NamedTuple):
+    """What /proc said about a process the moment its exec was reported."""
 
-    def __init__(self, pid: int, ppid: int | None, depth: int, start: float):
+    argv: list[str] | None
+    exe: str | None
+    comm: str | None
+
+
+class Proc:
+    __slots__ = ("pid", "ppid", "depth", "start", "announced", "exited", "items")
+
+    def __init__(self, pid: int, ppid: int | None, start: float):
         self.pid = pid
         self.ppid = ppid
-        self.depth = depth
+        self.depth = 0
         self.start = start
-        self.program: str | None = None
-        self.argv: list[str] | None = None
+        self.announced = False  # its fork line is printed
+        self.exited = False  # its exit is known (printed, or waiting in items)
+        self.items: list[tuple[str, float, Any]] = []  # events not printed yet: (kind, arrival time, detail)
 
 
-def _read_program(pid: int) -> tuple[str | None, list[str] | None]:
-    """The executable and argv of a live process (its command name alone once it is a zombie)."""
+def _read(path: str, size: int = 65536) -> bytes | None:
     try:
-        exe = os.readlink(f"/proc/{pid}/exe")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    chunks: list[bytes] = []
+    try:
+        while True:
+            b = os.read(fd, size)
+            if not b:
+                break
+            chunks.append(b)
+    except OSError:
+        pass  # e.g. the process exited between two reads: keep what came
+    finally:
+        os.close(fd)
+    return b"".join(chunks) if chunks else None
+
+
+def _snapshot(pid: int) -> Snapshot:
+    """Everything /proc still has about a process that just exec'd, the most perishable first: argv and the
+    executable go with its memory at exit, the command name only when it is reaped."""
+    raw = _read(f"/proc/{pid}/cmdline")
+    argv = None
+    if raw:  # NUL-terminated arguments (the last one unterminated if the process rewrote them)
+        argv = [a.decode(errors="replace") for a in (raw[:-1] if raw.endswith(b"\0") else raw).split(b"\0")]
+    try:
+        exe: str | None = os.readlink(f"/proc/{pid}/exe")
     except OSError:
         exe = None
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            raw = f.read()
-        argv = [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]] or None
-    except OSError:
-        argv = None
-    if exe is None and argv is None:
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                exe = f.read().strip() or None
-        except OSError:
-            pass
-    return exe, argv
+    stat = _read(f"/proc/{pid}/stat", 4096)
+    comm = None
+    if stat:
+        left, right = stat.find(b"("), stat.rfind(b")")
+        if 0 <= left < right:
+            comm = stat[left + 1 : right].decode(errors="replace") or None
+    return Snapshot(argv, exe, comm)
 
 
 def _read_ppid(pid: int) -> int | None:
+    stat = _read(f"/proc/{pid}/stat", 4096)
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
+        return int(stat.rsplit(b")", 1)[1].split()[1]) if stat else None
+    except (ValueError, IndexError):
         return None
+
+
+# --- output -----------------------------------------------------------------------------------------------
 
 
 def _status_words(status: int) -> tuple[str, str]:
@@ -98,18 +128,115 @@ def _duration(seconds: float) -> str:
 
 
 class Tracer:
-    def __init__(self, out: IO[str], json_out: bool, t0: float):
+    """Turns batches of kevents into lines, in causal order.
+
+    Events of different knotes come back in one batch in any order, and an exit (from the process's pidfd)
+    can overtake a fork (from the connector) that happened before it. So a batch is first taken whole (the
+    caller collects until the kqueue has nothing more), each process's events are queued on it, and the
+    lines are then printed walking the tree: a process's fork line, its execs, the lines of its descendants
+    in the batch, and last its exit.
+    """
+
+    def __init__(self, out: IO[str], json_out: bool, t0: float, root: int):
         self.out = out
         self.json = json_out
         self.t0 = t0
+        self.root = root
         self.procs: dict[int, Proc] = {}
         self.live: set[int] = set()
         self.statuses: dict[str, int] = {}
         self.lost = 0
+        self.last_time = 0.0
+        self.touched: dict[int, Proc] = {}  # processes with events not printed yet, in arrival order
+        p = Proc(root, os.getpid(), t0)
+        p.announced = True
+        self.procs[root] = p
+        self.live.add(root)
+
+    # -- taking events in ----------------------------------------------------------------------------------
+
+    def event(self, pid: int, ff: int, data: int, flags: int, now: float, snap: Snapshot | None, k: Any) -> None:
+        p = self.procs.get(pid)
+        if p is None or (ff & k.KQ_NOTE_CHILD and pid not in self.live):  # a new process (or a reused pid)
+            ppid = data if (ff & k.KQ_NOTE_CHILD and not ff & k.KQ_NOTE_EXIT) else _read_ppid(pid)
+            p = Proc(pid, ppid, now)
+            self.procs[pid] = p
+            self.live.add(pid)
+        if ff & k.KQ_NOTE_TRACKERR:
+            p.items.append(("trackerr", now, None))
+        if ff & k.KQ_NOTE_EXEC:
+            p.items.append(("exec", now, snap))
+        if (ff & k.KQ_NOTE_EXIT or flags & k.KQ_EV_EOF) and not p.exited:
+            p.exited = True
+            status = None if flags & k.KQ_EV_ERROR else data
+            p.items.append(("exit", now, status))
+        self.touched[pid] = p
+
+    def root_status(self, status: int | None) -> None:
+        """The root's status as waitpid() gave it, when the event had none."""
+        for i, (kind, t, st) in enumerate(self.procs[self.root].items):
+            if kind == "exit" and st is None:
+                self.procs[self.root].items[i] = (kind, t, status)
+
+    # -- printing -------------------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Print every queued event, parents before children, a process's exit after its descendants'."""
+        if not self.touched:
+            return
+        batch = self.touched
+        self.touched = {}
+        kids: dict[int, list[Proc]] = {}
+        tops: list[Proc] = []
+        for p in batch.values():
+            up = self._touched_ancestor(p, batch)
+            if up is None:
+                tops.append(p)
+            else:
+                kids.setdefault(up.pid, []).append(p)
+        # the command's own tree last: its exit, if it is in this batch, is the last line of it
+        tops.sort(key=lambda p: p.pid == self.root)
+        stack: list[tuple[Proc, bool]] = [(p, False) for p in reversed(tops)]
+        while stack:  # depth first, without recursion: a chain of processes can be deeper than Python's stack
+            p, done = stack.pop()
+            if done:
+                if p.items:
+                    _, t, status = p.items.pop()
+                    self._exit(p, t, status)
+                continue
+            self._open(p)
+            stack.append((p, True))
+            stack.extend((c, False) for c in reversed(kids.get(p.pid, ())))
+        self.out.flush()
+
+    def _touched_ancestor(self, p: Proc, batch: dict[int, Proc]) -> Proc | None:
+        seen = {p.pid}
+        q = self.procs.get(p.ppid) if p.ppid is not None else None
+        while q is not None and q.pid not in seen:
+            if q.pid in batch:
+                return q
+            seen.add(q.pid)
+            q = self.procs.get(q.ppid) if q.ppid is not None else None
+        return None
+
+    def _open(self, p: Proc) -> None:
+        """A process's fork line (if not printed yet) and everything it did but its exit, which stays in
+        p.items until the lines of its descendants in the batch are printed."""
+        items = p.items
+        p.items = [item for item in items if item[0] == "exit"]
+        if not p.announced:
+            self._announce(p, p.start)
+        for kind, t, detail in items:
+            if kind == "exec":
+                self._exec(p, t, detail)
+            elif kind == "trackerr":
+                self.lost += 1
+                self._line(p, t, "trackerr", "lost track of some of its children (NOTE_TRACKERR)")
 
     def _line(self, proc: Proc, now: float, event: str, text: str, *, about: Proc | None = None, **fields: object) -> None:
         """One line: the text indented at `proc`'s depth, or a JSON record about `about` (default proc)."""
-        t = now - self.t0
+        t = max(now - self.t0, self.last_time)  # a line held back for its parent's never goes back in time
+        self.last_time = t
         if self.json:
             a = about or proc
             rec = {"time": round(t, 6), "event": event, "pid": a.pid, "ppid": a.ppid, "depth": a.depth}
@@ -117,26 +244,25 @@ class Tracer:
             self.out.write(json.dumps(rec) + "\n")
         else:
             self.out.write(f"{t:9.3f} {'  ' * proc.depth}{proc.pid} {text}\n")
-        self.out.flush()
 
-    def add(self, pid: int, ppid: int | None, now: float) -> Proc:
-        parent = self.procs.get(ppid) if ppid is not None else None
-        p = Proc(pid, ppid, parent.depth + 1 if parent else 1, now)
-        self.procs[pid] = p
-        self.live.add(pid)
-        if parent is not None:
-            self._line(parent, now, "fork", f"fork {pid}", about=p)
+    def _announce(self, p: Proc, now: float) -> None:
+        p.announced = True
+        parent = self.procs.get(p.ppid) if p.ppid is not None else None
+        if parent is not None and parent is not p and parent.announced:
+            p.depth = parent.depth + 1
+            self._line(parent, now, "fork", f"fork {p.pid}", about=p)
         else:
+            p.depth = 1
             self._line(p, now, "fork", "forked (parent unknown)")
-        return p
 
-    def exec_(self, p: Proc, now: float) -> None:
-        p.program, p.argv = _read_program(p.pid)
-        prog = p.program or "?"
-        args = shlex.join(p.argv) if p.argv else ""
-        self._line(p, now, "exec", f"exec {prog}" + (f"  [{args}]" if args else ""), program=p.program, argv=p.argv)
+    def _exec(self, p: Proc, now: float, snap: Snapshot | None) -> None:
+        snap = snap or Snapshot(None, None, None)
+        program = snap.exe or (snap.comm if snap.argv is None else None)
+        args = shlex.join(snap.argv) if snap.argv else ""
+        self._line(p, now, "exec", f"exec {program or '?'}" + (f"  [{args}]" if args else ""), program=program,
+                   argv=snap.argv)
 
-    def exit(self, p: Proc, now: float, status: int | None) -> None:
+    def _exit(self, p: Proc, now: float, status: int | None) -> None:
         self.live.discard(p.pid)
         life = now - p.start
         if status is None:
@@ -153,9 +279,12 @@ class Tracer:
         self.statuses[key] = self.statuses.get(key, 0) + 1
         self._line(p, now, "exit", f"{sentence} after {_duration(life)}", lifetime=round(life, 6), **fields)
 
-    def trackerr(self, p: Proc, now: float) -> None:
-        self.lost += 1
-        self._line(p, now, "trackerr", "lost track of some of its children (NOTE_TRACKERR)")
+    def lost_exit(self, pid: int, now: float) -> None:
+        """A process that no longer exists and whose exit never came."""
+        p = self.procs[pid]
+        p.exited = True
+        p.items.append(("exit", now, None))
+        self.touched[pid] = p
 
     def summary(self, now: float, root_status: int | None, tracking: bool) -> None:
         n = len(self.procs)
@@ -163,7 +292,7 @@ class Tracer:
         if self.json:
             rec = {
                 "event": "summary",
-                "time": round(now - self.t0, 6),
+                "time": round(max(now - self.t0, self.last_time), 6),
                 "processes": n,
                 "max_depth": depth,
                 "exit_statuses": self.statuses,
@@ -189,6 +318,9 @@ class Tracer:
                 parts.append("forks and execs not traced (no process connector)")
             self.out.write("summary: " + "; ".join(parts) + "\n")
         self.out.flush()
+
+
+# --- command line -----------------------------------------------------------------------------------------
 
 
 def _parse(argv: list[str]) -> tuple[bool, str | None, list[str]]:
@@ -267,13 +399,29 @@ def _spawn_waiting(cmd: list[str]) -> tuple[int, int, int]:
     return pid, go_w, err_r
 
 
+def _collect(kq: Any, timeout: float | None, k: Any) -> list[tuple[Any, float, Snapshot | None]]:
+    """Wait for events, then take every event the kqueue has (an exit can overtake the fork before it, and
+    a child already gone brings its exit in the call after its NOTE_CHILD). Each exec's /proc details are
+    read as soon as the call that reported it returns, before anything else is done."""
+    out: list[tuple[Any, float, Snapshot | None]] = []
+    evs = kq.control(None, 256, timeout)
+    while evs:
+        snaps = [_snapshot(ev.ident) if ev.filter == k.KQ_FILTER_PROC and ev.fflags & k.KQ_NOTE_EXEC else None
+                 for ev in evs]
+        now = time.monotonic()
+        out.extend(zip(evs, [now] * len(evs), snaps))
+        if len(out) >= 16384:  # a flood: print what we have, come back for the rest
+            break
+        evs = kq.control(None, 256, 0)
+    return out
+
+
 def _trace(cmd: list[str], out: IO[str], json_out: bool) -> int:
     import kqrs
     from kqrs import kevent
 
     PROC = kqrs.KQ_FILTER_PROC
-    EXIT, FORK, EXEC = kqrs.KQ_NOTE_EXIT, kqrs.KQ_NOTE_FORK, kqrs.KQ_NOTE_EXEC
-    TRACK, TRACKERR, CHILD = kqrs.KQ_NOTE_TRACK, kqrs.KQ_NOTE_TRACKERR, kqrs.KQ_NOTE_CHILD
+    EXIT, FORK, EXEC, TRACK = kqrs.KQ_NOTE_EXIT, kqrs.KQ_NOTE_FORK, kqrs.KQ_NOTE_EXEC, kqrs.KQ_NOTE_TRACK
 
     kq = kqrs.kqueue()
     root, go, err = _spawn_waiting(cmd)
@@ -291,46 +439,35 @@ def _trace(cmd: list[str], out: IO[str], json_out: bool) -> int:
             tracking = False
             kq.control([kevent(root, PROC, kqrs.KQ_EV_ADD, EXIT)], 0)
         t0 = time.monotonic()
-        tracer = Tracer(out, json_out, t0)
-        tracer.procs[root] = Proc(root, os.getpid(), 0, t0)
-        tracer.live.add(root)
+        tracer = Tracer(out, json_out, t0, root)
         os.write(go, b"x")
         os.close(go)
         go = -1
         quiet_since: float | None = None
         while tracer.live:
-            events = kq.control(None, 256, 1.0)
+            batch = _collect(kq, 1.0, kqrs)
             now = time.monotonic()
-            if not events:
+            if not batch:
                 # Safety net: a tracked process that no longer exists and whose exit never came.
                 if root_status is not None:
                     quiet_since = quiet_since or now
                     if now - quiet_since >= 2.0:
                         for pid in sorted(tracer.live):
                             if not os.path.exists(f"/proc/{pid}"):
-                                tracer.exit(tracer.procs[pid], now, None)
+                                tracer.lost_exit(pid, now)
+                        tracer.flush()
                 continue
             quiet_since = None
-            for ev in events:
+            for ev, t, snap in batch:
                 if ev.filter != PROC:
                     continue
-                pid, ff = ev.ident, ev.fflags
-                p = tracer.procs.get(pid)
-                if p is None or (ff & CHILD and pid not in tracer.live):  # a new process (or a reused pid)
-                    ppid = ev.data if (ff & CHILD and not ff & EXIT) else _read_ppid(pid)
-                    p = tracer.add(pid, ppid, now)
-                if ff & TRACKERR:
-                    tracer.trackerr(p, now)
-                if ff & EXEC:
-                    tracer.exec_(p, now)
-                if ff & EXIT or ev.flags & kqrs.KQ_EV_EOF:
-                    status = None if ev.flags & kqrs.KQ_EV_ERROR else ev.data
-                    if pid == root:
-                        _, waited = os.waitpid(root, 0)  # we are its parent: reap it
-                        status = waited if status is None else status
-                        root_status = status
-                    if pid in tracer.live:
-                        tracer.exit(p, now, status)
+                tracer.event(ev.ident, ev.fflags, ev.data, ev.flags, t, snap, kqrs)
+                if ev.ident == root and root_status is None and tracer.procs[root].exited:
+                    _, waited = os.waitpid(root, 0)  # we are its parent: reap it
+                    st = None if ev.flags & kqrs.KQ_EV_ERROR else ev.data
+                    root_status = waited if st is None else st
+                    tracer.root_status(root_status)
+            tracer.flush()
         reason = os.read(err, 64)
         if reason:
             code = int(reason)
@@ -357,3 +494,4 @@ def _trace(cmd: list[str], out: IO[str], json_out: bool) -> int:
     if os.WIFSIGNALED(root_status):
         return 128 + os.WTERMSIG(root_status)
     return 1
+
