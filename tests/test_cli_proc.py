@@ -247,8 +247,9 @@ def test_trace_shell_script_text():
     assert m, lines
     kid = int(m.group(1))
     body = "\n".join(lines)
-    # indented one level; "?" when ls was already gone (reaped) by the time trace looked at /proc
-    assert re.search(rf"^\s*[\d.]+   {kid} exec (\S*/ls  \[ls /\]|ls|\?)$", body, re.M), body
+    # indented one level; what was gone (reaped) by the time trace looked at /proc is said to be
+    gone = r"(\S*/ls|ls|\?) \[(path and )?argv gone\]"
+    assert re.search(rf"^\s*[\d.]+   {kid} exec (\S*/ls  \[ls /\]|{gone})$", body, re.M), body
     assert re.search(rf"^\s*[\d.]+   {kid} exited with status 0 after [\d.]+ ms$", body, re.M), body
     assert re.search(rf"^\s*[\d.]+ {root} exited with status 3 after [\d.]+ (ms|s)$", body, re.M), body
     assert lines[-1].startswith("summary: 2 processes; max depth 1; ")

@@ -212,3 +212,37 @@ def test_exit_with_an_error_has_no_status():
     feed(t, [(C, CHILD, R, 0), (C, EXIT, 10, EOF | ERROR)])
     rec = records(out)[-1]
     assert (rec["event"], rec["status"], rec["exit_code"]) == ("exit", None, None)
+
+
+# --- what an exec line says when the process moved on before it was read ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "snapshot,text,fields",
+    [
+        (Snapshot(["ls", "/"], "/usr/bin/ls", "ls"), "exec /usr/bin/ls  [ls /]",
+         {"program": "/usr/bin/ls", "argv": ["ls", "/"], "comm": "ls", "argv_gone": False, "program_source": "proc"}),
+        # a zombie: no exe, no cmdline, its comm still there: the command name, and it says what is missing
+        (Snapshot(None, None, "ls"), "exec ls [path and argv gone]",
+         {"program": None, "argv": None, "comm": "ls", "argv_gone": True, "program_source": None}),
+        (Snapshot(None, None, None), "exec ? [path and argv gone]",
+         {"program": None, "argv": None, "comm": None, "argv_gone": True, "program_source": None}),
+        # /proc/PID/exe unreadable but cmdline readable (another user's process, without root)
+        (Snapshot(["ls", "/"], None, "ls"), "exec ls  [ls /] [path gone]",
+         {"program": None, "argv": ["ls", "/"], "comm": "ls", "argv_gone": False, "program_source": None}),
+    ],
+)
+def test_exec_line_says_what_was_read(snapshot, text, fields):
+    for json_out in (False, True):
+        out = io.StringIO()
+        t = Tracer(out, json_out, 0.0, R)
+        t.event(C, CHILD, R, 0, 1.0, None, kqrs)
+        t.event(C, EXEC, 0, 0, 1.0, snapshot, kqrs)
+        t.flush()
+        last = out.getvalue().splitlines()[-1]
+        if json_out:
+            rec = json.loads(last)
+            assert {k: rec[k] for k in fields} == fields
+        else:
+            assert re.fullmatch(rf"\s*[\d.]+   {C} " + re.escape(text), last), last
+        assert t.argv_gone == (1 if fields["argv_gone"] else 0) and t.execs == 1

@@ -146,6 +146,8 @@ class Tracer:
         self.live: set[int] = set()
         self.statuses: dict[str, int] = {}
         self.lost = 0
+        self.execs = 0
+        self.argv_gone = 0
         self.last_time = 0.0
         self.touched: dict[int, Proc] = {}  # processes with events not printed yet, in arrival order
         p = Proc(root, os.getpid(), t0)
@@ -257,10 +259,19 @@ class Tracer:
 
     def _exec(self, p: Proc, now: float, snap: Snapshot | None) -> None:
         snap = snap or Snapshot(None, None, None)
-        program = snap.exe or (snap.comm if snap.argv is None else None)
-        args = shlex.join(snap.argv) if snap.argv else ""
-        self._line(p, now, "exec", f"exec {program or '?'}" + (f"  [{args}]" if args else ""), program=program,
-                   argv=snap.argv)
+        program, source = (snap.exe, "proc") if snap.exe else (None, None)
+        argv = snap.argv
+        self.execs += 1
+        gone = [w for w, have in (("path", program), ("argv", argv)) if not have]
+        if not argv:
+            self.argv_gone += 1
+        text = f"exec {program or snap.comm or '?'}"
+        if argv:
+            text += f"  [{shlex.join(argv)}]"
+        if gone:
+            text += f" [{' and '.join(gone)} gone]"
+        self._line(p, now, "exec", text, program=program, argv=argv, comm=snap.comm, argv_gone=not argv,
+                   program_source=source)
 
     def _exit(self, p: Proc, now: float, status: int | None) -> None:
         self.live.discard(p.pid)
@@ -300,6 +311,8 @@ class Tracer:
                 "tracking": tracking,
                 "trackerr": self.lost,
                 "unfinished": sorted(self.live),
+                "execs": self.execs,
+                "argv_gone": self.argv_gone,
             }
             self.out.write(json.dumps(rec) + "\n")
         else:
