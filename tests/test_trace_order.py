@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
 import re
 
 import pytest
@@ -22,7 +23,8 @@ from kqrs._trace import Snapshot, Tracer
 CHILD, EXEC, EXIT, FORK = kqrs.KQ_NOTE_CHILD, kqrs.KQ_NOTE_EXEC, kqrs.KQ_NOTE_EXIT, kqrs.KQ_NOTE_FORK
 TRACKERR, EOF, ERROR = kqrs.KQ_NOTE_TRACKERR, kqrs.KQ_EV_EOF, kqrs.KQ_EV_ERROR
 
-R, C, D, G = 100, 101, 102, 103  # root, its children C and D, C's child G
+# root, its children C and D, C's child G: above any pid_max, so never this process or its parent
+R, C, D, G = 5_000_000, 5_000_001, 5_000_002, 5_000_003
 
 
 def snap(name):
@@ -173,7 +175,7 @@ def test_orphan_after_the_root_exit_comes_after_it():
 
 def test_unknown_parent_is_said():
     t, out = tracer(json_out=False)
-    feed(t, [(C, CHILD, 99999, 0), (C, EXIT, 0, EOF)])
+    feed(t, [(C, CHILD, 4_999_999, 0), (C, EXIT, 0, EOF)])
     text = out.getvalue().splitlines()
     assert re.fullmatch(rf"\s*[\d.]+   {C} forked \(parent unknown\)", text[0]), text
     assert re.fullmatch(rf"\s*[\d.]+   {C} exited with status 0 after .*", text[1]), text
@@ -198,6 +200,26 @@ def test_a_deep_chain_in_one_batch():
     check_causal(recs)
     assert [r["pid"] for r in recs[:n]] == [R + i + 1 for i in range(n)]
     assert [r["pid"] for r in recs[n:]] == [R + n - i for i in range(n)] + [R]
+
+
+def test_the_root_parent_is_this_process_even_if_its_pid_is_in_the_tree():
+    """The root's parent is kqrs trace itself; a traced pid equal to it (a fake one here) must not make the
+    tree a loop with no top, which would print nothing and never end."""
+    out = io.StringIO()
+    me = os.getpid()
+    t = Tracer(out, True, 0.0, R)
+    feed(t, [(me, CHILD, R, 0), (me, EXIT, 0, EOF), (R, EXIT, 0, EOF)])
+    assert lines(out) == [("fork", me), ("exit", me), ("exit", R)]
+    assert t.live == set()
+
+
+def test_a_loop_of_reused_pids_is_still_printed():
+    t, out = tracer()
+    feed(t, [(C, CHILD, R, 0)], 1.0)
+    t.procs[C].ppid = D  # as if C's parent pid had been reused by D, a child of C
+    feed(t, [(D, CHILD, C, 0), (C, EXIT, 0, EOF), (D, EXIT, 0, EOF)], 2.0)
+    assert sorted(lines(out)) == sorted([("fork", C), ("fork", D), ("exit", D), ("exit", C)])
+    assert t.live == {R}
 
 
 def test_trackerr_is_printed_in_place():

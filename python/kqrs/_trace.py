@@ -198,6 +198,13 @@ class Tracer:
                 kids.setdefault(up.pid, []).append(p)
         # the command's own tree last: its exit, if it is in this batch, is the last line of it
         tops.sort(key=lambda p: p.pid == self.root)
+        done_with: set[int] = set()
+        self._walk(tops, kids, done_with)
+        # a ppid chain that loops (pids reused within one trace) has no top: print it anyway, never lose it
+        self._walk([p for p in batch.values() if p.pid not in done_with], kids, done_with)
+        self.out.flush()
+
+    def _walk(self, tops: list[Proc], kids: dict[int, list[Proc]], done_with: set[int]) -> None:
         stack: list[tuple[Proc, bool]] = [(p, False) for p in reversed(tops)]
         while stack:  # depth first, without recursion: a chain of processes can be deeper than Python's stack
             p, done = stack.pop()
@@ -206,17 +213,23 @@ class Tracer:
                     _, t, status = p.items.pop()
                     self._exit(p, t, status)
                 continue
+            if p.pid in done_with:
+                continue
+            done_with.add(p.pid)
             self._open(p)
             stack.append((p, True))
             stack.extend((c, False) for c in reversed(kids.get(p.pid, ())))
-        self.out.flush()
 
     def _touched_ancestor(self, p: Proc, batch: dict[int, Proc]) -> Proc | None:
+        if p.pid == self.root:  # its parent is kqrs trace itself
+            return None
         seen = {p.pid}
         q = self.procs.get(p.ppid) if p.ppid is not None else None
         while q is not None and q.pid not in seen:
             if q.pid in batch:
                 return q
+            if q.pid == self.root:
+                return None
             seen.add(q.pid)
             q = self.procs.get(q.ppid) if q.ppid is not None else None
         return None
