@@ -33,7 +33,7 @@ def snap(name):
 
 def tracer(json_out=True):
     out = io.StringIO()
-    return Tracer(out, json_out, 0.0, R), out
+    return Tracer(out, json_out, 0.0, R, None), out
 
 
 def feed(t, events, now=1.0):
@@ -205,9 +205,8 @@ def test_a_deep_chain_in_one_batch():
 def test_the_root_parent_is_this_process_even_if_its_pid_is_in_the_tree():
     """The root's parent is kqrs trace itself; a traced pid equal to it (a fake one here) must not make the
     tree a loop with no top, which would print nothing and never end."""
-    out = io.StringIO()
     me = os.getpid()
-    t = Tracer(out, True, 0.0, R)
+    t, out = tracer()
     feed(t, [(me, CHILD, R, 0), (me, EXIT, 0, EOF), (R, EXIT, 0, EOF)])
     assert lines(out) == [("fork", me), ("exit", me), ("exit", R)]
     assert t.live == set()
@@ -239,25 +238,44 @@ def test_exit_with_an_error_has_no_status():
 # --- what an exec line says when the process moved on before it was read ----------------------------------
 
 
+class FakeFiles:
+    """Stands for fanotify: the program each pid exec'd."""
+
+    def __init__(self, programs):
+        self.programs = programs
+
+    def take(self, pid):
+        return self.programs.pop(pid, None)
+
+    def forget(self, pid):
+        self.programs.pop(pid, None)
+
+
 @pytest.mark.parametrize(
-    "snapshot,text,fields",
+    "snapshot,files,text,fields",
     [
-        (Snapshot(["ls", "/"], "/usr/bin/ls", "ls"), "exec /usr/bin/ls  [ls /]",
+        (Snapshot(["ls", "/"], "/usr/bin/ls", "ls"), {}, "exec /usr/bin/ls  [ls /]",
          {"program": "/usr/bin/ls", "argv": ["ls", "/"], "comm": "ls", "argv_gone": False, "program_source": "proc"}),
-        # a zombie: no exe, no cmdline, its comm still there: the command name, and it says what is missing
-        (Snapshot(None, None, "ls"), "exec ls [path and argv gone]",
+        # a zombie: no exe, no cmdline, its comm still there; the program from fanotify
+        (Snapshot(None, None, "ls"), {C: "/usr/bin/ls"}, "exec /usr/bin/ls [argv gone]",
+         {"program": "/usr/bin/ls", "argv": None, "comm": "ls", "argv_gone": True, "program_source": "fanotify"}),
+        # reaped before the exec was read: fanotify still knows the program
+        (Snapshot(None, None, None), {C: "/usr/bin/ls"}, "exec /usr/bin/ls [argv gone]",
+         {"program": "/usr/bin/ls", "argv": None, "comm": None, "argv_gone": True, "program_source": "fanotify"}),
+        # no fanotify, a zombie: the command name only, and it says what is missing
+        (Snapshot(None, None, "ls"), {}, "exec ls [path and argv gone]",
          {"program": None, "argv": None, "comm": "ls", "argv_gone": True, "program_source": None}),
-        (Snapshot(None, None, None), "exec ? [path and argv gone]",
+        (Snapshot(None, None, None), {}, "exec ? [path and argv gone]",
          {"program": None, "argv": None, "comm": None, "argv_gone": True, "program_source": None}),
         # /proc/PID/exe unreadable but cmdline readable (another user's process, without root)
-        (Snapshot(["ls", "/"], None, "ls"), "exec ls  [ls /] [path gone]",
+        (Snapshot(["ls", "/"], None, "ls"), {}, "exec ls  [ls /] [path gone]",
          {"program": None, "argv": ["ls", "/"], "comm": "ls", "argv_gone": False, "program_source": None}),
     ],
 )
-def test_exec_line_says_what_was_read(snapshot, text, fields):
+def test_exec_line_says_what_was_read(snapshot, files, text, fields):
     for json_out in (False, True):
         out = io.StringIO()
-        t = Tracer(out, json_out, 0.0, R)
+        t = Tracer(out, json_out, 0.0, R, FakeFiles(dict(files)))
         t.event(C, CHILD, R, 0, 1.0, None, kqrs)
         t.event(C, EXEC, 0, 0, 1.0, snapshot, kqrs)
         t.flush()
@@ -268,3 +286,18 @@ def test_exec_line_says_what_was_read(snapshot, text, fields):
         else:
             assert re.fullmatch(rf"\s*[\d.]+   {C} " + re.escape(text), last), last
         assert t.argv_gone == (1 if fields["argv_gone"] else 0) and t.execs == 1
+
+
+def test_proc_wins_over_fanotify_and_fanotify_is_consumed():
+    """A live process's /proc/PID/exe is the truth; the fanotify record of that exec is used up with it, so
+    that a later exec read too late does not get an earlier program."""
+    files = FakeFiles({C: "/usr/bin/dash"})
+    out = io.StringIO()
+    t = Tracer(out, True, 0.0, R, files)
+    t.event(C, CHILD | EXEC, R, 0, 1.0, Snapshot(["sh"], "/usr/bin/dash", "sh"), kqrs)
+    t.flush()
+    t.event(C, EXEC, 0, 0, 2.0, Snapshot(None, None, None), kqrs)
+    t.flush()
+    recs = records(out)
+    assert (recs[1]["program"], recs[1]["program_source"]) == ("/usr/bin/dash", "proc")
+    assert (recs[2]["program"], recs[2]["argv_gone"]) == (None, True)

@@ -25,6 +25,7 @@ import json
 import os
 import shlex
 import signal
+import struct
 import sys
 import time
 from typing import IO, Any, NamedTuple
@@ -102,6 +103,188 @@ def _read_ppid(pid: int) -> int | None:
         return None
 
 
+# --- fanotify: the file each exec opened, reported at exec time ----------------------------------------
+
+FAN_CLOEXEC, FAN_NONBLOCK = 0x1, 0x2
+FAN_OPEN_EXEC = 0x1000
+FAN_MARK_ADD, FAN_MARK_MOUNT, FAN_MARK_FILESYSTEM = 0x1, 0x10, 0x100
+AT_FDCWD = -100
+_META = struct.Struct("=IBBHQii")  # struct fanotify_event_metadata
+_PT_INTERP = 3
+
+
+def _elf_interpreter(fd: int) -> str | None:
+    """PT_INTERP of the ELF file open at fd (the loader an exec of it opens next), or None."""
+    try:
+        hdr = os.pread(fd, 64, 0)
+        if len(hdr) < 52 or hdr[:4] != b"\x7fELF" or hdr[5] not in (1, 2):
+            return None
+        e = "<" if hdr[5] == 1 else ">"
+        if hdr[4] == 2:
+            (phoff,) = struct.unpack_from(e + "Q", hdr, 32)
+            phentsize, phnum = struct.unpack_from(e + "HH", hdr, 54)
+            size, off_at, filesz_at, word = 56, 8, 32, "Q"
+        elif hdr[4] == 1:
+            (phoff,) = struct.unpack_from(e + "I", hdr, 28)
+            phentsize, phnum = struct.unpack_from(e + "HH", hdr, 42)
+            size, off_at, filesz_at, word = 32, 4, 16, "I"
+        else:
+            return None
+        if not 0 < phnum <= 256 or phentsize < size:
+            return None
+        ph = os.pread(fd, phentsize * phnum, phoff)
+        for i in range(len(ph) // phentsize):
+            base = i * phentsize
+            if struct.unpack_from(e + "I", ph, base)[0] == _PT_INTERP:
+                (off,) = struct.unpack_from(e + word, ph, base + off_at)
+                (filesz,) = struct.unpack_from(e + word, ph, base + filesz_at)
+                if not 0 < filesz <= 4096:
+                    return None
+                return os.fsdecode(os.pread(fd, filesz, off).split(b"\0", 1)[0]) or None
+    except (OSError, struct.error):
+        pass
+    return None
+
+
+def _exec_mounts() -> list[str]:
+    """A mount point of every filesystem mounted without noexec somewhere (one per device)."""
+    out: dict[str, str] = {}
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 6 or b"noexec" in fields[5].split(b","):
+                    continue
+                path = fields[4]
+                if b"\\" in path:  # octal escapes: \040 for a space etc.
+                    path = path.decode("latin-1").encode("latin-1").decode("unicode_escape").encode("latin-1")
+                out.setdefault(fields[2].decode(), os.fsdecode(path))
+    except OSError:
+        pass
+    return list(out.values())
+
+
+class ExecFiles:
+    """fanotify FAN_OPEN_EXEC marks on every mounted filesystem: for each pid, the files its execs opened.
+
+    An exec of a dynamically linked program opens the program, then its loader (PT_INTERP); an exec of a
+    script opens the script, then its interpreter (and that one's loader). /proc/PID/exe names the last of
+    these that is not a loader, and so does take(). The kernel merges an event with an identical one still
+    queued (same pid, same file), which only ever drops a repeated open.
+    """
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.by_pid: dict[int, list[tuple[float, str, bool]]] = {}  # pid -> [(time, path, is a loader)]
+        self.loaders: set[tuple[int, int]] = set()  # (st_dev, st_ino) of every PT_INTERP seen
+        self._interp_of: dict[tuple[int, int, int], tuple[int, int] | None] = {}
+        self._pruned = 0.0
+
+    @classmethod
+    def open(cls) -> tuple[ExecFiles | None, str]:
+        """The fanotify group, or None and why not."""
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            init, mark = libc.fanotify_init, libc.fanotify_mark
+        except (OSError, AttributeError, ImportError):
+            return None, "no fanotify in this C library"
+        init.argtypes = [ctypes.c_uint, ctypes.c_uint]
+        mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
+        fd = init(FAN_CLOEXEC | FAN_NONBLOCK, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_LARGEFILE", 0))
+        if fd < 0:
+            return None, f"fanotify: {os.strerror(ctypes.get_errno())}"
+        marked, why = 0, ""
+        for path in _exec_mounts():
+            for how in (FAN_MARK_FILESYSTEM, FAN_MARK_MOUNT):  # the whole filesystem, or this mount of it
+                if mark(fd, FAN_MARK_ADD | how, FAN_OPEN_EXEC, AT_FDCWD, os.fsencode(path)) == 0:
+                    marked += 1
+                    break
+                why = os.strerror(ctypes.get_errno())
+        if not marked:
+            os.close(fd)
+            return None, f"fanotify FAN_OPEN_EXEC: {why or 'no filesystem to mark'}"
+        return cls(fd), ""
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def _is_loader(self, fd: int) -> bool:
+        """Whether the file open at fd is the loader of an ELF file seen before it (and if it is an ELF file
+        with a loader, remember that one)."""
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            return False
+        me = (st.st_dev, st.st_ino)
+        if me in self.loaders:
+            return True
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        if key not in self._interp_of:
+            if len(self._interp_of) > 4096:
+                self._interp_of.clear()
+            interp = _elf_interpreter(fd)
+            loader = None
+            if interp is not None:
+                try:
+                    ist = os.stat(interp)
+                    loader = (ist.st_dev, ist.st_ino)
+                except OSError:
+                    pass
+            self._interp_of[key] = loader
+        loader = self._interp_of[key]
+        if loader is not None:
+            self.loaders.add(loader)
+        return False
+
+    def drain(self, now: float, keep: dict[int, Any]) -> None:
+        """Read every queued event; forget, after a while, those of processes that never joined the trace."""
+        while self.fd >= 0:
+            try:
+                buf = os.read(self.fd, 4096)  # at most ~170 events: each one comes with an open fd
+            except BlockingIOError:
+                break
+            except OSError:
+                break
+            off = 0
+            while off + _META.size <= len(buf):
+                length, _ver, _res, _mlen, mask, fd, pid = _META.unpack_from(buf, off)
+                if length < _META.size:
+                    break
+                off += length
+                if fd < 0:  # FAN_Q_OVERFLOW: events were lost; those programs come from /proc or not at all
+                    continue
+                try:
+                    if mask & FAN_OPEN_EXEC and pid > 0:  # 0: a process outside our pid namespace
+                        try:
+                            path = os.readlink(f"/proc/self/fd/{fd}")
+                        except OSError:
+                            continue
+                        self.by_pid.setdefault(pid, []).append((now, path, self._is_loader(fd)))
+                finally:
+                    os.close(fd)
+        if now - self._pruned >= 1.0:
+            self._pruned = now
+            for pid in [p for p, recs in self.by_pid.items() if p not in keep and now - recs[-1][0] > 30.0]:
+                del self.by_pid[pid]
+
+    def take(self, pid: int) -> str | None:
+        """The program of pid's latest exec (and forget its earlier ones)."""
+        recs = self.by_pid.pop(pid, None)
+        if not recs:
+            return None
+        for _, path, loader in reversed(recs):
+            if not loader:
+                return path
+        return recs[-1][1]
+
+    def forget(self, pid: int) -> None:
+        self.by_pid.pop(pid, None)
+
+
 # --- output -----------------------------------------------------------------------------------------------
 
 
@@ -137,11 +320,12 @@ class Tracer:
     in the batch, and last its exit.
     """
 
-    def __init__(self, out: IO[str], json_out: bool, t0: float, root: int):
+    def __init__(self, out: IO[str], json_out: bool, t0: float, root: int, files: ExecFiles | None):
         self.out = out
         self.json = json_out
         self.t0 = t0
         self.root = root
+        self.files = files
         self.procs: dict[int, Proc] = {}
         self.live: set[int] = set()
         self.statuses: dict[str, int] = {}
@@ -272,7 +456,8 @@ class Tracer:
 
     def _exec(self, p: Proc, now: float, snap: Snapshot | None) -> None:
         snap = snap or Snapshot(None, None, None)
-        program, source = (snap.exe, "proc") if snap.exe else (None, None)
+        from_files = self.files.take(p.pid) if self.files is not None else None
+        program, source = (snap.exe, "proc") if snap.exe else (from_files, "fanotify") if from_files else (None, None)
         argv = snap.argv
         self.execs += 1
         gone = [w for w, have in (("path", program), ("argv", argv)) if not have]
@@ -288,6 +473,8 @@ class Tracer:
 
     def _exit(self, p: Proc, now: float, status: int | None) -> None:
         self.live.discard(p.pid)
+        if self.files is not None:
+            self.files.forget(p.pid)
         life = now - p.start
         if status is None:
             sentence, key = "exited (status unknown)", "unknown"
@@ -310,7 +497,7 @@ class Tracer:
         p.items.append(("exit", now, None))
         self.touched[pid] = p
 
-    def summary(self, now: float, root_status: int | None, tracking: bool) -> None:
+    def summary(self, now: float, root_status: int | None, tracking: bool, files_why: str) -> None:
         n = len(self.procs)
         depth = max((p.depth for p in self.procs.values()), default=0)
         if self.json:
@@ -326,6 +513,7 @@ class Tracer:
                 "unfinished": sorted(self.live),
                 "execs": self.execs,
                 "argv_gone": self.argv_gone,
+                "exec_files": "fanotify" if self.files is not None else None,
             }
             self.out.write(json.dumps(rec) + "\n")
         else:
@@ -342,6 +530,8 @@ class Tracer:
                 parts.append(f"still running: {' '.join(map(str, sorted(self.live)))}")
             if not tracking:
                 parts.append("forks and execs not traced (no process connector)")
+            elif files_why:
+                parts.append(f"programs of short-lived processes may be missed ({files_why})")
             self.out.write("summary: " + "; ".join(parts) + "\n")
         self.out.flush()
 
@@ -454,6 +644,8 @@ def _trace(cmd: list[str], out: IO[str], json_out: bool) -> int:
     old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the command; we report it
     tracking = True
     root_status: int | None = None
+    files: ExecFiles | None = None
+    files_why = ""
     try:
         try:
             kq.control([kevent(root, PROC, kqrs.KQ_EV_ADD, EXIT | FORK | EXEC | TRACK)], 0)
@@ -464,8 +656,10 @@ def _trace(cmd: list[str], out: IO[str], json_out: bool) -> int:
                   file=sys.stderr)
             tracking = False
             kq.control([kevent(root, PROC, kqrs.KQ_EV_ADD, EXIT)], 0)
+        if tracking:
+            files, files_why = ExecFiles.open()
         t0 = time.monotonic()
-        tracer = Tracer(out, json_out, t0, root)
+        tracer = Tracer(out, json_out, t0, root, files)
         os.write(go, b"x")
         os.close(go)
         go = -1
@@ -473,6 +667,8 @@ def _trace(cmd: list[str], out: IO[str], json_out: bool) -> int:
         while tracer.live:
             batch = _collect(kq, 1.0, kqrs)
             now = time.monotonic()
+            if files is not None:
+                files.drain(now, tracer.procs)
             if not batch:
                 # Safety net: a tracked process that no longer exists and whose exit never came.
                 if root_status is not None:
@@ -498,7 +694,7 @@ def _trace(cmd: list[str], out: IO[str], json_out: bool) -> int:
         if reason:
             code = int(reason)
             print(f"{PROG}: {cmd[0]}: {os.strerror(code)}", file=sys.stderr)
-        tracer.summary(time.monotonic(), root_status, tracking)
+        tracer.summary(time.monotonic(), root_status, tracking, files_why)
     except KeyboardInterrupt:  # only if SIGINT came before it was ignored
         return 130
     finally:
@@ -507,6 +703,8 @@ def _trace(cmd: list[str], out: IO[str], json_out: bool) -> int:
             os.close(go)
         os.close(err)
         kq.close()
+        if files is not None:
+            files.close()
         try:
             if os.waitpid(root, os.WNOHANG)[0] == 0:
                 os.kill(root, signal.SIGKILL)
