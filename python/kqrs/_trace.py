@@ -2,15 +2,30 @@
 
     kqrs trace [--json] [-o FILE] [--] COMMAND [ARG...]
 
-Prints every fork, exec (with the program) and exit (with the status and the lifetime) of COMMAND and of
-every process it starts, as they happen, then a summary: how many processes, the deepest level of the tree,
-and the exit statuses seen. Lines go to standard error (or FILE), so the command's own output stays apart.
+Prints every fork, exec (with the program and its arguments) and exit (with the status and the lifetime) of
+COMMAND and of every process it starts, as they happen, then a summary: how many processes, the deepest
+level of the tree, and the exit statuses seen. Lines go to standard error (or FILE), so the command's own
+output stays apart.
 
   --json        one JSON object per line and event ("fork", "exec", "exit", "trackerr"), then a "summary"
   -o FILE       write the trace to FILE instead of standard error
 
 kqrs trace exits with the command's own exit status (128 + N when a signal N killed it; 127 when it could
 not be run). It follows the tree until every process in it has exited, like strace -f.
+
+The trace is causally ordered: a process's fork line comes before anything the new process does, a
+process's exec before the forks it makes after it, the exits of the processes a parent waited for before
+the parent's own exit, and the command's exit after every line of the processes it waited for (a process
+left running in the background, reparented away, is still followed: its lines come after).
+
+An exec line names the program and its argv, read from /proc/PID/exe and cmdline the moment the exec is
+reported. To be there in time beside CPU-bound processes the tracer runs at the lowest realtime priority
+(SCHED_FIFO 1, where CAP_SYS_NICE allows; the command and all it starts keep their own priority). A process
+that exits at once may still be gone by then: its program then comes from fanotify (FAN_OPEN_EXEC reports,
+at exec time, the file each exec opened; it needs CAP_SYS_ADMIN), its command name from /proc/PID/stat,
+which a zombie keeps until it is reaped, and what could not be read is said: "exec /usr/bin/ls [argv gone]",
+"exec ls [path and argv gone]" (in JSON: "argv": null and "argv_gone": true; "program": null; "comm" and
+"program_source" say what was found, and where). The summary says which of these means were missing.
 
 How: one EVFILT_PROC knote with NOTE_EXIT|NOTE_FORK|NOTE_EXEC|NOTE_TRACK, added while the forked command
 still waits on a pipe, so that not even its first fork or exec can be missed; NOTE_TRACK gives each new
