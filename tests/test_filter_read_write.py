@@ -870,6 +870,29 @@ def test_nested_kqueue_read_fires_exactly_when_event_pending(res, pair):
     assert_quiet(inner)
 
 
+def test_nested_kqueue_data_is_the_number_of_events_pending(res, pair):
+    """FreeBSD's filt_kqueue: data = kq_count, the events the watched kqueue would return now."""
+    a, b = pair
+    outer, inner = res.kqueue(), res.kqueue()
+    inner.control([kevent(n, USER, ADD | CLEAR) for n in (1, 2, 3)], 0)
+    inner.control([kevent(n, kqrs.KQ_FILTER_TIMER, ADD | kqrs.KQ_EV_ONESHOT, 0, 1) for n in (10, 11)], 0)
+    ch(inner, b)
+    ch(outer, inner)
+    time.sleep(0.02)  # both timers expired
+    inner.control([kevent(n, USER, 0, TRIGGER) for n in (1, 2)], 0)
+    a.send(b"x")
+    e = one(poll(outer, 1.0))
+    assert (e.ident, e.filter, e.data) == (inner.fileno(), R, 5)  # 2 users + 2 timers + 1 socket
+    assert len(poll(inner, 0, 16)) == 5  # watching it took nothing away
+    assert one(poll(outer)).data == 1  # the socket: level-triggered, still unread
+    inner.control([kevent(3, USER, 0, TRIGGER)], 0)
+    assert one(poll(outer, 1.0)).data == 2
+    b.recv(1)
+    assert one(poll(outer)).data == 1  # user 3
+    assert len(poll(inner)) == 1
+    assert_quiet(outer)
+
+
 def test_nested_kqueue_sees_user_trigger(res):
     outer, inner = res.kqueue(), res.kqueue()
     inner.control([kevent(7, USER, ADD | CLEAR)], 0)

@@ -265,6 +265,44 @@ def test_enable_and_trigger_in_one_change_rearms_dispatch_knote(kq):
     assert events(kq, timeout=0.02) == []
 
 
+def test_dispatch_is_durable_across_disable_enable_cycles(kq):
+    """FreeBSD: EV_DISPATCH stays part of the knote; each delivery disables it, and each EV_ENABLE re-arms
+    it for the next trigger, whatever EV_DISABLE / EV_ENABLE came in between."""
+    apply(kq, user(1, flags=ADD | CLEAR | DISPATCH, udata=3))
+    for cycle in range(4):
+        apply(kq, trigger(1, udata=3))
+        got = events(kq)
+        assert [(e.ident, e.flags, e.udata) for e in got] == [(1, CLEAR | DISPATCH, 3)], cycle
+        apply(kq, trigger(1, udata=3))
+        assert events(kq, timeout=0.01) == []  # disabled by the delivery
+        apply(kq, user(1, flags=DISABLE, udata=3))
+        apply(kq, user(1, flags=ENABLE, udata=3))
+        got = events(kq)  # the trigger while disabled, after EV_ENABLE
+        assert [(e.ident, e.flags) for e in got] == [(1, CLEAR | DISPATCH)], cycle
+        apply(kq, user(1, flags=ENABLE, udata=3))
+
+
+def test_dispatch_is_durable_when_modified_without_it(kq):
+    apply(kq, user(1, flags=ADD | CLEAR | DISPATCH))
+    apply(kq, user(1, flags=ADD | CLEAR, fflags=FFOR | 0x1))  # re-add without EV_DISPATCH: flags stay
+    apply(kq, trigger(1))
+    assert [e.flags for e in events(kq)] == [CLEAR | DISPATCH]
+    apply(kq, trigger(1))
+    assert events(kq, timeout=0.01) == []
+
+
+def test_fflags_above_the_mask_are_ignored(kq):
+    """FreeBSD's filt_usertouch masks the value with NOTE_FFLAGSMASK: bits 25-29 are ignored, never an
+    error; FFCOPY with all 32 bits set stores (and triggers) exactly NOTE_FFLAGSMASK."""
+    apply(kq, user(1, fflags=0x3E00_0000 | 0x5))
+    got = kq.control([trigger(1, 0x3E00_0000)], 4, 0)
+    assert [e.fflags for e in got] == [0x5]
+    got = kq.control([kevent(1, USER, 0, 0xFFFF_FFFF)], 4, 0)
+    assert [e.fflags for e in got] == [FFLAGSMASK]
+    got = kq.control([trigger(1, FFAND | 0x3E00_0000 | 0x30)], 4, 0)
+    assert [e.fflags for e in got] == [0x30]
+
+
 def test_trigger_while_disabled_is_reported_after_enable(kq):
     apply(kq, user(1, flags=ADD | CLEAR | DISABLE))
     apply(kq, trigger(1, data=4))

@@ -85,7 +85,9 @@ fn make() -> Result<RawFd, Errno> {
     if let Some(old) = t.1[fd as usize].take() {
         free(old); // its fd was closed: this kqueue has its number now
     }
-    t.1[fd as usize] = Some(Entry { kq: Arc::new(kq), fd, dup });
+    let kq = Arc::new(kq);
+    crate::registry::register(&kq);
+    t.1[fd as usize] = Some(Entry { kq, fd, dup });
     Ok(fd)
 }
 

@@ -332,6 +332,8 @@ pub(crate) enum FdKind {
     Pipe,
     /// A character device (tty): FIONREAD.
     Char,
+    /// A kqrs kqueue (another one's fd): `data` is how many events it has pending (`State::nested`).
+    Kqueue,
     /// Anything else (eventfd, timerfd, pidfd, epoll, signalfd, ...): readable means an event, `data` 0.
     Other,
 }
@@ -355,6 +357,9 @@ pub(crate) struct FdEntry {
     pub kind: FdKind,
     /// The socket error read with SO_ERROR, kept for later reports (the C face only: `filter::fd::evaluate`).
     pub so_error: u16,
+    /// The file's identity (`filter::fd::fingerprint`; 0 = not learnt, `STALE` = known to be gone), so a
+    /// registration-less fd (every knote disabled) can still be told from a new file under its number.
+    pub fp: u64,
 }
 
 impl FdEntry {
@@ -369,6 +374,7 @@ impl FdEntry {
         reg: FdReg::Epoll,
         kind: FdKind::Unknown,
         so_error: 0,
+        fp: 0,
     };
 
     pub fn is_empty(&self) -> bool {

@@ -110,6 +110,8 @@ pub(crate) struct State {
     pub connector_buf: Vec<u8>,
     /// The process-wide signal eventfd is registered in this kqueue's epoll.
     pub sig_wake_registered: bool,
+    /// Fds known to be other kqrs kqueues, with their ids (`FdKind::Kqueue`): a READ knote's data is theirs.
+    pub nested: Vec<(RawFd, u64)>,
     /// /proc/self/mountinfo, opened by the first vnode knote that asks for NOTE_REVOKE.
     pub mounts: RawFd,
     pub wds: IdMap<i32, Vec<u32>>,
@@ -365,6 +367,14 @@ impl Kqueue {
     /// Makes this kqueue answer with libkqueue's flags (see `State::libkqueue_flags`): the C face.
     pub fn use_libkqueue_flags(&self) {
         self.lock().libkqueue_flags = true;
+    }
+
+    /// How many events a kevent() call would return now (FreeBSD's kq_count), taking none of them: what a
+    /// kqueue watching this one reports as EVFILT_READ `data`. Reports epoll holds are moved to the active
+    /// queue (edge-triggered ones would be lost otherwise); level-triggered fds are counted where they are.
+    pub fn pending_count(&self) -> usize {
+        let Ok(mut st) = self.lock_open() else { return 0 };
+        st.pending_count()
     }
 
     /// The id a waiter publishes in its hazard slot (see `begin_step`).
@@ -809,6 +819,7 @@ impl State {
             connector: -1,
             connector_buf: Vec::new(),
             sig_wake_registered: false,
+            nested: Vec::new(),
             mounts: -1,
             wds: IdMap::default(),
             stats: Stats::default(),
@@ -1088,8 +1099,25 @@ impl State {
         }
         if drain {
             self.drain_active(out, &mut n);
+        } else {
+            self.flush_kick(); // the kick's edge may have been taken: the kqueue fd must stay readable
         }
         n
+    }
+
+    /// See `Kqueue::pending_count`.
+    fn pending_count(&mut self) -> usize {
+        let mut buf = sys::EventBuf::<256>::new();
+        let Ok(_) = buf.wait(self.ep, sys::EventBuf::<256>::LEN, Some(0)) else { return self.queued_live };
+        let mut level = 0;
+        for ev in buf.events() {
+            if ev.u64 & TAG_KNOTE == 0 {
+                level += crate::filter::fd::level_ready(self, ev.u64 as u32 as RawFd, (ev.u64 >> 32) as u32, ev.events);
+            }
+        }
+        self.next_seq();
+        self.harvest(buf.events(), &mut [], 0, false);
+        level + self.queued_live
     }
 
     /// Reports what the active queue holds, at most once per knote per call.

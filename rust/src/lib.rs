@@ -10,6 +10,7 @@ mod hazard;
 mod kevent;
 mod knote;
 mod kqueue;
+pub mod registry;
 mod source;
 pub mod sys;
 

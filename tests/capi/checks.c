@@ -61,7 +61,11 @@ static void check_nested(void) {
     CHECK(wait_one(outer, &ev, 0) == 0, "inner kqueue reported readable while empty");
     add(inner, 7, EVFILT_USER, EV_ADD, NOTE_TRIGGER, 0);
     CHECK(wait_one(outer, &ev, 2) == 1 && (int) ev.ident == inner && ev.filter == EVFILT_READ, "no event for the inner kqueue");
-    CHECK(wait_one(inner, &ev, 0) == 1 && ev.ident == 7, "inner event");
+    CHECK(ev.data == 1, "inner kqueue's data %ld, want 1 event pending", (long) ev.data);
+    add(inner, 8, EVFILT_USER, EV_ADD, NOTE_TRIGGER, 0);
+    CHECK(wait_one(outer, &ev, 2) == 1 && ev.data == 2, "inner kqueue's data %ld, want 2 events pending", (long) ev.data);
+    struct kevent evs[4];
+    CHECK(kevent(inner, NULL, 0, evs, 4, &(struct timespec){0, 0}) == 2 && evs[0].ident == 7, "inner events");
     close(inner);
     close(outer);
 }

@@ -73,6 +73,11 @@ fn sync(st: &mut State, fd: RawFd) -> Result<()> {
     };
     match r {
         Ok(()) => {
+            if want == 0 && !e.is_empty() && e.fp == 0 {
+                // Every knote disabled: the registration that told this file from a new one under its
+                // number is gone, so keep the file's identity instead (learnt on its first report, else now).
+                entry_mut(st, fd).fp = sys::fstat(fd).map(|f| fingerprint(&f)).unwrap_or(STALE);
+            }
             let e = entry_mut(st, fd);
             e.mask = want;
             e.synced = want != 0;
@@ -80,11 +85,22 @@ fn sync(st: &mut State, fd: RawFd) -> Result<()> {
         }
         Err(err) => {
             if want == 0 {
-                entry_mut(st, fd).mask = 0;
+                // The DEL failed: the number is closed or names another file, so the knotes are stale.
+                let e = entry_mut(st, fd);
+                e.mask = 0;
+                e.fp = STALE;
             }
             Err(err)
         }
     }
+}
+
+/// `FdEntry::fp` of a file that is known to be gone from its number.
+const STALE: u64 = u64::MAX;
+
+/// A file's identity, for `FdEntry::fp`: never 0 (not learnt) or `STALE`.
+fn fingerprint(f: &sys::FileStat) -> u64 {
+    (f.ino ^ f.dev.rotate_left(32)).clamp(1, STALE - 1)
 }
 
 /// Whether `fd` still names the file its knotes were made for: Ok(false) when the number names another
@@ -109,12 +125,17 @@ fn verify(st: &State, fd: RawFd) -> Result<bool> {
             });
             Ok(same)
         }
-        _ => {
+        _ if e.fp == 0 => {
             if sys::fd_is_open(fd) {
                 Ok(true)
             } else {
                 Err(Errno(libc::EBADF))
             }
+        }
+        _ => {
+            // No registration, but the file's identity is known: compare it (one fstat).
+            let f = sys::fstat(fd)?;
+            Ok(e.fp != STALE && fingerprint(&f) == e.fp)
         }
     }
 }
@@ -237,11 +258,33 @@ fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     // epoll_ctl validates the fd, but only after the table has grown to it, and not at all for a knote
     // added disabled: check first when either could bite (rarely: fd numbers are dense and reused).
     let far = fd as usize >= st.fdtab.len().max(1024) * 2;
-    if (far || ch.flags & EV_DISABLE != 0) && !sys::fd_is_open(fd) {
-        return Err(Errno(libc::EBADF));
-    }
+    // Added disabled: no registration will tell this file from a later one under the number, its identity
+    // will (the fstat is also the check that the fd is open).
+    let fp = if ch.flags & EV_DISABLE != 0 {
+        fingerprint(&sys::fstat(fd).map_err(|_| Errno(libc::EBADF))?)
+    } else {
+        if far && !sys::fd_is_open(fd) {
+            return Err(Errno(libc::EBADF));
+        }
+        0
+    };
     let e = entry(st, fd);
     let fresh = e.is_empty();
+    if !fresh && e.reg == FdReg::Epoll && fp != 0 {
+        // A knote added disabled changes no epoll interest, so no MOD will check that the other filter's
+        // knote still belongs to the file this number names: check here.
+        match verify(st, fd) {
+            Ok(true) => {}
+            Ok(false) => {
+                st.purge_fd(fd);
+                return attach(st, ch);
+            }
+            Err(err) => {
+                st.purge_fd(fd);
+                return Err(err);
+            }
+        }
+    }
     let kind = match e.reg {
         FdReg::File if !fresh => Kind::File(Box::new(FileState { wd: -1, regular: false, dev: 0, ino: 0 })),
         _ => Kind::Fd { revents: 0, last_eof: false, last_data: -1 },
@@ -249,7 +292,7 @@ fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     if fresh {
         // A new registration: a new generation, so events of an older one are recognised as stale.
         let gen = e.gen.wrapping_add(1);
-        *entry_mut(st, fd) = FdEntry { gen, ..FdEntry::EMPTY };
+        *entry_mut(st, fd) = FdEntry { gen, fp, ..FdEntry::EMPTY };
     }
     let slot = st.insert(Knote::from_change(ch, ch.flags & EV_STICKY, ch.fflags, kind));
     if !fresh && e.reg == FdReg::File {
@@ -457,12 +500,25 @@ fn fd_kind(st: &mut State, fd: RawFd) -> Result<FdKind> {
     if e.kind != FdKind::Unknown {
         return Ok(e.kind);
     }
-    let kind = match sys::fstat(fd)?.kind {
+    let f = sys::fstat(fd)?;
+    if e.fp == 0 {
+        entry_mut(st, fd).fp = fingerprint(&f);
+    }
+    let mut kind = match f.kind {
         libc::S_IFSOCK => FdKind::Socket,
         libc::S_IFIFO => FdKind::Pipe,
         libc::S_IFCHR => FdKind::Char,
         _ => FdKind::Other,
     };
+    if kind == FdKind::Other {
+        // Another kqueue of this process? (Its epoll refuses removing an fd it does not hold: ENOENT.)
+        let nested = sys::dead_fd().ok().filter(|&d| sys::is_epoll(fd, d)).and_then(|_| crate::registry::find_file(fd));
+        if let Some(k) = nested {
+            st.nested.retain(|&(f, _)| f != fd);
+            st.nested.push((fd, k.id()));
+            kind = FdKind::Kqueue;
+        }
+    }
     entry_mut(st, fd).kind = kind;
     Ok(kind)
 }
@@ -472,6 +528,12 @@ fn fd_kind(st: &mut State, fd: RawFd) -> Result<FdKind> {
 fn read_data(st: &mut State, fd: RawFd, kind: FdKind) -> Result<Option<isize>> {
     if kind == FdKind::Other {
         return Ok(None);
+    }
+    if kind == FdKind::Kqueue {
+        // FreeBSD's filt_kqueue: the events the watched kqueue holds. Its lock is taken inside this one's:
+        // nesting has no cycles (epoll refuses them), so neither does the lock order.
+        let id = st.nested.iter().find(|&&(f, _)| f == fd).map(|&(_, id)| id);
+        return Ok(id.and_then(crate::registry::by_id).map(|k| k.pending_count() as isize));
     }
     if kind == FdKind::Listener {
         return Ok(listen_queue(fd));
@@ -658,6 +720,21 @@ pub(crate) fn fd_ready(st: &mut State, fd: RawFd, gen: u32, revents: u32, out: &
         st.stats.parks += 1;
         let _ = sync(st, fd);
     }
+}
+
+/// How many knotes a level-triggered epoll report for `fd` (registration `gen`) may make report: the count
+/// `State::pending_count` adds for fds it leaves in epoll. (Edge-triggered ones it moves to the active
+/// queue instead.)
+pub(crate) fn level_ready(st: &State, fd: RawFd, gen: u32, revents: u32) -> usize {
+    let e = entry(st, fd);
+    if e.gen != gen || e.mask == 0 || e.mask & EPOLLET != 0 || e.reg != FdReg::Epoll {
+        return 0;
+    }
+    [(e.read, READ_BITS), (e.write, WRITE_BITS)]
+        .into_iter()
+        .filter(|&(s, bits)| s != 0 && revents & bits != 0)
+        .filter(|&(s, _)| st.knotes.get(s - 1).is_some_and(|k| k.enabled && !k.queued))
+        .count()
 }
 
 /// A report kept on the active queue for lack of room.

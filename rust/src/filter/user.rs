@@ -6,17 +6,9 @@ use crate::knote::{Kind, Knote};
 use crate::kqueue::State;
 use crate::sys::{Errno, Result};
 
-const VALID: u32 = NOTE_FFCTRLMASK | NOTE_FFLAGSMASK | NOTE_TRIGGER;
-
-fn validate(ch: &Kevent) -> Result<()> {
-    if ch.fflags & !VALID != 0 {
-        return Err(Errno(libc::EINVAL));
-    }
-    Ok(())
-}
-
+/// fflags: the control bits, NOTE_TRIGGER and the 24 value bits; bits 25-29 are ignored, never an error
+/// (FreeBSD's filt_usertouch masks the value with NOTE_FFLAGSMASK).
 pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
-    validate(ch)?;
     // A trigger from another thread wakes waiters through the kick: it must exist before the knote does.
     crate::source::ensure(st, false)?;
     Ok(st.insert(Knote::from_change(ch, ch.flags & EV_STICKY, ch.fflags & NOTE_FFLAGSMASK, Kind::User { triggered: false })))
@@ -25,7 +17,6 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
 /// BSD's filt_usertouch(EVENT_REGISTER): combine fflags, replace data and udata; EV_CLEAR in the change
 /// resets the trigger.
 pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
-    validate(ch)?;
     let Some(k) = st.knotes.get_mut(slot) else { return Err(Errno(libc::ENOENT)) };
     let v = ch.fflags & NOTE_FFLAGSMASK;
     match ch.fflags & NOTE_FFCTRLMASK {

@@ -1,8 +1,8 @@
 //! The PyO3 layer: `kqrs._kqrs.kqueue` and `kqrs._kqrs.kevent`, mirroring CPython's `select.kqueue` and
 //! `select.kevent` (argument parsing, error types and messages, comparisons).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use pyo3::basic::CompareOp;
 use pyo3::exceptions::{PyOSError, PyOverflowError, PyTypeError, PyValueError};
@@ -335,49 +335,12 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Arg<'a, 'py> {
     }
 }
 
-/// Live kqueues, for `fromfd(kq.fileno())` to find the same queue. One list per fork generation: a fork
-/// child never touches the parent's list (or its lock, which another thread may have held at fork time).
-static REGISTRY: Mutex<(u64, Vec<Weak<Kqueue>>)> = Mutex::new((0, Vec::new()));
-/// The fork generation of the thread holding REGISTRY's lock (u64::MAX when free).
-static REGISTRY_HOLDER: AtomicU64 = AtomicU64::new(u64::MAX);
-
-fn with_registry<R>(f: impl FnOnce(&mut Vec<Weak<Kqueue>>) -> R) -> Option<R> {
-    let gen = crate::fork_generation();
-    let mut g = loop {
-        match REGISTRY.try_lock() {
-            Ok(g) => break g,
-            Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                if REGISTRY_HOLDER.load(Ordering::SeqCst) != gen {
-                    // Held by a thread of the parent that does not exist in this fork child: it will
-                    // never be released. Do without the registry.
-                    return None;
-                }
-                std::thread::yield_now();
-            }
-        }
-    };
-    REGISTRY_HOLDER.store(gen, Ordering::SeqCst);
-    if g.0 != gen {
-        // First use in this fork child: the parent's kqueues are closed here; forget them (leaked, not
-        // dropped: dropping would run their destructors on state copied mid-flight).
-        std::mem::forget(std::mem::take(&mut g.1));
-        g.0 = gen;
-    }
-    let r = f(&mut g.1);
-    REGISTRY_HOLDER.store(u64::MAX, Ordering::SeqCst);
-    Some(r)
-}
-
 fn register(kq: &Arc<Kqueue>) {
-    with_registry(|r| {
-        r.retain(|w| w.upgrade().is_some_and(|k| !k.is_closed()));
-        r.push(Arc::downgrade(kq));
-    });
+    crate::registry::register(kq);
 }
 
 fn find(fd: i32) -> Option<Arc<Kqueue>> {
-    with_registry(|r| r.iter().filter_map(|w| w.upgrade()).find(|k| !k.is_closed() && k.fd() == fd)).flatten()
+    crate::registry::find_fd(fd)
 }
 
 /// Timeout in ns, CPython's way: None = forever; rounded away from zero; TypeError for anything that is

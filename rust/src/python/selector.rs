@@ -178,6 +178,7 @@ impl PySelector {
     #[pyo3(signature = (*, merge=false))]
     fn new(py: Python<'_>, merge: bool) -> PyResult<PySelector> {
         let kq = Arc::new(Kqueue::new().map_err(os_error)?);
+        crate::registry::register(&kq);
         Ok(PySelector {
             kq,
             fd_to_key: PyDict::new(py).unbind(),
