@@ -255,7 +255,16 @@ enum Patience {
 impl Patience {
     /// From `block` and `timeout`, `queue.Queue`'s way: without `block` the timeout is not looked at; a
     /// negative timeout is a ValueError; 0 does not wait.
+    #[inline(always)]
     fn of(block: Option<&Bound<'_, PyAny>>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Patience> {
+        if block.is_none() && timeout.is_none() {
+            return Ok(Patience::Forever); // the common get() / put(item)
+        }
+        Self::parse(block, timeout)
+    }
+
+    #[inline(never)]
+    fn parse(block: Option<&Bound<'_, PyAny>>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Patience> {
         if let Some(b) = block {
             if !b.is_truthy()? {
                 return Ok(Patience::No);
@@ -367,7 +376,7 @@ impl PyEventQueue {
     }
 
     /// Takes the oldest item if there is one (waking a putter that gets its room).
-    #[inline]
+    #[inline(always)]
     fn pop(&self, g: &mut Inner) -> (Option<Py<PyAny>>, Option<Arc<Waiter>>) {
         let item = g.items.pop_front();
         if item.is_none() {
