@@ -20,6 +20,7 @@ HEAD is still --commit (the commit measured).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -42,6 +43,8 @@ class Row:
     unit: str  # "time" (seconds), "ns", "us", "B", "fds", "threads"
     target: float | None = None
     pending: bool = False
+    #: the target on free-threaded CPython, when it differs
+    target_ft: float | None = None
 
     @property
     def is_value(self) -> bool:
@@ -141,12 +144,30 @@ def _rows() -> list[Row]:
           "proc/kqrs.per_exit.10000", "proc/kqrs.per_exit.100", "time", 1.10))
     a(Row("proc.asyncio", "spawn 1,000 `true` and wait for all: `subprocess.Popen` + NOTE_EXIT vs "
           "`asyncio.create_subprocess_exec` + `wait()`", "proc/kqrs_spawn.1000", "proc/asyncio.1000", "time"))
-    # -- kqrs.EventQueue
+    # -- kqrs.EventQueue (issue 17)
     for alt, name in (("simplequeue", "`queue.SimpleQueue`"), ("queue", "`queue.Queue`")):
         a(Row(f"queue.{alt}", f"`put` + `get` of one item, one thread: `kqrs.EventQueue` vs {name}",
               "queue/kqrs", f"queue/{alt}", "time"))
-        a(Row(f"queue.xthread.{alt}", f"producer thread → consumer, time per item: `kqrs.EventQueue` vs {name}",
-              "queue_xthread/kqrs", f"queue_xthread/{alt}", "time"))
+        a(Row(f"queue.xthread.{alt}", f"1 producer thread / 1 consumer thread, `put` + `get` per item: "
+              f"`kqrs.EventQueue` vs {name}", "queue_xthread/kqrs", f"queue_xthread/{alt}", "time",
+              1.10 if alt == "simplequeue" else None))
+    a(Row("queue.4x4.simplequeue", "4 producer / 4 consumer threads, time per item: `kqrs.EventQueue` vs "
+          "`queue.SimpleQueue` (target ≤ 1.00 on free-threaded CPython)", "queue_4x4/kqrs", "queue_4x4/simplequeue",
+          "time", 1.25, target_ft=1.00))
+    a(Row("queue.4x4.queue", "4 producer / 4 consumer threads, time per item: `kqrs.EventQueue` vs `queue.Queue`",
+          "queue_4x4/kqrs", "queue_4x4/queue", "time", 0.20))
+    for p, t in (("p50", 1.00), ("p99", None)):
+        a(Row(f"queue.handoff.{p}", f"cross-thread hand-off latency {p}: `put()` → a thread blocked in `get()` "
+              "returns with it: `kqrs.EventQueue` vs `queue.SimpleQueue`", f"queue_handoff/kqrs.{p}",
+              f"queue_handoff/simplequeue.{p}", "us", t))
+    a(Row("queue.asyncio", "asyncio, items put by another thread, time per item on the default loop: `q.put` → "
+          "`await q.async_get()` vs `loop.call_soon_threadsafe(aq.put_nowait, x)` → `await aq.get()` "
+          "(`asyncio.Queue`)", "queue_asyncio/kqrs", "queue_asyncio/asyncio", "time", 0.80))
+    a(Row("queue.asyncio.kqrsloop", "the same on kqrs's loop (`kqrs.asyncio.new_event_loop()`)",
+          "queue_asyncio_kqrsloop/kqrs", "queue_asyncio_kqrsloop/asyncio", "time"))
+    a(Row("queue.asyncio.pingpong", "the same on the default loop, one item at a time (the thread waits until "
+          "the coroutine has taken each item before putting the next: every item wakes the loop)",
+          "queue_asyncio_pingpong/kqrs", "queue_asyncio_pingpong/asyncio", "time"))
     # -- engine alone (Rust)
     a(Row("engine.empty", "engine: `kevent()` timeout 0, nothing ready vs `epoll_wait` on an epoll with nothing ready",
           "engine.empty/kqrs", "engine.empty/base", "ns", 1.10))
@@ -166,6 +187,13 @@ def _rows() -> list[Row]:
 
 
 ROWS = _rows()
+
+
+def rows_for(free_threaded: bool) -> list[Row]:
+    """The rows with the targets for this kind of interpreter (`target_ft` on free-threaded CPython)."""
+    if not free_threaded:
+        return ROWS
+    return [dataclasses.replace(r, target=r.target_ft) if r.target_ft is not None else r for r in ROWS]
 
 
 def load_run(d: str) -> dict[str, float]:
@@ -434,6 +462,7 @@ def main() -> None:
                   file=sys.stderr)
             sys.exit(3)
 
+    rows = rows_for("free-threaded" in a.python)
     chart_path = a.chart or os.path.join(os.path.dirname(os.path.abspath(a.out)), "results.svg")
     runs = [load_run(d) for d in a.runs]
     nrun = len(runs)
@@ -468,7 +497,7 @@ def main() -> None:
     rcols = " | ".join(f"run {i + 1}" for i in range(nrun))
     lines += [f"| id | measure | kqrs | alternative | {rcols} | target | status |",
               "|" + "---|" * (6 + nrun)]
-    for row in ROWS:
+    for row in rows:
         v0 = runs[0]
         ratios = [ratio(v, row) for v in runs]
         if row.pending:
@@ -513,6 +542,11 @@ def main() -> None:
         "not counted.",
         "- Fork rows: every side is a fresh process that first imports the modules `import kqrs` brings in "
         "(besides kqrs's own), so that the sides differ only in kqrs; `fork.import.bare` leaves them out.",
+        "- `kqrs.EventQueue` rows: every side is a fresh queue per round (threads started inside the timing, "
+        "a few tens of µs of milliseconds). `queue.4x4.simplequeue`'s target is 1.25 on CPython with a GIL and "
+        "1.00 on free-threaded CPython (the table shows the one of the interpreter measured). In "
+        "`queue.asyncio` the producer thread runs ahead, so most `async_get()`s find an item waiting; "
+        "`queue.asyncio.pingpong` is the case where every item has to wake the loop.",
         "- Process exits: children are forks blocked on one pipe (released by closing it) that `_exit(0)`; "
         "per-exit rows time one more child's release → its event. `proc.asyncio` on Python 3.11 uses asyncio's "
         "ThreadedChildWatcher (a thread per child); 3.12+ uses pidfds.",
@@ -521,13 +555,13 @@ def main() -> None:
     title = f"kqrs benchmarks — commit {short}{' (uncommitted changes)' if dirty else ''}, {when}"
     subtitle = (f"{'SMOKE RUN (numbers mean nothing) · ' if a.smoke else ''}{nrun} run{'s' if nrun > 1 else ''}; "
                 "bar = worst run; tick = target; met = at or under the target in every run")
-    svg = chart(ROWS, runs, title, subtitle)
+    svg = chart(rows, runs, title, subtitle)
     with open(a.out, "w") as f:
         f.write("\n".join(lines))
     with open(chart_path, "w") as f:
         f.write(svg)
     print(f"report: wrote {a.out} and {chart_path}")
-    missing = [row.id for row in ROWS if not row.pending and any(
+    missing = [row.id for row in rows if not row.pending and any(
         (v.get(row.kqrs) is None) or (row.base and v.get(row.base) is None) for v in runs)]
     if missing:
         print("report: rows without data: " + ", ".join(missing), file=sys.stderr)

@@ -28,7 +28,7 @@ run_pytest() {  # $1 = interpreter, $2 = venv dir
   echo "== pytest on $("$2/bin/python" -c 'import sys; print(sys.version.split()[0], "free-threaded" if not getattr(sys, "_is_gil_enabled", lambda: True)() else "")')"
   "$2/bin/python" -m pytest -q -p no:cacheprovider tests
   echo "== the thread-safety tests again, each in 4 threads at once (pytest-run-parallel)"
-  "$2/bin/python" -m pytest -q -p no:cacheprovider -o timeout_method=thread --parallel-threads=4 tests/test_threads.py
+  "$2/bin/python" -m pytest -q -p no:cacheprovider -o timeout_method=thread --parallel-threads=4 tests/test_threads.py tests/test_queue.py
 }
 
 run_pytest "${PYTHON:-python3}" .venv-test

@@ -211,3 +211,134 @@ def test_event_queue_get_timeout_and_close() -> None:
     with pytest.raises(ValueError):
         q.put(1)
     assert q.closed
+
+
+@pytest.mark.parametrize("maxsize", [0, 1, 8])
+def test_event_queue_many_producers_many_consumers(maxsize: int) -> None:
+    """4 producers, 4 consumers (get, get with a timeout, get_many, get_nowait): every item exactly once,
+    and each consumer sees each producer's items in the order they were put."""
+    n = 2000
+    with EventQueue(maxsize) as q:
+        received: list[list[tuple[int, int]]] = [[] for _ in range(4)]
+
+        def produce(p: int) -> None:
+            for i in range(n):
+                q.put((p, i), timeout=10)
+
+        def consume(k: int) -> None:
+            mine = received[k]
+            while True:
+                if k == 0:
+                    items = [q.get(timeout=10)]
+                elif k == 1:
+                    try:
+                        items = [q.get(timeout=0.001)]
+                    except kqrs.Empty:
+                        continue
+                elif k == 2:
+                    items = q.get_many(16, timeout=10)
+                else:
+                    try:
+                        items = [q.get_nowait()]
+                    except kqrs.Empty:
+                        time.sleep(0)
+                        continue
+                done = False
+                for x in items:
+                    if x is None:
+                        if done:
+                            q.put(None)  # another consumer's end marker, taken in a batch: given back
+                        done = True
+                    else:
+                        mine.append(x)
+                if done:
+                    return
+
+        cs = [threading.Thread(target=consume, args=(k,)) for k in range(4)]
+        ps = [threading.Thread(target=produce, args=(p,)) for p in range(4)]
+        for t in cs + ps:
+            t.start()
+        _join(ps)
+        for _ in cs:
+            q.put(None, timeout=10)  # one end marker per consumer, after every item
+        _join(cs)
+        got = sorted(x for r in received for x in r)
+        assert got == [(p, i) for p in range(4) for i in range(n)]
+        for r in received:
+            for p in range(4):
+                seq = [i for (pp, i) in r if pp == p]
+                assert seq == sorted(seq)
+        assert q.qsize() == 0 and q._stats()[:2] == (0, 0)
+
+
+def test_event_queue_close_while_producers_and_consumers_run() -> None:
+    q: EventQueue[int] = EventQueue(4)
+    put: list[int] = []
+    got: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def produce(base: int) -> None:
+        try:
+            for i in range(base, base + 100000):
+                q.put(i)
+                with lock:
+                    put.append(i)
+        except ValueError:
+            pass
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    def consume() -> None:
+        try:
+            while True:
+                x = q.get()
+                with lock:
+                    got.append(x)
+        except ValueError:
+            pass
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    ts = _run(1, produce, 0) + _run(1, produce, 1_000_000) + _run(3, consume)
+    time.sleep(0.1)
+    q.close()
+    _join(ts)
+    assert errors == []
+    assert len(got) == len(set(got)) and set(got) <= set(put)  # nothing twice, nothing made up
+    assert q.closed
+
+
+def test_event_queue_shared_by_an_asyncio_loop_and_threads() -> None:
+    import asyncio
+
+    n = 3000
+    q: EventQueue[int | None] = EventQueue()
+    from_loop: list[int] = []
+    from_threads: list[int] = []
+    lock = threading.Lock()
+
+    async def loop_consumers() -> None:
+        async def one() -> None:
+            while (x := await q.async_get()) is not None:
+                from_loop.append(x)
+
+        await asyncio.gather(*(one() for _ in range(3)))
+
+    def thread_consumer() -> None:
+        while (x := q.get(timeout=10)) is not None:
+            with lock:
+                from_threads.append(x)
+
+    loop_thread = threading.Thread(target=lambda: asyncio.run(asyncio.wait_for(loop_consumers(), 30)))
+    loop_thread.start()
+    cs = _run(2, thread_consumer)
+    ps = _run(2, lambda base: [q.put(base + i) for i in range(n)], 0)
+    ps += _run(1, lambda: [q.put(10 * n + i) for i in range(n)])
+    _join(ps)
+    for _ in range(5):
+        q.put(None)
+    _join(cs + [loop_thread])
+    everything = sorted(from_loop + from_threads)
+    assert everything == sorted(list(range(n)) * 2 + [10 * n + i for i in range(n)])
+    q.close()

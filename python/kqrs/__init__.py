@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ._kqrs import kevent, kqueue
     from ._selector import KqueueSelector
     from ._api import (Event, ExitStatus, FdHandle, FileHandle, Filter, Flag, Handle, KQueue, KQueueError, KQueueExistsError, KQueueNotFoundError, KQueuePermissionError, KQueueProcessLookupError, ProcessHandle, ProcNote, SignalHandle, TimerHandle, TimerNote, UserHandle, UserNote, VnodeNote)
-    from ._queue import Empty, EventQueue
+    from ._queue import Empty, EventQueue, Full
 
 # The high-level API and EventQueue are imported on first use: a plain `import kqrs` stays small, which
 # keeps fork() of a process that imported it as cheap as without (fork copies every imported module).
@@ -28,6 +28,7 @@ _LAZY = {
     "kevent": "_kqrs",
     "KqueueSelector": "_selector",
     "Empty": "_queue",
+    "Full": "_queue",
     "EventQueue": "_queue",
     **dict.fromkeys(
         ["Event", "ExitStatus", "FdHandle", "FileHandle", "Filter", "Flag", "Handle", "KQueue", "KQueueError",
@@ -59,7 +60,7 @@ def __getattr__(name: str) -> "Any":
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
-__all__ = ["kqueue", "kevent", "KqueueSelector", "EventQueue", "Empty", "install", "uninstall", "CONSTANTS"]
+__all__ = ["kqueue", "kevent", "KqueueSelector", "EventQueue", "Empty", "Full", "install", "uninstall", "CONSTANTS"]
 __all__ += ["KQueue", "Event", "ExitStatus", "Filter", "Flag", "VnodeNote", "ProcNote", "UserNote", "TimerNote", "KQueueError", "KQueueExistsError", "KQueueNotFoundError", "KQueuePermissionError", "KQueueProcessLookupError", "Handle", "FdHandle", "TimerHandle", "UserHandle", "ProcessHandle", "SignalHandle", "FileHandle"]
 __version__ = "0.1.0"
 

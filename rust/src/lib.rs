@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod consts;
+mod counted;
 mod filter;
 mod hazard;
 mod kevent;

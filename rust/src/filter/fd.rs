@@ -524,10 +524,11 @@ fn fd_kind(st: &mut State, fd: RawFd) -> Result<FdKind> {
 }
 
 /// Bytes readable (or, for a listening socket, connections waiting); None where the fd has no such count
-/// (eventfd, timerfd, epoll, ...: no syscall is spent on them).
+/// (eventfd, timerfd, epoll, ...: no syscall is spent on them), unless the process registered one for it
+/// (a `kqrs.EventQueue`'s fd: its item count; see `counted.rs`).
 fn read_data(st: &mut State, fd: RawFd, kind: FdKind) -> Result<Option<isize>> {
     if kind == FdKind::Other {
-        return Ok(None);
+        return Ok(crate::counted::data(fd));
     }
     if kind == FdKind::Kqueue {
         // FreeBSD's filt_kqueue: the events the watched kqueue holds. Its lock is taken inside this one's:

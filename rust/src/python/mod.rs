@@ -12,6 +12,7 @@ use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyTuple, PyType};
 use crate::consts::*;
 use crate::kqueue::{Kqueue, Wait};
 
+mod queue;
 mod selector;
 use crate::sys::Errno;
 use crate::Kevent;
@@ -760,6 +761,7 @@ fn _kqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyKqueue>()?;
     m.add_class::<PyKevent>()?;
     m.add_class::<selector::PySelector>()?;
+    m.add_class::<queue::PyEventQueue>()?;
     m.add_function(wrap_pyfunction!(_has_epoll_pwait2, m)?)?;
     m.add_function(wrap_pyfunction!(_filter_supported, m)?)?;
     m.add_function(wrap_pyfunction!(_proc_support, m)?)?;
