@@ -287,6 +287,20 @@ def test_re_add_oneshot_with_period_zero_fires_at_once(kq):
     assert kq._stats()[0] == 0
 
 
+def test_re_add_with_oneshot_keeps_a_periodic_timer_periodic(kq):
+    """FreeBSD's kqueue_register changes only udata, and the filter's touch (filt_timertouch) only fflags and
+    data, on a re-EV_ADD: the flags of the knote (EV_ONESHOT here) stay those it was added with. (NetBSD and
+    macOS copy the flags; libkqueue's own suite calls FreeBSD's behaviour a bug, but FreeBSD is kqrs's
+    reference.) So a periodic timer re-added with EV_ADD|EV_ONESHOT keeps firing and is still there."""
+    add(kq, timer(1, 10_000))
+    add(kq, timer(1, 5, ADD | ONESHOT))
+    first = wait_one(kq)
+    assert first.ident == 1 and not first.flags & ONESHOT
+    assert wait_one(kq).ident == 1  # a second expiration: still periodic
+    assert kq._stats()[0] == 1
+    add(kq, timer(1, 0, DELETE))  # no ENOENT: the knote is still there
+
+
 def test_re_add_changes_udata(kq):
     add(kq, timer(1, 10_000, udata=1))
     add(kq, timer(1, 5, udata=2))
