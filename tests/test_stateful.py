@@ -171,8 +171,6 @@ class ModelQueue:
             k.enabled = False
             k.pending = 0  # kqrs: EV_DISABLE drops a pending timer expiration
         if flags & ENABLE:
-            if not k.enabled and ch.filter == TIMER and k.flags & ONESHOT and k.data == 0:
-                k.pending = 1  # EV_ENABLE re-arms the timer (semantics.md): a 0 timeout expires at once
             k.enabled = True
         if ch.filter == USER and ch.fflags & TRIGGER:
             k.triggered = True

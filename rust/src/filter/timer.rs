@@ -178,6 +178,16 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) {
     let absolute = t.absolute;
     t.epoch = t.epoch.wrapping_add(1);
     if !on {
+        // EV_DISABLE drops what is pending, also expirations that are due but were not counted yet (the
+        // timer source has not been read since): otherwise whether a timer fires again after EV_ENABLE
+        // would depend on when the kqueue last looked.
+        let now = sys::clock_ns(absolute);
+        if t.next != u64::MAX && t.next <= now {
+            t.next = match (now - t.next).checked_div(t.period) {
+                Some(q) => t.next.saturating_add((q + 1).saturating_mul(t.period)),
+                None => u64::MAX,
+            };
+        }
         t.fired = 0;
         let _ = rearm(st, absolute);
         return;
