@@ -15,8 +15,8 @@ The model follows semantics.md (FreeBSD, with kqrs's documented choices: NOTE_TR
 EV_DISABLE drops a pending timer expiration). Fixed seed (derandomize) and few examples by default, so CI
 stays fast; `KQRS_LONG=1` runs many more examples and longer programs.
 
-Known engine bugs that a random program would hit are avoided by default (see AVOID_KNOWN_BUGS) and have
-their own xfail tests in test_bad_input.py; `KQRS_STRICT=1` turns the avoidance off.
+Nothing is avoided: every collect uses the room it drew, and every invariant is checked as stated. Bugs a
+long run finds become plain tests in the last section (or strict xfails naming them).
 """
 
 from __future__ import annotations
@@ -71,7 +71,6 @@ TIMER_UNITS = SECONDS | USECONDS | NSECONDS
 LONG = {0: 10**9, SECONDS: 10**6, USECONDS: 10**12, NSECONDS: 10**15}
 
 LONG_RUN = os.environ.get("KQRS_LONG") == "1"
-AVOID_KNOWN_BUGS = os.environ.get("KQRS_STRICT") != "1"
 IDENTS = range(4)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -439,7 +438,6 @@ class PipeSocketMachine(RuleBasedStateMachine):
         self.kq = kqrs.kqueue()
         self.chans: list[Chan] = []
         self.knotes: dict[tuple[int, int], MFd] = {}
-        self.tainted: set[int] = set()  # fd numbers closed while kqrs still had knotes on them
 
     def teardown(self):
         self.kq.close()
@@ -533,7 +531,6 @@ class PipeSocketMachine(RuleBasedStateMachine):
                 (ch.ident, ch.filter, ERROR, err, ch.udata)
             ]
             return
-        room = self._collect_room(room)
         ready = self._ready() if room else {}
         got = self.kq.control([ch], room, 0)
         for key in check_collected(got, ready, room) if room else []:
@@ -562,15 +559,6 @@ class PipeSocketMachine(RuleBasedStateMachine):
             a, b = socket.socketpair()
             c = Chan("sock", [a.fileno(), b.fileno()], keep=[a, b])
         self.chans.append(c)
-        for fd in c.ends:
-            if fd in self.tainted:
-                self.tainted.discard(fd)
-                if AVOID_KNOWN_BUGS:
-                    # The number had knotes when its old file was closed: kqrs may still find them for a
-                    # change without EV_ADD (test_bad_input.py::test_reused_fd_number_has_no_knote). An
-                    # EV_ADD and EV_DELETE of both filters sheds them.
-                    sweep = [kevent(fd, f, fl | RECEIPT) for f in (READ, WRITE) for fl in (ADD, DELETE)]
-                    self.kq.control(sweep, len(sweep), 0)  # receipts only: collects nothing
 
     @precondition(lambda self: self._open_fds())
     @rule(
@@ -625,8 +613,6 @@ class PipeSocketMachine(RuleBasedStateMachine):
     def close_end(self, data):
         c, i = data.draw(st.sampled_from(self._open_fds()), label="end")
         fd = c.ends[i]
-        if any(key[0] == fd for key in self.knotes):
-            self.tainted.add(fd)
         for key in [key for key in self.knotes if key[0] == fd]:
             del self.knotes[key]  # BSD: closing an fd removes its knotes
         if c.kind == "sock":
@@ -636,16 +622,8 @@ class PipeSocketMachine(RuleBasedStateMachine):
             os.close(fd)  # a pipe keeps its bytes until both ends are closed
         c.open[i] = False
 
-    @staticmethod
-    def _collect_room(room: int) -> int:
-        # A report deferred for lack of room is later made from the epoll state it was deferred with
-        # (test_deferred_report_carries_the_state_at_report_time below): with AVOID_KNOWN_BUGS every
-        # collecting call has room for everything.
-        return max(room, 16) if (AVOID_KNOWN_BUGS and room) else room
-
     @rule(room=st.sampled_from([1, 2, 3, 16]))
     def collect(self, room):
-        room = self._collect_room(room)
         ready = self._ready()
         got = self.kq.control(None, room, 0)
         for key in check_collected(got, ready, room):
@@ -669,14 +647,7 @@ class PipeSocketMachine(RuleBasedStateMachine):
     def kqueue_fd_readable_exactly_when_something_is_pending(self):
         ready = self._ready()
         readable = polls_readable(self.kq.fileno())
-        if ready or not AVOID_KNOWN_BUGS:
-            assert readable == bool(ready), sorted(ready.values())
-        elif readable:
-            # A knote whose fd was closed with a report still queued keeps the kqueue fd readable until a
-            # call finds the fd closed (test_kqueue_fd_not_readable_after_closing_an_fd_with_a_queued_report
-            # below): one empty poll must clear it.
-            assert self.kq.control(None, 16, 0) == []
-            assert not polls_readable(self.kq.fileno())
+        assert readable == bool(ready), sorted(ready.values())
 
 
 # =========================================================================================================
