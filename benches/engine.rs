@@ -398,7 +398,11 @@ fn main() {
     let mut c = if smoke {
         Cfg { rounds: 4, iters: 10, batch: 100 }
     } else {
-        Cfg { rounds: 400, iters: 500, batch: std::env::var("KQRS_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(1000) }
+        Cfg {
+            rounds: 400,
+            iters: 500,
+            batch: std::env::var("KQRS_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(1000),
+        }
     };
     let mut groups = Vec::new();
     let mut it = args.iter();

@@ -335,7 +335,13 @@ impl Kqueue {
     }
 
     /// Harvests what the caller's wait got (`prefetched`), then polls; see `begin_step`.
-    pub fn resume_step(&self, events: &mut [Kevent], wait: Wait, prefetched: &[sys::EpollEvent], alias: RawFd) -> Result<Step> {
+    pub fn resume_step(
+        &self,
+        events: &mut [Kevent],
+        wait: Wait,
+        prefetched: &[sys::EpollEvent],
+        alias: RawFd,
+    ) -> Result<Step> {
         let n = {
             let _g = hazard::enter(self.id, &self.slotless);
             if self.is_closed() {
@@ -564,11 +570,8 @@ impl Kqueue {
                 Wait::Until(d) => Some(d.saturating_sub(sys::clock_ns(false))),
             };
             let ep = self.wait_ep.load(Ordering::Acquire);
-            let (r, batch_max) = if pre.is_empty() {
-                (buf.wait(ep, want, timeout), want)
-            } else {
-                (Ok(pre.len()), want.min(16))
-            };
+            let (r, batch_max) =
+                if pre.is_empty() { (buf.wait(ep, want, timeout), want) } else { (Ok(pre.len()), want.min(16)) };
             let repoll = std::mem::take(&mut once_more);
             let n = match r {
                 Ok(n) => n,
@@ -1083,9 +1086,7 @@ impl State {
             match tok {
                 TOKEN_KICK | TOKEN_RETIRED | TOKEN_DEAD | TOKEN_INNER => {}
                 TOKEN_SOURCE | TOKEN_RT => source::ready(self, tok),
-                TOKEN_INOTIFY | TOKEN_CONNECTOR | TOKEN_SIGNAL | TOKEN_MOUNTS => {
-                    crate::filter::shared_ready(self, tok)
-                }
+                TOKEN_INOTIFY | TOKEN_CONNECTOR | TOKEN_SIGNAL | TOKEN_MOUNTS => crate::filter::shared_ready(self, tok),
                 t => {
                     let slot = t as u32;
                     let gen = ((t >> 32) & 0x7fff_ffff) as u32;

@@ -168,7 +168,15 @@ pub fn has_epoll_pwait2() -> bool {
             let mut ev = empty_event();
             // SAFETY: ev and ts are valid for the call; fd -1 makes the kernel fail before touching them.
             let r = unsafe {
-                libc::syscall(libc::SYS_epoll_pwait2, -1, &mut ev as *mut EpollEvent, 1, &ts as *const _, 0usize, 8usize)
+                libc::syscall(
+                    libc::SYS_epoll_pwait2,
+                    -1,
+                    &mut ev as *mut EpollEvent,
+                    1,
+                    &ts as *const _,
+                    0usize,
+                    8usize,
+                )
             };
             let ok = !(r < 0 && Errno::last().0 == libc::ENOSYS);
             PWAIT2.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
@@ -226,7 +234,8 @@ fn epoll_wait_raw(epfd: RawFd, events: *mut EpollEvent, len: usize, timeout_ns: 
             let ts = libc::timespec { tv_sec: (ns / 1_000_000_000) as i64, tv_nsec: (ns % 1_000_000_000) as i64 };
             // SAFETY: `events` is valid for writes of `max` entries (caller's contract); `ts` outlives the call;
             // no sigmask.
-            let r = unsafe { libc::syscall(libc::SYS_epoll_pwait2, epfd, events, max, &ts as *const _, 0usize, 8usize) };
+            let r =
+                unsafe { libc::syscall(libc::SYS_epoll_pwait2, epfd, events, max, &ts as *const _, 0usize, 8usize) };
             return cvt_long(r).map(|n| n as usize);
         }
     }
@@ -399,7 +408,9 @@ pub fn tcp_accept_queue(fd: RawFd) -> Result<i64> {
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: info and len are valid; the kernel writes at most `len` bytes.
-    cvt(unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len) })?;
+    cvt(unsafe {
+        libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len)
+    })?;
     Ok(info.tcpi_unacked as i64)
 }
 
@@ -613,7 +624,7 @@ fn unix_diag_rqlen(nl: RawFd, ino: u32) -> Result<i64> {
     req[24..28].copy_from_slice(&ino.to_ne_bytes());
     req[28..32].copy_from_slice(&UDIAG_SHOW_RQLEN.to_ne_bytes());
     req[32..40].copy_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
-    // SAFETY: req is a valid buffer of req.len() bytes; a null address sends to the kernel (connected).
+                                             // SAFETY: req is a valid buffer of req.len() bytes; a null address sends to the kernel (connected).
     let r = unsafe { libc::send(nl, req.as_ptr().cast(), req.len(), 0) };
     if r < 0 {
         return Err(Errno::last());
@@ -817,7 +828,13 @@ fn connector_subscribe(fd: RawFd) -> Result<()> {
     for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
         // SAFETY: size is a valid c_int for the call.
         let r = unsafe {
-            libc::setsockopt(fd, libc::SOL_SOCKET, opt, (&size as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as u32)
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
         };
         if r == 0 {
             break;
@@ -899,7 +916,14 @@ fn recv_from(fd: RawFd, buf: &mut [u8]) -> Result<(usize, u32)> {
     let mut len = std::mem::size_of::<libc::sockaddr_nl>() as u32;
     // SAFETY: buf, from and len are valid for the call.
     let r = unsafe {
-        libc::recvfrom(fd, buf.as_mut_ptr().cast(), buf.len(), 0, (&mut from as *mut libc::sockaddr_nl).cast(), &mut len)
+        libc::recvfrom(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            0,
+            (&mut from as *mut libc::sockaddr_nl).cast(),
+            &mut len,
+        )
     };
     if r < 0 {
         return Err(Errno::last());
@@ -910,7 +934,8 @@ fn recv_from(fd: RawFd, buf: &mut [u8]) -> Result<(usize, u32)> {
 /// Walks the netlink messages in `buf`, calling `f(what, event_data)` for each process-connector event.
 /// Returns false if anything was malformed.
 fn parse_cn(buf: &[u8], mut f: impl FnMut(u32, &[u8])) -> bool {
-    let rd = |b: &[u8], o: usize| -> Option<u32> { b.get(o..o + 4).map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]])) };
+    let rd =
+        |b: &[u8], o: usize| -> Option<u32> { b.get(o..o + 4).map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]])) };
     let mut off = 0;
     let mut ok = true;
     while off + 16 <= buf.len() {
@@ -937,7 +962,8 @@ fn parse_cn(buf: &[u8], mut f: impl FnMut(u32, &[u8])) -> bool {
 /// Reads everything waiting on a connector socket; only messages from the kernel (port id 0) count.
 pub fn connector_read(fd: RawFd, buf: &mut [u8]) -> ConnectorRead {
     let mut out = ConnectorRead::default();
-    let rd = |b: &[u8], o: usize| -> Option<i32> { b.get(o..o + 4).map(|s| i32::from_ne_bytes([s[0], s[1], s[2], s[3]])) };
+    let rd =
+        |b: &[u8], o: usize| -> Option<i32> { b.get(o..o + 4).map(|s| i32::from_ne_bytes([s[0], s[1], s[2], s[3]])) };
     loop {
         let (n, from) = match recv_from(fd, buf) {
             Ok(x) => x,
@@ -987,7 +1013,8 @@ pub fn connector_read(fd: RawFd, buf: &mut [u8]) -> ConnectorRead {
 
 const NSIG: usize = 65;
 static SIG_COUNT: [AtomicU64; NSIG] = [const { AtomicU64::new(0) }; NSIG];
-static SIG_PREV_HANDLER: [std::sync::atomic::AtomicUsize; NSIG] = [const { std::sync::atomic::AtomicUsize::new(0) }; NSIG];
+static SIG_PREV_HANDLER: [std::sync::atomic::AtomicUsize; NSIG] =
+    [const { std::sync::atomic::AtomicUsize::new(0) }; NSIG];
 static SIG_PREV_FLAGS: [AtomicI32; NSIG] = [const { AtomicI32::new(0) }; NSIG];
 static SIG_REFS: [std::sync::atomic::AtomicU32; NSIG] = [const { std::sync::atomic::AtomicU32::new(0) }; NSIG];
 static SIG_WAKE: AtomicI32 = AtomicI32::new(-1);
@@ -1067,7 +1094,8 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
         if h == libc::SIG_IGN {
             // ignored: counted, nothing else
         } else if h == libc::SIG_DFL {
-            if matches!(sig, libc::SIGSEGV | libc::SIGBUS | libc::SIGFPE | libc::SIGILL | libc::SIGTRAP | libc::SIGSYS) {
+            if matches!(sig, libc::SIGSEGV | libc::SIGBUS | libc::SIGFPE | libc::SIGILL | libc::SIGTRAP | libc::SIGSYS)
+            {
                 // A fault nobody handles must still kill the process: back to the default action, and
                 // the signal again (blocked until this handler returns).
                 // SAFETY: signal(2) and raise(3) are async-signal-safe.
@@ -1079,7 +1107,8 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
             // Any other default action is not taken while a knote watches the signal (docs/design.md).
         } else if flags & libc::SA_SIGINFO != 0 {
             // SAFETY: h is the sa_sigaction the application installed, with SA_SIGINFO.
-            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = unsafe { std::mem::transmute(h) };
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                unsafe { std::mem::transmute(h) };
             f(sig, info, ctx);
         } else {
             // SAFETY: h is the sa_handler the application installed.
@@ -1110,7 +1139,8 @@ fn install_over(sig: i32, prev: libc::sigaction, saved: &mut [Option<SavedAction
     // Keep the application's restart, alternate-stack and SIGCHLD flags, so system calls and child
     // handling behave as before.
     act.sa_flags = libc::SA_SIGINFO
-        | (prev.sa_flags & (libc::SA_RESTART | libc::SA_ONSTACK | libc::SA_NOCLDSTOP | libc::SA_NOCLDWAIT | libc::SA_NODEFER));
+        | (prev.sa_flags
+            & (libc::SA_RESTART | libc::SA_ONSTACK | libc::SA_NOCLDSTOP | libc::SA_NOCLDWAIT | libc::SA_NODEFER));
     if sig == libc::SIGCHLD && prev.sa_sigaction == libc::SIG_IGN {
         // SIGCHLD at SIG_IGN means "reap my children automatically": keep that with a handler in place.
         act.sa_flags |= libc::SA_NOCLDWAIT;
@@ -1257,7 +1287,8 @@ pub fn signal_scan_pending() {
     let Ok(set) = pending_signals() else { return };
     for sig in 1..NSIG as i32 {
         let i = sig as usize;
-        if !sigismember(&set, sig) || SIG_REFS[i].load(Ordering::SeqCst) == 0 || SIG_MARK[i].load(Ordering::SeqCst) != 0 {
+        if !sigismember(&set, sig) || SIG_REFS[i].load(Ordering::SeqCst) == 0 || SIG_MARK[i].load(Ordering::SeqCst) != 0
+        {
             continue;
         }
         // A delivery can run at any point in here (on any thread): SIG_SEQ tells whether one did between
@@ -1373,9 +1404,7 @@ pub fn fd_path(fd: RawFd) -> Option<Vec<u8>> {
 
 pub fn fd_mount_id(fd: RawFd) -> Result<u64> {
     let s = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).map_err(|_| Errno(libc::EBADF))?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("mnt_id:").and_then(|v| v.trim().parse().ok()))
-        .ok_or(Errno(libc::ENOENT))
+    s.lines().find_map(|l| l.strip_prefix("mnt_id:").and_then(|v| v.trim().parse().ok())).ok_or(Errno(libc::ENOENT))
 }
 
 // ---- memory handed over by C callers (the C face, `capi.rs`) ----
@@ -1479,7 +1508,11 @@ pub fn user_kevents_out(ptr: usize, cap: usize, events: &[crate::Kevent]) -> Res
     }
     // SAFETY: the kernel proved `room` bytes at `ptr` writable; we write at most n <= cap kevents, byte-wise.
     unsafe {
-        std::ptr::copy_nonoverlapping(events.as_ptr().cast::<u8>(), ptr as *mut u8, n * std::mem::size_of::<crate::Kevent>());
+        std::ptr::copy_nonoverlapping(
+            events.as_ptr().cast::<u8>(),
+            ptr as *mut u8,
+            n * std::mem::size_of::<crate::Kevent>(),
+        );
     }
     Ok(())
 }
@@ -1599,7 +1632,6 @@ pub mod c_entry {
         capi::c_drain();
         cancel_restore(old);
     }
-
 }
 
 // ---- futexes (kqrs.EventQueue's waiters) ----

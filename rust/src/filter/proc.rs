@@ -97,7 +97,12 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
 }
 
 fn attach_with(st: &mut State, ch: &Kevent, pidfd: RawFd, pid: i32) -> Result<u32> {
-    let slot = st.insert(Knote::from_change(ch, (ch.flags & EV_STICKY) | EV_CLEAR, ch.fflags, Kind::Proc(Box::new(ProcState { pidfd, pid, pending: 0, data: 0, exit: None, registered: false }))));
+    let slot = st.insert(Knote::from_change(
+        ch,
+        (ch.flags & EV_STICKY) | EV_CLEAR,
+        ch.fflags,
+        Kind::Proc(Box::new(ProcState { pidfd, pid, pending: 0, data: 0, exit: None, registered: false })),
+    ));
     if let Err(e) = register(st, slot) {
         st.knotes.remove(slot);
         st.index.remove(ch.ident, ch.filter, slot, &st.knotes);
@@ -390,7 +395,9 @@ pub(crate) fn registrations(st: &State) -> Vec<(RawFd, u32, u64)> {
     st.knotes
         .iter_slots()
         .filter_map(|(slot, k)| match &k.kind {
-            Kind::Proc(p) if p.registered => Some((p.pidfd, sys::EPOLLIN, TAG_KNOTE | token(slot, st.knotes.gen(slot)))),
+            Kind::Proc(p) if p.registered => {
+                Some((p.pidfd, sys::EPOLLIN, TAG_KNOTE | token(slot, st.knotes.gen(slot))))
+            }
             _ => None,
         })
         .collect()

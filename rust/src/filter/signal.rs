@@ -42,7 +42,12 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
         sys::signal_unref(sig);
         return Err(e);
     }
-    Ok(st.insert(Knote::from_change(ch, (ch.flags & EV_STICKY) | EV_CLEAR, 0, Kind::Signal { sig, last: sys::signal_count(sig) })))
+    Ok(st.insert(Knote::from_change(
+        ch,
+        (ch.flags & EV_STICKY) | EV_CLEAR,
+        0,
+        Kind::Signal { sig, last: sys::signal_count(sig) },
+    )))
 }
 
 pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {

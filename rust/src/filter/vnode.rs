@@ -127,7 +127,11 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     crate::source::ensure(st, false)?;
     let ifd = crate::filter::fd::ensure_inotify(st)?;
     let wd = sys::inotify_watch_fd(ifd, fd, events_for(ch.fflags) | libc::IN_MASK_ADD)?;
-    let slot = st.insert(Knote::from_change(ch, ch.flags & EV_STICKY, ch.fflags, Kind::Vnode(Box::new(VnodeState {
+    let slot = st.insert(Knote::from_change(
+        ch,
+        ch.flags & EV_STICKY,
+        ch.fflags,
+        Kind::Vnode(Box::new(VnodeState {
             wd,
             dev: f.dev,
             ino: f.ino,
@@ -136,7 +140,8 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
             snap: f.into(),
             pending: 0,
             early: 0,
-        }))));
+        })),
+    ));
     st.wds.entry(wd).or_default().push(slot);
     if ch.fflags & NOTE_REVOKE != 0 {
         if let Err(e) = watch_mounts(st) {
