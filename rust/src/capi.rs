@@ -150,7 +150,7 @@ fn finish(
         // A wait longer than CLOSE_CHECK_MS goes in slices, each ending with a check that `fd` is still this
         // kqueue: close(2) of it by another thread tells nobody, and a waiter must not sleep on forever.
         Ok(Step::Wait(ep, ms)) => {
-            let ms = if ms < 0 || ms > CLOSE_CHECK_MS { CLOSE_CHECK_MS } else { ms };
+            let ms = if (0..=CLOSE_CHECK_MS).contains(&ms) { ms } else { CLOSE_CHECK_MS };
             CStep::Wait { ep, ms, id: kq.id(), wait }
         }
         Err(e) => {
