@@ -11,109 +11,12 @@ use std::time::{Duration, Instant};
 use kqrs::consts::*;
 use kqrs::{Errno, Kevent, Kqueue};
 
+mod util;
+use util::*;
+
 // ---------------------------------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------------------------------
-
-/// An owned fd, closed on drop.
-struct Fd(i32);
-
-impl Fd {
-    fn raw(&self) -> i32 {
-        self.0
-    }
-    fn id(&self) -> usize {
-        self.0 as usize
-    }
-    /// Closes it now (idempotent with drop).
-    fn close(&mut self) {
-        if self.0 >= 0 {
-            unsafe { libc::close(self.0) };
-            self.0 = -1;
-        }
-    }
-}
-
-impl Drop for Fd {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
-fn pipe() -> (Fd, Fd) {
-    let mut fds = [0i32; 2];
-    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
-    assert_eq!(r, 0, "pipe2: {}", std::io::Error::last_os_error());
-    (Fd(fds[0]), Fd(fds[1]))
-}
-
-fn socketpair() -> (Fd, Fd) {
-    let mut fds = [0i32; 2];
-    let r = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    assert_eq!(r, 0, "socketpair: {}", std::io::Error::last_os_error());
-    (Fd(fds[0]), Fd(fds[1]))
-}
-
-fn write_all(fd: &Fd, buf: &[u8]) {
-    let r = unsafe { libc::write(fd.raw(), buf.as_ptr().cast(), buf.len()) };
-    assert_eq!(r, buf.len() as isize, "write: {}", std::io::Error::last_os_error());
-}
-
-fn read_n(fd: &Fd, n: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; n];
-    let r = unsafe { libc::read(fd.raw(), buf.as_mut_ptr().cast(), n) };
-    assert!(r >= 0, "read: {}", std::io::Error::last_os_error());
-    buf.truncate(r as usize);
-    buf
-}
-
-fn pipe_capacity(fd: &Fd) -> isize {
-    let r = unsafe { libc::fcntl(fd.raw(), libc::F_GETPIPE_SZ) };
-    assert!(r > 0);
-    r as isize
-}
-
-fn sndbuf(fd: &Fd) -> isize {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    let r = unsafe {
-        libc::getsockopt(fd.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, (&mut v as *mut libc::c_int).cast(), &mut len)
-    };
-    assert_eq!(r, 0);
-    v as isize
-}
-
-fn outq(fd: &Fd) -> isize {
-    let mut v: libc::c_int = 0;
-    let r = unsafe { libc::ioctl(fd.raw(), libc::TIOCOUTQ, &mut v as *mut libc::c_int) };
-    assert_eq!(r, 0);
-    v as isize
-}
-
-/// Whether poll(2) says `fd` is readable right now.
-fn poll_readable(fd: i32) -> bool {
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    let r = unsafe { libc::poll(&mut p, 1, 0) };
-    assert!(r >= 0, "poll: {}", std::io::Error::last_os_error());
-    r == 1 && p.revents & libc::POLLIN != 0
-}
-
-/// An fd number that is certainly not open, even while other tests open and close fds concurrently: the
-/// soft RLIMIT_NOFILE (valid fds are below it).
-fn closed_fd() -> usize {
-    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
-    let fd = rl.rlim_cur.min(i32::MAX as u64) as i32;
-    assert_eq!(unsafe { libc::fcntl(fd, libc::F_GETFD) }, -1);
-    fd as usize
-}
 
 fn kq() -> Kqueue {
     Kqueue::new().expect("Kqueue::new")
@@ -446,7 +349,7 @@ fn socketpair_shutdown_eof_with_data() {
     let (a, b) = socketpair();
     change(&q, &[kev(a.id(), EVFILT_READ, EV_ADD, 0, 0, 0)]);
     write_all(&b, b"zz");
-    assert_eq!(unsafe { libc::shutdown(b.raw(), libc::SHUT_WR) }, 0);
+    assert_eq!(shutdown_write(&b), 0);
     assert_eq!(wait(&q, 4, SHORT), vec![kev(a.id(), EVFILT_READ, EV_EOF, 0, 2, 0)]);
 }
 
@@ -766,7 +669,7 @@ fn close_closes_the_fd() {
     let fd = q.fd();
     assert!(fd >= 0);
     assert!(!q.is_closed());
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    let flags = fd_flags(fd);
     assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC, "kqueue fd is close-on-exec");
     q.close();
     // The fd number may be reused by another thread at once; only check it is no longer an epoll fd of
@@ -885,8 +788,7 @@ fn kqueue_fd_pollable_exactly_when_pending() {
     change(&q, &[kev(r.id(), EVFILT_READ, EV_DELETE, 0, 0, 0)]);
     assert!(!poll_readable(q.fd()));
     change(&q, &[kev(1, EVFILT_TIMER, EV_ADD | EV_ONESHOT, 0, 5, 0)]);
-    let mut p = libc::pollfd { fd: q.fd(), events: libc::POLLIN, revents: 0 };
-    assert_eq!(unsafe { libc::poll(&mut p, 1, 5000) }, 1);
+    assert_eq!(poll_in(q.fd(), 5000).0, 1);
     assert_eq!(pending(&q), vec![kev(1, EVFILT_TIMER, EV_ONESHOT | EV_CLEAR, 0, 1, 0)]);
     assert!(!poll_readable(q.fd()));
 }
