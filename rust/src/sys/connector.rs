@@ -5,21 +5,45 @@ use super::{clock_ns, close, cvt, getpid, kernel_release, track, Errno, RawFd, R
 const NETLINK_CONNECTOR: i32 = 11;
 const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
+/// A process forked (`what` of a proc_event).
 pub const PROC_EVENT_FORK: u32 = 0x1;
+/// A process called exec.
 pub const PROC_EVENT_EXEC: u32 = 0x2;
+/// A process (or thread) exited.
 pub const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 
 /// One event from the process connector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcEvent {
-    Fork { parent_tgid: i32, child_pid: i32, child_tgid: i32 },
-    Exec { tgid: i32 },
-    Exit { pid: i32, tgid: i32, status: i32 },
+    /// A fork: a new task (a thread when `child_pid != child_tgid`).
+    Fork {
+        /// The process that forked.
+        parent_tgid: i32,
+        /// The new task's id.
+        child_pid: i32,
+        /// The process the new task belongs to.
+        child_tgid: i32,
+    },
+    /// An exec.
+    Exec {
+        /// The process that called exec.
+        tgid: i32,
+    },
+    /// An exit.
+    Exit {
+        /// The task that exited.
+        pid: i32,
+        /// The process it belonged to.
+        tgid: i32,
+        /// Its wait status.
+        status: i32,
+    },
 }
 
 /// What a read of the connector socket saw.
 #[derive(Debug, Default)]
 pub struct ConnectorRead {
+    /// The events, in the order the kernel sent them.
     pub events: Vec<ProcEvent>,
     /// Messages not sent by the kernel (port id != 0), or malformed: ignored.
     pub ignored: u64,

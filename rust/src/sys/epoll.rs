@@ -5,37 +5,50 @@ use super::{cvt, cvt_long, track, Errno, RawFd, Result};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 pub use libc::epoll_event as EpollEvent;
+/// epoll_event.events bit (u32): Readable.
 pub const EPOLLIN: u32 = libc::EPOLLIN as u32;
+/// epoll_event.events bit (u32): Writable.
 pub const EPOLLOUT: u32 = libc::EPOLLOUT as u32;
+/// epoll_event.events bit (u32): An error condition.
 pub const EPOLLERR: u32 = libc::EPOLLERR as u32;
+/// epoll_event.events bit (u32): Hang-up.
 pub const EPOLLHUP: u32 = libc::EPOLLHUP as u32;
+/// epoll_event.events bit (u32): The peer shut down its writing side.
 pub const EPOLLRDHUP: u32 = libc::EPOLLRDHUP as u32;
+/// epoll_event.events bit (u32): Edge-triggered registration.
 pub const EPOLLET: u32 = libc::EPOLLET as u32;
+/// epoll_event.events bit (u32): Priority data (for /proc/self/mountinfo: the mount table changed).
 pub const EPOLLPRI: u32 = libc::EPOLLPRI as u32;
 
+/// An all-zero epoll_event.
 pub fn empty_event() -> EpollEvent {
     EpollEvent { events: 0, u64: 0 }
 }
 
+/// A new close-on-exec epoll instance (tracked: closed in a fork child).
 pub fn epoll_create() -> Result<RawFd> {
     // SAFETY: plain syscall with a flag argument.
     cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) }).map(track)
 }
 
+/// epoll_ctl(2): `op` on `fd` in `epfd`, with `events` and `token` (the epoll_event's u64).
 pub fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, events: u32, token: u64) -> Result<()> {
     let mut ev = EpollEvent { events, u64: token };
     // SAFETY: `ev` is a valid epoll_event that outlives the call; the kernel copies it.
     cvt(unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) }).map(|_| ())
 }
 
+/// Registers `fd` in `epfd` (EPOLL_CTL_ADD).
 pub fn epoll_add(epfd: RawFd, fd: RawFd, events: u32, token: u64) -> Result<()> {
     epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, events, token)
 }
 
+/// Changes `fd`'s registration in `epfd` (EPOLL_CTL_MOD); fails when `fd` no longer names the file registered.
 pub fn epoll_mod(epfd: RawFd, fd: RawFd, events: u32, token: u64) -> Result<()> {
     epoll_ctl(epfd, libc::EPOLL_CTL_MOD, fd, events, token)
 }
 
+/// Removes `fd`'s registration from `epfd` (EPOLL_CTL_DEL).
 pub fn epoll_del(epfd: RawFd, fd: RawFd) -> Result<()> {
     epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, 0, 0)
 }
@@ -78,9 +91,11 @@ pub struct EventBuf<const N: usize> {
 }
 
 impl<const N: usize> EventBuf<N> {
+    /// How many events the buffer holds.
     pub const LEN: usize = N;
 
     #[inline]
+    /// An empty buffer (nothing written, nothing zeroed).
     pub fn new() -> Self {
         EventBuf { buf: [std::mem::MaybeUninit::uninit(); N], len: 0 }
     }

@@ -2,6 +2,7 @@
 
 use super::{cvt, track, Errno, RawFd, Result};
 
+/// A new non-blocking, close-on-exec eventfd at 0 (tracked: closed in a fork child).
 pub fn eventfd() -> Result<RawFd> {
     // SAFETY: plain syscall with flag arguments.
     cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) }).map(track)

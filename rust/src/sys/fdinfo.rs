@@ -18,6 +18,7 @@ pub fn siocoutq(fd: RawFd) -> Result<i64> {
     Ok(n as i64)
 }
 
+/// An int socket option (getsockopt(2)).
 pub fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> Result<i32> {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -26,6 +27,7 @@ pub fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> Result<i32> {
     Ok(v)
 }
 
+/// The socket's pending error (SO_ERROR; reading it clears it).
 pub fn so_error(fd: RawFd) -> Result<i32> {
     getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)
 }
@@ -42,6 +44,7 @@ pub fn tcp_accept_queue(fd: RawFd) -> Result<i64> {
     Ok(info.tcpi_unacked as i64)
 }
 
+/// A pipe's capacity (F_GETPIPE_SZ).
 pub fn pipe_size(fd: RawFd) -> Result<i64> {
     // SAFETY: F_GETPIPE_SZ takes no pointer argument.
     cvt(unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) }).map(|n| n as i64)
@@ -52,18 +55,27 @@ pub fn pipe_size(fd: RawFd) -> Result<i64> {
 pub struct FileStat {
     /// The type bits (S_IFMT part of st_mode).
     pub kind: u32,
+    /// st_size.
     pub size: i64,
+    /// st_dev: with `ino`, the file's identity.
     pub dev: u64,
+    /// st_ino.
     pub ino: u64,
+    /// st_nlink: the link count.
     pub nlink: u64,
-    /// st_mode, st_uid, st_gid and st_mtime (ns): what NOTE_ATTRIB compares.
+    /// st_mode (with the owner and times below: what NOTE_ATTRIB compares).
     pub mode: u32,
+    /// st_uid.
     pub uid: u32,
+    /// st_gid.
     pub gid: u32,
+    /// st_mtime, in ns.
     pub mtime_ns: i64,
+    /// st_ctime, in ns.
     pub ctime_ns: i64,
 }
 
+/// fstat(2), as much of it as kqrs needs.
 pub fn fstat(fd: RawFd) -> Result<FileStat> {
     // SAFETY: stat is plain old data; all-zero is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -83,6 +95,7 @@ pub fn fstat(fd: RawFd) -> Result<FileStat> {
     })
 }
 
+/// The fd's file offset (lseek(fd, 0, SEEK_CUR)).
 pub fn current_offset(fd: RawFd) -> Result<i64> {
     // SAFETY: lseek takes no pointers.
     let r = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };

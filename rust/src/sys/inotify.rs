@@ -2,6 +2,7 @@
 
 use super::{cvt, track, RawFd, Result};
 
+/// A new non-blocking, close-on-exec inotify instance (tracked: closed in a fork child).
 pub fn inotify_init() -> Result<RawFd> {
     // SAFETY: plain syscall with flag arguments.
     cvt(unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) }).map(track)
@@ -29,6 +30,7 @@ pub fn inotify_watch_fd(ifd: RawFd, fd: RawFd, mask: u32) -> Result<i32> {
     cvt(unsafe { libc::inotify_add_watch(ifd, path.as_ptr().cast(), mask) })
 }
 
+/// Removes watch `wd` (unchecked: a watch already gone only yields EINVAL).
 pub fn inotify_rm_watch(ifd: RawFd, wd: i32) {
     // SAFETY: no pointers; a stale wd only yields EINVAL.
     unsafe {

@@ -68,6 +68,7 @@ impl From<Errno> for std::io::Error {
     }
 }
 
+/// What every syscall wrapper returns.
 pub type Result<T> = std::result::Result<T, Errno>;
 
 fn cvt(r: libc::c_int) -> Result<libc::c_int> {
@@ -86,4 +87,5 @@ fn cvt_long(r: libc::c_long) -> Result<libc::c_long> {
     }
 }
 
+/// An fd number.
 pub type RawFd = i32;

@@ -62,6 +62,7 @@ pub fn close_owned_in_child() {
     }
 }
 
+/// Closes an fd kqrs owns, forgetting it first (unchecked).
 pub fn close(fd: RawFd) {
     // Forget it first: a fork in between leaves the child one fd too many, never one closed that is not
     // ours.

@@ -2,6 +2,7 @@
 
 use super::{cvt, track, RawFd, Result};
 
+/// A new non-blocking, close-on-exec timerfd on CLOCK_REALTIME (`realtime`) or CLOCK_MONOTONIC (tracked).
 pub fn timerfd_create(realtime: bool) -> Result<RawFd> {
     let clock = if realtime { libc::CLOCK_REALTIME } else { libc::CLOCK_MONOTONIC };
     // SAFETY: plain syscall with flag arguments.
