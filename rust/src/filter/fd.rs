@@ -141,6 +141,22 @@ fn verify(st: &State, fd: RawFd) -> Result<bool> {
     }
 }
 
+/// The result of an EV_DELETE whose epoll DEL (or MOD) was the check that `fd` still names its file: when
+/// it failed, the fd was closed or names another file now, and its knotes went with the old file.
+fn checked_delete(st: &mut State, fd: RawFd, r: Result<()>) -> Result<()> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(Errno(libc::ENOENT)) | Err(Errno(libc::EPERM)) => {
+            st.purge_fd(fd);
+            Err(Errno(libc::ENOENT))
+        }
+        Err(err) => {
+            st.purge_fd(fd);
+            Err(err)
+        }
+    }
+}
+
 /// A READ or WRITE change. Changes to an existing knote first learn whether its fd still names the file it
 /// was made for, with the syscall the change makes anyway where there is one (BSD removes knotes at
 /// close(); kqrs finds out here): a closed fd gives EBADF, a reused number finds no knote (EV_ADD starts
@@ -167,31 +183,12 @@ pub(crate) fn change(st: &mut State, ch: &Kevent) -> Result<()> {
         // The fd's only knote: one DEL, which is also the check that the fd still names its file.
         let r = sys::epoll_del(st.ep, fd);
         st.unlink_fd_knote(slot, fd);
-        return match r {
-            Ok(()) => Ok(()),
-            Err(Errno(libc::ENOENT)) | Err(Errno(libc::EPERM)) => {
-                st.purge_fd(fd);
-                Err(Errno(libc::ENOENT))
-            }
-            Err(err) => {
-                st.purge_fd(fd);
-                Err(err)
-            }
-        };
+        return checked_delete(st, fd, r);
     }
     if ch.flags & EV_DELETE != 0 && e.reg == FdReg::Epoll && e.mask != 0 {
         // The DEL (or the MOD to what the other filter wants) is the check.
-        return match st.delete(slot) {
-            Ok(()) => Ok(()),
-            Err(Errno(libc::ENOENT)) | Err(Errno(libc::EPERM)) => {
-                st.purge_fd(fd);
-                Err(Errno(libc::ENOENT))
-            }
-            Err(err) => {
-                st.purge_fd(fd);
-                Err(err)
-            }
-        };
+        let r = st.delete(slot);
+        return checked_delete(st, fd, r);
     }
     match verify(st, fd) {
         Ok(true) => {}

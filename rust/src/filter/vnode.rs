@@ -116,6 +116,20 @@ fn validate(ch: &Kevent) -> Result<()> {
     Ok(())
 }
 
+/// A fresh knote state for the file `fd` (whose fstat is `f`) on watch `wd`: nothing pending.
+fn new_state(wd: i32, fd: RawFd, f: FileStat) -> Box<VnodeState> {
+    Box::new(VnodeState {
+        wd,
+        dev: f.dev,
+        ino: f.ino,
+        mnt: sys::fd_mount_id(fd).unwrap_or(0),
+        dir: f.kind == libc::S_IFDIR,
+        snap: f.into(),
+        pending: 0,
+        early: 0,
+    })
+}
+
 pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     validate(ch)?;
     let fd = i32::try_from(ch.ident).map_err(|_| Errno(libc::EBADF))?;
@@ -125,21 +139,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     }
     crate::source::ensure(st, false)?;
     let wd = inotify::watch(st, fd, events_for(ch.fflags) | libc::IN_MASK_ADD)?;
-    let slot = st.insert(Knote::from_change(
-        ch,
-        ch.flags & EV_STICKY,
-        ch.fflags,
-        Kind::Vnode(Box::new(VnodeState {
-            wd,
-            dev: f.dev,
-            ino: f.ino,
-            mnt: sys::fd_mount_id(fd).unwrap_or(0),
-            dir: f.kind == libc::S_IFDIR,
-            snap: f.into(),
-            pending: 0,
-            early: 0,
-        })),
-    ));
+    let slot = st.insert(Knote::from_change(ch, ch.flags & EV_STICKY, ch.fflags, Kind::Vnode(new_state(wd, fd, f))));
     inotify::share(st, wd, slot);
     if ch.fflags & NOTE_REVOKE != 0 {
         if let Err(e) = watch_mounts(st) {
@@ -180,16 +180,7 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
         inotify::share(st, new_wd, slot);
         st.unqueue(slot);
         if let Some(k) = st.knotes.get_mut(slot) {
-            k.kind = Kind::Vnode(Box::new(VnodeState {
-                wd: new_wd,
-                dev: f.dev,
-                ino: f.ino,
-                mnt: sys::fd_mount_id(fd).unwrap_or(0),
-                dir: f.kind == libc::S_IFDIR,
-                snap: f.into(),
-                pending: 0,
-                early: 0,
-            }));
+            k.kind = Kind::Vnode(new_state(new_wd, fd, f));
         }
     } else if old_wd >= 0 && opt_in_events(ch.fflags) & !opt_in_events(old_notes) != 0 {
         // It asks for opens, reads or closes it did not: the watch subscribes to them from now on (the fd
