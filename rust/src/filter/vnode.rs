@@ -520,7 +520,7 @@ pub(crate) struct RemovedDirs {
 
 /// A directory lost its subdirectory `name` (IN_DELETE|IN_ISDIR on watch `wd`): Linux tells nothing to
 /// the removed directory itself while it is open, so the directory knote whose directory had that path
-/// (its fd's path is then "<parent>/<name> (deleted)") gets its NOTE_DELETE here, after its parent's
+/// (its fd's path is then `"<parent>/<name> (deleted)"`) gets its NOTE_DELETE here, after its parent's
 /// NOTE_WRITE|NOTE_LINK as on FreeBSD. (Only when this kqueue watches the parent: otherwise nothing says
 /// it, a known gap.) The knotes are looked at once per batch, not once per removed directory.
 pub(crate) fn subdirectory_removed(st: &mut State, wd: i32, name: &[u8], removed: &mut RemovedDirs) {
