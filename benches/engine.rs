@@ -14,16 +14,14 @@ use std::time::{Duration, Instant};
 use kqrs::consts::*;
 use kqrs::{Kevent, Kqueue};
 
-// --------------------------------------------------------------------------------------------------
-// Raw syscalls for the baselines (the benchmark is not part of the crate, so its unsafe lives here).
-// --------------------------------------------------------------------------------------------------
+#[path = "../rust/tests/util/mod.rs"]
+mod util;
+use util::{check, close, fionread, raise_nofile, raw_socketpair, read, write};
 
-fn check(r: i32, what: &str) -> i32 {
-    if r < 0 {
-        panic!("{what}: {}", std::io::Error::last_os_error());
-    }
-    r
-}
+// --------------------------------------------------------------------------------------------------
+// Raw syscalls for the baselines (the benchmark is not part of the crate, so its unsafe lives here; the
+// fd helpers it shares with the tests are in rust/tests/util).
+// --------------------------------------------------------------------------------------------------
 
 fn epoll_create() -> i32 {
     // SAFETY: epoll_create1 takes no pointers; the fd it returns is ours to close.
@@ -48,49 +46,17 @@ fn eventfd() -> i32 {
 }
 
 fn eventfd_write(fd: i32) {
-    let one = 1u64.to_ne_bytes();
-    // SAFETY: `one` is 8 readable bytes that live across the call.
-    unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
+    write(&fd, &1u64.to_ne_bytes());
 }
 
 fn eventfd_read(fd: i32) -> u64 {
     let mut b = [0u8; 8];
-    // SAFETY: `b` is 8 writable bytes, exclusively borrowed for the call.
-    unsafe { libc::read(fd, b.as_mut_ptr().cast(), 8) };
+    read(&fd, &mut b);
     u64::from_ne_bytes(b)
 }
 
-fn fionread(fd: i32) -> i32 {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int through the pointer, which points at `n`.
-    unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
-    n
-}
-
 fn socketpair() -> (i32, i32) {
-    let mut sv = [0i32; 2];
-    check(
-        // SAFETY: socketpair writes two ints into `sv`, which has room for exactly two.
-        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) },
-        "socketpair",
-    );
-    (sv[0], sv[1])
-}
-
-fn close(fd: i32) {
-    // SAFETY: every fd closed here was opened by this bench and is not used after.
-    unsafe { libc::close(fd) };
-}
-
-fn raise_nofile() {
-    // SAFETY: getrlimit/setrlimit read and write one rlimit struct, `rl`, valid across both calls.
-    unsafe {
-        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
-            rl.rlim_cur = rl.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-        }
-    }
+    raw_socketpair(0)
 }
 
 // --------------------------------------------------------------------------------------------------
@@ -202,10 +168,8 @@ fn empty(c: &Cfg, rows: &mut Vec<Row>) {
 fn one_ready(c: &Cfg, rows: &mut Vec<Row>) {
     let (a, b) = socketpair();
     let (a2, b2) = socketpair();
-    // SAFETY: writes one byte from a static byte string to a socket this bench opened.
-    assert_eq!(unsafe { libc::write(b, b"x".as_ptr().cast(), 1) }, 1);
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::write(b2, b"x".as_ptr().cast(), 1) }, 1);
+    assert_eq!(write(&b, b"x"), 1);
+    assert_eq!(write(&b2, b"x"), 1);
     let kq = Kqueue::new().unwrap();
     kq.kevent(&[Kevent::new(a as usize, EVFILT_READ, EV_ADD, 0, 0, 0)], &mut [], None).unwrap();
     let mut out = [Kevent::default(); 1];
@@ -236,7 +200,7 @@ fn one_ready(c: &Cfg, rows: &mut Vec<Row>) {
         timed(c.iters, || {
             let n = epoll_wait(ep, &mut buf, 0);
             assert_eq!(n, 1);
-            assert_eq!(fionread(buf[0].u64 as i32), 1);
+            assert_eq!(fionread(&(buf[0].u64 as i32)), 1);
         })
     });
     rows.push(Row {
@@ -398,7 +362,11 @@ fn main() {
     let mut c = if smoke {
         Cfg { rounds: 4, iters: 10, batch: 100 }
     } else {
-        Cfg { rounds: 400, iters: 500, batch: std::env::var("KQRS_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(1000) }
+        Cfg {
+            rounds: 400,
+            iters: 500,
+            batch: std::env::var("KQRS_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(1000),
+        }
     };
     let mut groups = Vec::new();
     let mut it = args.iter();

@@ -136,13 +136,21 @@ fn room(kq: &Kqueue, nevents: usize, nchanges: usize) -> usize {
 }
 
 /// Turns an engine step into a C step, writing the events when the call is over.
-fn finish(fd: i32, kq: &Kqueue, r: sys::Result<Step>, out: &mut [Kevent], eventlist: usize, nevents: usize, wait: Wait) -> CStep {
+fn finish(
+    fd: i32,
+    kq: &Kqueue,
+    r: sys::Result<Step>,
+    out: &mut [Kevent],
+    eventlist: usize,
+    nevents: usize,
+    wait: Wait,
+) -> CStep {
     match r {
         Ok(Step::Done(n)) => done(sys::user_kevents_out(eventlist, nevents, &out[..n]).map(|()| n)),
         // A wait longer than CLOSE_CHECK_MS goes in slices, each ending with a check that `fd` is still this
         // kqueue: close(2) of it by another thread tells nobody, and a waiter must not sleep on forever.
         Ok(Step::Wait(ep, ms)) => {
-            let ms = if ms < 0 || ms > CLOSE_CHECK_MS { CLOSE_CHECK_MS } else { ms };
+            let ms = if (0..=CLOSE_CHECK_MS).contains(&ms) { ms } else { CLOSE_CHECK_MS };
             CStep::Wait { ep, ms, id: kq.id(), wait }
         }
         Err(e) => {
@@ -163,7 +171,14 @@ fn entry_of(fd: i32) -> Option<(Arc<Kqueue>, RawFd)> {
 }
 
 /// The first step of kevent(): checks the arguments, applies the changes, polls.
-pub(crate) fn begin(fd: i32, changelist: usize, nchanges: i32, eventlist: usize, nevents: i32, timeout: usize) -> CStep {
+pub(crate) fn begin(
+    fd: i32,
+    changelist: usize,
+    nchanges: i32,
+    eventlist: usize,
+    nevents: i32,
+    timeout: usize,
+) -> CStep {
     if nchanges < 0 || nevents < 0 {
         return done(Err(Errno(libc::EINVAL)));
     }

@@ -125,7 +125,10 @@ mod tests {
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let weak: Weak<dyn Counted> = Arc::downgrade(&count) as _;
         register(efd, weak);
-        let adds = [Kevent::new(efd as usize, EVFILT_READ, EV_ADD, 0, 0, 0), Kevent::new(plain as usize, EVFILT_READ, EV_ADD, 0, 0, 0)];
+        let adds = [
+            Kevent::new(efd as usize, EVFILT_READ, EV_ADD, 0, 0, 0),
+            Kevent::new(plain as usize, EVFILT_READ, EV_ADD, 0, 0, 0),
+        ];
         assert_eq!(kq.kevent(&adds, &mut [], None), Ok(0));
         assert_eq!(read_data(&kq), Vec::<isize>::new());
         count.0.store(5, Ordering::Relaxed);

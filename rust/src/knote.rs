@@ -213,7 +213,8 @@ pub(crate) struct Index {
 
 #[inline]
 fn home(ident: usize, filter: i16, mask: usize) -> usize {
-    let mut h = (ident as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (filter as u16 as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    let mut h =
+        (ident as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (filter as u16 as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
     h ^= h >> 31;
     (h.wrapping_mul(0x94D0_49BB_1331_11EB) >> 32) as usize & mask
 }
@@ -363,8 +364,7 @@ pub(crate) struct FdEntry {
 }
 
 impl FdEntry {
-    pub const EMPTY: FdEntry =
-        FdEntry {
+    pub const EMPTY: FdEntry = FdEntry {
         read: 0,
         write: 0,
         mask: 0,

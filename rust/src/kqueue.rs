@@ -8,20 +8,14 @@ use std::time::Duration;
 use crate::consts::*;
 use crate::hazard;
 use crate::kevent::Kevent;
-use crate::knote::{ActiveQueue, FdEntry, FdReg, IdMap, Index, Kind, Knote, Slab};
+use crate::knote::{ActiveQueue, FdEntry, FdReg, Index, Knote, Slab};
 use crate::source::{self, Source, TOKEN_KICK, TOKEN_RT, TOKEN_SOURCE};
 use crate::sys::{self, Errno, RawFd, Result};
 
-/// epoll token of the kqueue's inotify instance.
-pub(crate) const TOKEN_INOTIFY: u64 = u64::MAX - 1;
+// Tokens u64::MAX - 1, - 3, - 4 and - 5 are the filters' (filter/mod.rs), - 6 and - 7 and u64::MAX the timer
+// source's (source.rs).
 /// epoll token of the eventfd that wakes threads still waiting on a retired inner epoll.
 pub(crate) const TOKEN_RETIRED: u64 = u64::MAX - 2;
-/// epoll token of the kqueue's process-connector socket.
-pub(crate) const TOKEN_CONNECTOR: u64 = u64::MAX - 3;
-/// epoll token of the process-wide signal eventfd.
-pub(crate) const TOKEN_SIGNAL: u64 = u64::MAX - 4;
-/// epoll token of /proc/self/mountinfo (NOTE_REVOKE: a watched file's filesystem was unmounted).
-pub(crate) const TOKEN_MOUNTS: u64 = u64::MAX - 5;
 /// epoll token of the process's dead fd, registered by close() to wake every waiter.
 pub(crate) const TOKEN_DEAD: u64 = u64::MAX - 8;
 /// epoll token of the inner epoll in the kqueue fd (once degraded, see `State::rebuild`).
@@ -43,7 +37,7 @@ extern "C" fn on_fork_child() {
     FORK_GEN.fetch_add(1, Ordering::SeqCst);
     sys::close_owned_in_child();
     sys::dead_reset_in_child();
-    sys::signals_reset_in_child();
+    crate::filter::in_fork_child();
 }
 
 /// The fork generation of this process: bumped in every child after fork().
@@ -103,18 +97,9 @@ pub(crate) struct State {
     /// Set while applying changes whose caller collects right after: a trigger then need not kick for
     /// itself (the collect drains the active queue anyway); leftovers get the kick after the drain.
     pub defer_kick: bool,
-    pub inotify: RawFd,
-    /// The process-connector socket, opened by the first knote that needs NOTE_FORK/EXEC/TRACK.
-    pub connector: RawFd,
-    /// Its receive buffer, kept between wake-ups.
-    pub connector_buf: Vec<u8>,
-    /// The process-wide signal eventfd is registered in this kqueue's epoll.
-    pub sig_wake_registered: bool,
-    /// Fds known to be other kqrs kqueues, with their ids (`FdKind::Kqueue`): a READ knote's data is theirs.
-    pub nested: Vec<(RawFd, u64)>,
-    /// /proc/self/mountinfo, opened by the first vnode knote that asks for NOTE_REVOKE.
-    pub mounts: RawFd,
-    pub wds: IdMap<i32, Vec<u32>>,
+    /// What the filters keep beside their knotes (their kernel objects: inotify, the process connector,
+    /// ...), theirs to open, report, re-register and close (filter/mod.rs).
+    pub filters: crate::filter::FilterState,
     pub stats: Stats,
     /// Number of the current collect call; a knote whose `seen` equals it was reported in this call.
     pub seq: u32,
@@ -335,7 +320,13 @@ impl Kqueue {
     }
 
     /// Harvests what the caller's wait got (`prefetched`), then polls; see `begin_step`.
-    pub fn resume_step(&self, events: &mut [Kevent], wait: Wait, prefetched: &[sys::EpollEvent], alias: RawFd) -> Result<Step> {
+    pub fn resume_step(
+        &self,
+        events: &mut [Kevent],
+        wait: Wait,
+        prefetched: &[sys::EpollEvent],
+        alias: RawFd,
+    ) -> Result<Step> {
         let n = {
             let _g = hazard::enter(self.id, &self.slotless);
             if self.is_closed() {
@@ -564,11 +555,8 @@ impl Kqueue {
                 Wait::Until(d) => Some(d.saturating_sub(sys::clock_ns(false))),
             };
             let ep = self.wait_ep.load(Ordering::Acquire);
-            let (r, batch_max) = if pre.is_empty() {
-                (buf.wait(ep, want, timeout), want)
-            } else {
-                (Ok(pre.len()), want.min(16))
-            };
+            let (r, batch_max) =
+                if pre.is_empty() { (buf.wait(ep, want, timeout), want) } else { (Ok(pre.len()), want.min(16)) };
             let repoll = std::mem::take(&mut once_more);
             let n = match r {
                 Ok(n) => n,
@@ -815,13 +803,7 @@ impl State {
             queued_live: 0,
             active_hint: Arc::new(AtomicBool::new(false)),
             defer_kick: false,
-            inotify: -1,
-            connector: -1,
-            connector_buf: Vec::new(),
-            sig_wake_registered: false,
-            nested: Vec::new(),
-            mounts: -1,
-            wds: IdMap::default(),
+            filters: crate::filter::FilterState::new(),
             stats: Stats::default(),
             seq: 1,
         }
@@ -858,13 +840,7 @@ impl State {
     }
 
     fn close_all(&mut self) {
-        for (_, k) in self.knotes.iter_slots() {
-            match &k.kind {
-                Kind::Proc(p) if p.pidfd >= 0 => sys::close(p.pidfd),
-                Kind::Signal { sig, .. } => sys::signal_unref(*sig),
-                _ => {}
-            }
-        }
+        crate::filter::close_all(self);
         self.knotes = Slab::default();
         self.fdtab = Vec::new();
         self.index.clear();
@@ -873,14 +849,7 @@ impl State {
         self.rt_timers.clear();
         self.queued_live = 0;
         self.active_hint.store(false, Ordering::Release);
-        self.wds.clear();
         self.src.close();
-        for fd in [&mut self.inotify, &mut self.connector, &mut self.mounts] {
-            if *fd >= 0 {
-                sys::close(*fd);
-                *fd = -1;
-            }
-        }
         for (ep, w) in self.retired.drain(..) {
             sys::close(w);
             sys::close(ep);
@@ -1083,9 +1052,7 @@ impl State {
             match tok {
                 TOKEN_KICK | TOKEN_RETIRED | TOKEN_DEAD | TOKEN_INNER => {}
                 TOKEN_SOURCE | TOKEN_RT => source::ready(self, tok),
-                TOKEN_INOTIFY | TOKEN_CONNECTOR | TOKEN_SIGNAL | TOKEN_MOUNTS => {
-                    crate::filter::shared_ready(self, tok)
-                }
+                t if crate::filter::owns_token(t) => crate::filter::token_ready(self, t),
                 t => {
                     let slot = t as u32;
                     let gen = ((t >> 32) & 0x7fff_ffff) as u32;

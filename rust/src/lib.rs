@@ -13,7 +13,7 @@ mod knote;
 mod kqueue;
 pub mod registry;
 mod source;
-pub mod sys;
+pub(crate) mod sys;
 
 #[cfg(feature = "python")]
 mod python;

@@ -49,8 +49,15 @@ impl Kick {
 }
 
 impl Source {
-    pub const NONE: Source =
-        Source { mono: -1, mono_armed: u64::MAX, rt: -1, rt_armed: u64::MAX, kick_efd: -1, kicked: false, kick_soon: false };
+    pub const NONE: Source = Source {
+        mono: -1,
+        mono_armed: u64::MAX,
+        rt: -1,
+        rt_armed: u64::MAX,
+        kick_efd: -1,
+        kicked: false,
+        kick_soon: false,
+    };
 
     /// The kick a lock holder asked for, to fire after unlocking.
     pub fn take_kick(&mut self) -> Option<Kick> {

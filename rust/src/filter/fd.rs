@@ -2,9 +2,10 @@
 //! files and directories (which epoll refuses) are watched through the kqueue's inotify instance.
 
 use crate::consts::*;
+use crate::filter::inotify;
 use crate::kevent::Kevent;
 use crate::knote::{FdEntry, FdKind, FdReg, FileState, Kind, Knote};
-use crate::kqueue::{token, State, TOKEN_INOTIFY};
+use crate::kqueue::{token, State};
 use crate::sys::{self, Errno, RawFd, Result, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP};
 
 const READ_BITS: u32 = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
@@ -140,6 +141,22 @@ fn verify(st: &State, fd: RawFd) -> Result<bool> {
     }
 }
 
+/// The result of an EV_DELETE whose epoll DEL (or MOD) was the check that `fd` still names its file: when
+/// it failed, the fd was closed or names another file now, and its knotes went with the old file.
+fn checked_delete(st: &mut State, fd: RawFd, r: Result<()>) -> Result<()> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(Errno(libc::ENOENT)) | Err(Errno(libc::EPERM)) => {
+            st.purge_fd(fd);
+            Err(Errno(libc::ENOENT))
+        }
+        Err(err) => {
+            st.purge_fd(fd);
+            Err(err)
+        }
+    }
+}
+
 /// A READ or WRITE change. Changes to an existing knote first learn whether its fd still names the file it
 /// was made for, with the syscall the change makes anyway where there is one (BSD removes knotes at
 /// close(); kqrs finds out here): a closed fd gives EBADF, a reused number finds no knote (EV_ADD starts
@@ -166,31 +183,12 @@ pub(crate) fn change(st: &mut State, ch: &Kevent) -> Result<()> {
         // The fd's only knote: one DEL, which is also the check that the fd still names its file.
         let r = sys::epoll_del(st.ep, fd);
         st.unlink_fd_knote(slot, fd);
-        return match r {
-            Ok(()) => Ok(()),
-            Err(Errno(libc::ENOENT)) | Err(Errno(libc::EPERM)) => {
-                st.purge_fd(fd);
-                Err(Errno(libc::ENOENT))
-            }
-            Err(err) => {
-                st.purge_fd(fd);
-                Err(err)
-            }
-        };
+        return checked_delete(st, fd, r);
     }
     if ch.flags & EV_DELETE != 0 && e.reg == FdReg::Epoll && e.mask != 0 {
         // The DEL (or the MOD to what the other filter wants) is the check.
-        return match st.delete(slot) {
-            Ok(()) => Ok(()),
-            Err(Errno(libc::ENOENT)) | Err(Errno(libc::EPERM)) => {
-                st.purge_fd(fd);
-                Err(Errno(libc::ENOENT))
-            }
-            Err(err) => {
-                st.purge_fd(fd);
-                Err(err)
-            }
-        };
+        let r = st.delete(slot);
+        return checked_delete(st, fd, r);
     }
     match verify(st, fd) {
         Ok(true) => {}
@@ -358,19 +356,6 @@ fn unlink(st: &mut State, slot: u32) {
     }
 }
 
-pub(crate) fn ensure_inotify(st: &mut State) -> Result<RawFd> {
-    if st.inotify >= 0 {
-        return Ok(st.inotify);
-    }
-    let ifd = sys::inotify_init()?;
-    if let Err(e) = sys::epoll_add(st.ep, ifd, EPOLLIN, TOKEN_INOTIFY) {
-        sys::close(ifd);
-        return Err(e);
-    }
-    st.inotify = ifd;
-    Ok(ifd)
-}
-
 /// Moves every knote of `fd` to the file path (epoll refused the fd with EPERM).
 fn to_file_path(st: &mut State, fd: RawFd) -> Result<()> {
     let e = entry_mut(st, fd);
@@ -396,10 +381,9 @@ fn file_attach(st: &mut State, slot: u32, fd: RawFd) -> Result<()> {
     let regular = f.kind == libc::S_IFREG || f.kind == libc::S_IFDIR;
     let mut wd = -1;
     if regular {
-        let ifd = ensure_inotify(st)?;
         // IN_MASK_ADD: the watch is per inode and shared with EVFILT_VNODE knotes on the same file.
-        wd = sys::inotify_watch_fd(ifd, fd, libc::IN_MODIFY | libc::IN_MASK_ADD)?;
-        st.wds.entry(wd).or_default().push(slot);
+        wd = inotify::watch(st, fd, libc::IN_MODIFY | libc::IN_MASK_ADD)?;
+        inotify::share(st, wd, slot);
     }
     if let Some(k) = st.knotes.get_mut(slot) {
         k.kind = Kind::File(Box::new(FileState { wd, regular, dev: f.dev, ino: f.ino }));
@@ -449,7 +433,7 @@ pub(crate) fn detach(st: &mut State, k: &Knote) -> Result<()> {
     let fd = k.ident as RawFd;
     match &k.kind {
         Kind::File(fs) => {
-            unwatch(st, fs.wd);
+            inotify::unwatch(st, fs.wd);
             let e = entry_mut(st, fd);
             if e.is_empty() {
                 let gen = e.gen;
@@ -514,8 +498,8 @@ fn fd_kind(st: &mut State, fd: RawFd) -> Result<FdKind> {
         // Another kqueue of this process? (Its epoll refuses removing an fd it does not hold: ENOENT.)
         let nested = sys::dead_fd().ok().filter(|&d| sys::is_epoll(fd, d)).and_then(|_| crate::registry::find_file(fd));
         if let Some(k) = nested {
-            st.nested.retain(|&(f, _)| f != fd);
-            st.nested.push((fd, k.id()));
+            st.filters.nested.retain(|&(f, _)| f != fd);
+            st.filters.nested.push((fd, k.id()));
             kind = FdKind::Kqueue;
         }
     }
@@ -533,7 +517,7 @@ fn read_data(st: &mut State, fd: RawFd, kind: FdKind) -> Result<Option<isize>> {
     if kind == FdKind::Kqueue {
         // FreeBSD's filt_kqueue: the events the watched kqueue holds. Its lock is taken inside this one's:
         // nesting has no cycles (epoll refuses them), so neither does the lock order.
-        let id = st.nested.iter().find(|&&(f, _)| f == fd).map(|&(_, id)| id);
+        let id = st.filters.nested.iter().find(|&&(f, _)| f == fd).map(|&(_, id)| id);
         return Ok(id.and_then(crate::registry::by_id).map(|k| k.pending_count() as isize));
     }
     if kind == FdKind::Listener {
@@ -781,114 +765,8 @@ pub(crate) fn file_ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mut 
     }
 }
 
-/// Drops a knote's share of inotify watch `wd`; the watch goes with the last knote using it.
-pub(crate) fn unwatch(st: &mut State, wd: i32) {
-    if wd < 0 {
-        return;
-    }
-    if let Some(v) = st.wds.get_mut(&wd) {
-        v.retain(|&s| st.knotes.get(s).is_some());
-        if v.is_empty() {
-            st.wds.remove(&wd);
-            if st.inotify >= 0 {
-                sys::inotify_rm_watch(st.inotify, wd);
-            }
-        }
-    }
-}
-
-/// The kqueue's inotify instance is readable: re-check the files it names.
-///
-/// Events are applied in the order inotify reports them, which is FreeBSD's order of notes across knotes
-/// (each knote is queued when its first note comes), except where one operation reports its files in
-/// another order than FreeBSD posts them: see `vnode::deleted_before`. The two halves of a rename are
-/// paired by their cookie: a half with no partner on the same watch crossed directories
-/// (`vnode::MOVED_ACROSS`).
-pub(crate) fn inotify_ready(st: &mut State) {
-    use crate::filter::vnode;
-    if st.inotify < 0 {
-        return;
-    }
-    const ENTRY: u32 = libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO;
-    const REPORTED: u32 =
-        libc::IN_ALL_EVENTS | libc::IN_ISDIR | libc::IN_UNMOUNT | libc::IN_Q_OVERFLOW | libc::IN_IGNORED;
-    let mut buf = [0u8; 4096];
-    // (wd, mask, cookie, the entry's name for a removed entry)
-    let mut hits: Vec<(i32, u32, u32, Vec<u8>)> = Vec::new();
-    sys::inotify_drain(st.inotify, &mut buf, |wd, mask, cookie, name| {
-        // About an entry of a watched directory: only adding, removing or renaming entries concerns the
-        // directory itself (a file in it being written, chmod-ed, opened or read does not).
-        let mask = if name.is_empty() { mask & REPORTED } else { mask & (ENTRY | libc::IN_ISDIR) };
-        if mask & !libc::IN_ISDIR != 0 {
-            let name = if mask & libc::IN_DELETE != 0 { name.to_vec() } else { Vec::new() };
-            hits.push((wd, mask, cookie, name));
-        }
-    });
-    const MOVED: u32 = libc::IN_MOVED_FROM | libc::IN_MOVED_TO;
-    if hits.iter().any(|h| h.1 & MOVED != 0) {
-        // Which halves each (watch, cookie) has: a rename within a directory has both on its watch.
-        let mut halves: std::collections::HashMap<(i32, u32), u32> = std::collections::HashMap::new();
-        for h in hits.iter().filter(|h| h.1 & MOVED != 0) {
-            *halves.entry((h.0, h.2)).or_default() |= h.1 & MOVED;
-        }
-        for h in hits.iter_mut().filter(|h| h.1 & MOVED != 0) {
-            if halves.get(&(h.0, h.2)).copied().unwrap_or(0) != MOVED {
-                h.1 |= vnode::MOVED_ACROSS;
-            }
-        }
-    }
-    let mut removed = vnode::RemovedDirs::default();
-    let mut i = 0;
-    while i < hits.len() {
-        let swap = match hits.get(i + 1) {
-            Some(next) => vnode::deleted_before(st, (hits[i].0, hits[i].1), (next.0, next.1, &next.3)),
-            None => false,
-        };
-        if swap {
-            hits.swap(i, i + 1);
-            apply_inotify(st, &hits[i], &mut removed);
-            i += 1; // the moved entry is applied next, never moved again
-        }
-        apply_inotify(st, &hits[i], &mut removed);
-        i += 1;
-    }
-}
-
-/// One gathered inotify event, (wd, mask, cookie, name) (wd -1: the queue overflowed).
-fn apply_inotify(st: &mut State, hit: &(i32, u32, u32, Vec<u8>), removed: &mut crate::filter::vnode::RemovedDirs) {
-    use crate::filter::vnode;
-    let (wd, mask) = (hit.0, hit.1);
-    if wd == -1 {
-        // Queue overflow: look at every file and vnode knote.
-        let all: Vec<u32> = st.wds.values().flatten().copied().collect();
-        for s in all {
-            if let Some(Knote { kind: Kind::Vnode(_), .. }) = st.knotes.get(s) {
-                vnode::inotify_event(st, s, libc::IN_Q_OVERFLOW);
-            } else {
-                st.enqueue(s);
-            }
-        }
-        return;
-    }
-    let slots = st.wds.get(&wd).cloned().unwrap_or_default();
-    for &s in &slots {
-        if let Some(Knote { kind: Kind::Vnode(_), .. }) = st.knotes.get(s) {
-            vnode::inotify_event(st, s, mask);
-        } else if mask & !(vnode::OPT_IN_EVENTS | libc::IN_ISDIR) != 0 {
-            st.enqueue(s); // (an open, read or close some vnode knote asked for is nothing to READ)
-        }
-    }
-    if mask & libc::IN_DELETE != 0 && mask & libc::IN_ISDIR != 0 {
-        vnode::subdirectory_removed(st, wd, &hit.3, removed);
-    }
-    if mask & libc::IN_IGNORED != 0 {
-        st.wds.remove(&wd);
-        for &s in &slots {
-            match st.knotes.get_mut(s).map(|k| &mut k.kind) {
-                Some(Kind::File(fs)) => fs.wd = -1,
-                Some(Kind::Vnode(v)) => v.wd = -1,
-                _ => {}
-            }
-        }
-    }
+/// Something changed the regular file or directory of READ/WRITE knote `slot` (inotify.rs tells): its
+/// readiness is looked at again when the active queue is drained.
+pub(crate) fn file_changed(st: &mut State, slot: u32) {
+    st.enqueue(slot);
 }

@@ -1,7 +1,11 @@
-//! One module per filter; this file dispatches the knote life cycle to them, and the kqueue's shared kernel
-//! objects (inotify, the process connector, the signal eventfd, the mount table) to their owners.
+//! One module per filter; this file dispatches the knote life cycle to them, and the kernel objects the
+//! filters keep per kqueue (inotify, the process connector, the signal fds, the mount table) to their
+//! owners: an epoll report for one (`owns_token` / `token_ready`), its registration when the epoll is
+//! rebuilt (`registrations`), its closing when the kqueue closes (`close_all`). kqueue.rs names none of
+//! them: it holds them as one `FilterState`.
 
 pub(crate) mod fd;
+pub(crate) mod inotify;
 pub(crate) mod libkqueue;
 pub(crate) mod proc;
 pub(crate) mod signal;
@@ -12,8 +16,47 @@ pub(crate) mod vnode;
 use crate::consts::*;
 use crate::kevent::Kevent;
 use crate::knote::{Kind, Knote};
-use crate::kqueue::{State, TOKEN_CONNECTOR, TOKEN_INOTIFY, TOKEN_MOUNTS, TOKEN_SIGNAL};
-use crate::sys::{self, Errno, RawFd, Result};
+use crate::kqueue::State;
+use crate::sys::{Errno, RawFd, Result};
+
+/// epoll token of the kqueue's inotify instance (inotify.rs).
+pub(crate) const TOKEN_INOTIFY: u64 = u64::MAX - 1;
+/// epoll token of the kqueue's process-connector socket (proc.rs).
+pub(crate) const TOKEN_CONNECTOR: u64 = u64::MAX - 3;
+/// epoll token of the process-wide signal eventfd and pending-signal signalfd (signal.rs).
+pub(crate) const TOKEN_SIGNAL: u64 = u64::MAX - 4;
+/// epoll token of /proc/self/mountinfo (vnode.rs, NOTE_REVOKE: a watched file's filesystem was unmounted).
+pub(crate) const TOKEN_MOUNTS: u64 = u64::MAX - 5;
+
+/// What the filters keep per kqueue beside their knotes; each field belongs to one filter module, which
+/// opens it for the first knote that needs it. kqueue.rs only holds it and hands it back through the hooks
+/// below.
+pub(crate) struct FilterState {
+    /// The inotify instance and its watches (inotify.rs, shared by fd.rs and vnode.rs).
+    pub inotify: inotify::Inotify,
+    /// The process-connector socket (proc.rs: NOTE_FORK, NOTE_EXEC, NOTE_TRACK).
+    pub connector: proc::Connector,
+    /// /proc/self/mountinfo (vnode.rs: NOTE_REVOKE), -1 until a knote asks for it.
+    pub mounts: RawFd,
+    /// The process-wide signal fds are registered in this kqueue's epoll (signal.rs).
+    pub signal_wake: bool,
+    /// Fds known to be other kqrs kqueues, with their ids (fd.rs, `FdKind::Kqueue`): a READ knote's data is
+    /// theirs.
+    pub nested: Vec<(RawFd, u64)>,
+}
+
+impl FilterState {
+    /// Nothing opened yet.
+    pub(crate) fn new() -> FilterState {
+        FilterState {
+            inotify: inotify::Inotify::new(),
+            connector: proc::Connector::new(),
+            mounts: -1,
+            signal_wake: false,
+            nested: Vec::new(),
+        }
+    }
+}
 
 /// Filters this build implements. Known BSD filters that are not built yet fail with EOPNOTSUPP; unknown
 /// filter ids with EINVAL (as BSD). Nothing is accepted and ignored.
@@ -123,10 +166,16 @@ pub(crate) fn knote_ready(st: &mut State, slot: u32, revents: u32, _out: &mut [K
     }
 }
 
-/// One of the kqueue's shared kernel objects is ready: its owner looks at what it says.
-pub(crate) fn shared_ready(st: &mut State, token: u64) {
+/// Whether an epoll token names one of the filters' kernel objects (see `token_ready`).
+#[inline]
+pub(crate) fn owns_token(token: u64) -> bool {
+    matches!(token, TOKEN_INOTIFY | TOKEN_CONNECTOR | TOKEN_SIGNAL | TOKEN_MOUNTS)
+}
+
+/// One of the filters' kernel objects is ready: its owner looks at what it says.
+pub(crate) fn token_ready(st: &mut State, token: u64) {
     match token {
-        TOKEN_INOTIFY => fd::inotify_ready(st),
+        TOKEN_INOTIFY => inotify::ready(st),
         TOKEN_CONNECTOR => proc::connector_ready(st),
         TOKEN_SIGNAL => signal::wake(st),
         TOKEN_MOUNTS => vnode::mounts_changed(st),
@@ -135,28 +184,36 @@ pub(crate) fn shared_ready(st: &mut State, token: u64) {
 }
 
 /// The filters' registrations in the kqueue's epoll other than READ/WRITE fds, as (fd, events, token):
-/// shared objects, then pidfds (for a rebuild of the epoll).
+/// their kernel objects, then pidfds (to re-register after a rebuild of the epoll).
 pub(crate) fn registrations(st: &State) -> Vec<(RawFd, u32, u64)> {
     let mut v = Vec::new();
-    if st.inotify >= 0 {
-        v.push((st.inotify, sys::EPOLLIN, TOKEN_INOTIFY));
-    }
-    if st.connector >= 0 {
-        v.push((st.connector, sys::EPOLLIN, TOKEN_CONNECTOR));
-    }
-    if st.mounts >= 0 {
-        v.push((st.mounts, sys::EPOLLPRI | sys::EPOLLERR, TOKEN_MOUNTS));
-    }
-    if st.sig_wake_registered {
-        if let Ok(fd) = sys::signal_wake_fd() {
-            v.push((fd, sys::EPOLLIN | sys::EPOLLET, TOKEN_SIGNAL));
-        }
-        if let Some(fd) = sys::signal_pending_fd() {
-            v.push((fd, sys::EPOLLIN | sys::EPOLLET, TOKEN_SIGNAL));
-        }
-    }
+    v.extend(inotify::registration(st));
+    v.extend(proc::connector_registration(st));
+    v.extend(vnode::registration(st));
+    signal::registrations(st, &mut v);
     v.extend(proc::registrations(st));
     v
+}
+
+/// Teardown (the kqueue is closing, its knotes are about to be dropped): each filter releases what its
+/// knotes hold (pidfds, signal handlers) and closes its kernel objects.
+pub(crate) fn close_all(st: &mut State) {
+    for (_, k) in st.knotes.iter_slots() {
+        match &k.kind {
+            Kind::Proc(_) => proc::close_knote(k),
+            Kind::Signal { .. } => signal::detach(k),
+            _ => {}
+        }
+    }
+    inotify::close(st);
+    proc::close(st);
+    vnode::close(st);
+}
+
+/// In a fork child (async-signal-safe: atomics and async-signal-safe calls only): the filters' process-wide
+/// state is reset; the child has no knotes.
+pub(crate) fn in_fork_child() {
+    signal::in_fork_child();
 }
 
 /// A knote taken off the active queue.

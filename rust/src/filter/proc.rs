@@ -7,9 +7,10 @@
 //! netlink socket per kqueue that needs it, registered in the kqueue's epoll like everything else.
 
 use crate::consts::*;
+use crate::filter::TOKEN_CONNECTOR;
 use crate::kevent::Kevent;
 use crate::knote::{Kind, Knote, ProcState};
-use crate::kqueue::{token, State, TAG_KNOTE, TOKEN_CONNECTOR};
+use crate::kqueue::{token, State, TAG_KNOTE};
 use crate::sys::{self, Errno, ProcEvent, RawFd, Result};
 
 /// fflags a change may ask for.
@@ -25,9 +26,22 @@ fn validate(ch: &Kevent) -> Result<()> {
     Ok(())
 }
 
+/// A kqueue's process-connector socket (fd -1 until a knote needs NOTE_FORK, NOTE_EXEC or NOTE_TRACK) and
+/// its receive buffer, kept between wake-ups.
+pub(crate) struct Connector {
+    pub fd: RawFd,
+    pub buf: Vec<u8>,
+}
+
+impl Connector {
+    pub(crate) fn new() -> Connector {
+        Connector { fd: -1, buf: Vec::new() }
+    }
+}
+
 /// Opens the kqueue's process-connector socket if it has none yet.
 fn ensure_connector(st: &mut State) -> Result<()> {
-    if st.connector >= 0 {
+    if st.filters.connector.fd >= 0 {
         return Ok(());
     }
     let fd = sys::connector_open().map_err(|e| match e.0 {
@@ -41,7 +55,7 @@ fn ensure_connector(st: &mut State) -> Result<()> {
         sys::close(fd);
         return Err(e);
     }
-    st.connector = fd;
+    st.filters.connector.fd = fd;
     Ok(())
 }
 
@@ -97,7 +111,12 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
 }
 
 fn attach_with(st: &mut State, ch: &Kevent, pidfd: RawFd, pid: i32) -> Result<u32> {
-    let slot = st.insert(Knote::from_change(ch, (ch.flags & EV_STICKY) | EV_CLEAR, ch.fflags, Kind::Proc(Box::new(ProcState { pidfd, pid, pending: 0, data: 0, exit: None, registered: false }))));
+    let slot = st.insert(Knote::from_change(
+        ch,
+        (ch.flags & EV_STICKY) | EV_CLEAR,
+        ch.fflags,
+        Kind::Proc(Box::new(ProcState { pidfd, pid, pending: 0, data: 0, exit: None, registered: false })),
+    ));
     if let Err(e) = register(st, slot) {
         st.knotes.remove(slot);
         st.index.remove(ch.ident, ch.filter, slot, &st.knotes);
@@ -286,14 +305,14 @@ fn note(st: &mut State, pid: i32, bits: u32, data: Option<isize>) {
 
 /// The connector socket is readable: apply the fork, exec and exit events it brings.
 pub(crate) fn connector_ready(st: &mut State) {
-    if st.connector < 0 {
+    if st.filters.connector.fd < 0 {
         return;
     }
     // The connector wakes us for every fork, exec and exit on the system: reuse one receive buffer.
-    let mut buf = std::mem::take(&mut st.connector_buf);
+    let mut buf = std::mem::take(&mut st.filters.connector.buf);
     buf.resize(64 * 1024, 0);
-    let r = sys::connector_read(st.connector, &mut buf);
-    st.connector_buf = buf;
+    let r = sys::connector_read(st.filters.connector.fd, &mut buf);
+    st.filters.connector.buf = buf;
     st.stats.forged_messages += r.ignored;
     for ev in r.events {
         match ev {
@@ -390,8 +409,32 @@ pub(crate) fn registrations(st: &State) -> Vec<(RawFd, u32, u64)> {
     st.knotes
         .iter_slots()
         .filter_map(|(slot, k)| match &k.kind {
-            Kind::Proc(p) if p.registered => Some((p.pidfd, sys::EPOLLIN, TAG_KNOTE | token(slot, st.knotes.gen(slot)))),
+            Kind::Proc(p) if p.registered => {
+                Some((p.pidfd, sys::EPOLLIN, TAG_KNOTE | token(slot, st.knotes.gen(slot))))
+            }
             _ => None,
         })
         .collect()
+}
+
+/// The connector socket's registration in the kqueue's epoll, for a rebuild.
+pub(crate) fn connector_registration(st: &State) -> Option<(RawFd, u32, u64)> {
+    (st.filters.connector.fd >= 0).then_some((st.filters.connector.fd, sys::EPOLLIN, TOKEN_CONNECTOR))
+}
+
+/// Teardown, for each knote: its pidfd is closed (the epoll it is registered in is being closed too).
+pub(crate) fn close_knote(k: &Knote) {
+    if let Kind::Proc(p) = &k.kind {
+        if p.pidfd >= 0 {
+            sys::close(p.pidfd);
+        }
+    }
+}
+
+/// Teardown: closes the connector socket.
+pub(crate) fn close(st: &mut State) {
+    if st.filters.connector.fd >= 0 {
+        sys::close(st.filters.connector.fd);
+        st.filters.connector.fd = -1;
+    }
 }

@@ -3,10 +3,11 @@
 //! own count per knote, so every kqueue watching a signal sees each delivery.
 
 use crate::consts::*;
+use crate::filter::TOKEN_SIGNAL;
 use crate::kevent::Kevent;
 use crate::knote::{Kind, Knote};
-use crate::kqueue::{State, TOKEN_SIGNAL};
-use crate::sys::{self, Errno, Result};
+use crate::kqueue::State;
+use crate::sys::{self, Errno, RawFd, Result};
 
 fn signum(ch: &Kevent) -> Result<i32> {
     i32::try_from(ch.ident).ok().filter(|s| (1..=64).contains(s)).ok_or(Errno(libc::EINVAL))
@@ -15,7 +16,7 @@ fn signum(ch: &Kevent) -> Result<i32> {
 /// Registers the process-wide signal eventfd in this kqueue's epoll, edge-triggered: it is never drained,
 /// and every write (one per delivery) is an edge for every kqueue watching.
 pub(crate) fn ensure_wake(st: &mut State) -> Result<()> {
-    if st.sig_wake_registered {
+    if st.filters.signal_wake {
         return Ok(());
     }
     let fd = sys::signal_wake_fd()?;
@@ -27,7 +28,7 @@ pub(crate) fn ensure_wake(st: &mut State) -> Result<()> {
             return Err(e);
         }
     }
-    st.sig_wake_registered = true;
+    st.filters.signal_wake = true;
     Ok(())
 }
 
@@ -42,7 +43,12 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
         sys::signal_unref(sig);
         return Err(e);
     }
-    Ok(st.insert(Knote::from_change(ch, (ch.flags & EV_STICKY) | EV_CLEAR, 0, Kind::Signal { sig, last: sys::signal_count(sig) })))
+    Ok(st.insert(Knote::from_change(
+        ch,
+        (ch.flags & EV_STICKY) | EV_CLEAR,
+        0,
+        Kind::Signal { sig, last: sys::signal_count(sig) },
+    )))
 }
 
 pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
@@ -101,4 +107,21 @@ pub(crate) fn ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mut usize
             *last = now;
         }
     }
+}
+
+/// The process-wide signal fds' registrations in the kqueue's epoll, for a rebuild.
+pub(crate) fn registrations(st: &State, v: &mut Vec<(RawFd, u32, u64)>) {
+    if st.filters.signal_wake {
+        if let Ok(fd) = sys::signal_wake_fd() {
+            v.push((fd, sys::EPOLLIN | sys::EPOLLET, TOKEN_SIGNAL));
+        }
+        if let Some(fd) = sys::signal_pending_fd() {
+            v.push((fd, sys::EPOLLIN | sys::EPOLLET, TOKEN_SIGNAL));
+        }
+    }
+}
+
+/// In a fork child (async-signal-safe): every watched signal gets its saved disposition back.
+pub(crate) fn in_fork_child() {
+    sys::signals_reset_in_child();
 }

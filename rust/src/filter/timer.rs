@@ -202,7 +202,7 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) {
         return;
     }
     if t.next != u64::MAX && t.next <= now {
-        let count = if t.period == 0 { 1 } else { (now - t.next) / t.period + 1 };
+        let count = (now - t.next).checked_div(t.period).map_or(1, |q| q + 1);
         t.fired = t.fired.saturating_add(count);
         t.next = if t.period == 0 { u64::MAX } else { t.next.saturating_add(count.saturating_mul(t.period)) };
     }
@@ -217,8 +217,7 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) {
 /// queued; the source is re-armed for the next deadline.
 pub(crate) fn expire(st: &mut State, absolute: bool) {
     let now = sys::clock_ns(absolute);
-    loop {
-        let Some(&Reverse(e)) = heap_mut(st, absolute).heap.peek() else { break };
+    while let Some(&Reverse(e)) = heap_mut(st, absolute).heap.peek() {
         let (deadline, slot, gen, epoch) = e;
         if deadline > now {
             break;
@@ -228,7 +227,7 @@ pub(crate) fn expire(st: &mut State, absolute: bool) {
             continue;
         }
         let Some(Knote { kind: Kind::Timer(t), .. }) = st.knotes.get_mut(slot) else { continue };
-        let count = if t.period == 0 { 1 } else { (now - deadline) / t.period + 1 };
+        let count = (now - deadline).checked_div(t.period).map_or(1, |q| q + 1);
         t.fired = t.fired.saturating_add(count);
         t.next = if t.period == 0 { u64::MAX } else { deadline.saturating_add(count.saturating_mul(t.period)) };
         if t.next != u64::MAX {

@@ -11,7 +11,12 @@ use crate::sys::{Errno, Result};
 pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     // A trigger from another thread wakes waiters through the kick: it must exist before the knote does.
     crate::source::ensure(st, false)?;
-    Ok(st.insert(Knote::from_change(ch, ch.flags & EV_STICKY, ch.fflags & NOTE_FFLAGSMASK, Kind::User { triggered: false })))
+    Ok(st.insert(Knote::from_change(
+        ch,
+        ch.flags & EV_STICKY,
+        ch.fflags & NOTE_FFLAGSMASK,
+        Kind::User { triggered: false },
+    )))
 }
 
 /// BSD's filt_usertouch(EVENT_REGISTER): combine fflags, replace data and udata; EV_CLEAR in the change

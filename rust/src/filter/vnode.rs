@@ -13,12 +13,14 @@
 //! NOTE_LINK; losing a name (unlink, renamed over) NOTE_DELETE, whatever links remain; being renamed
 //! NOTE_RENAME. A directory: NOTE_WRITE when an entry is added, removed or renamed, plus NOTE_LINK for a
 //! subdirectory made or removed (its link count), plus NOTE_EXTEND when the rename crossed directories.
-//! Across knotes, FreeBSD's order comes from the order of the batch (`fd::inotify_ready`, `deleted_before`).
+//! Across knotes, FreeBSD's order comes from the order of the batch (`inotify::ready`, `deleted_before`).
 
 use crate::consts::*;
+use crate::filter::inotify::{self, OPT_IN_EVENTS};
+use crate::filter::TOKEN_MOUNTS;
 use crate::kevent::Kevent;
 use crate::knote::{Kind, Knote, VnodeState};
-use crate::kqueue::{State, TOKEN_MOUNTS};
+use crate::kqueue::State;
 use crate::sys::{self, Errno, FileStat, RawFd, Result};
 
 /// FreeBSD 11's notes about using the file, each reported only to a knote asking for it.
@@ -43,9 +45,6 @@ const WATCH: u32 = libc::IN_MODIFY
     | libc::IN_DELETE
     | libc::IN_MOVED_FROM
     | libc::IN_MOVED_TO;
-
-/// The inotify events behind the opt-in notes, subscribed only while some knote on the inode asks.
-pub(crate) const OPT_IN_EVENTS: u32 = libc::IN_OPEN | libc::IN_CLOSE_NOWRITE | libc::IN_CLOSE_WRITE | libc::IN_ACCESS;
 
 /// kqrs's own bits in a gathered inotify mask (inotify never reports these values). MOVED_ACROSS: this
 /// half of a rename has no other half on the same watch in the batch, so the rename crossed directories.
@@ -117,6 +116,20 @@ fn validate(ch: &Kevent) -> Result<()> {
     Ok(())
 }
 
+/// A fresh knote state for the file `fd` (whose fstat is `f`) on watch `wd`: nothing pending.
+fn new_state(wd: i32, fd: RawFd, f: FileStat) -> Box<VnodeState> {
+    Box::new(VnodeState {
+        wd,
+        dev: f.dev,
+        ino: f.ino,
+        mnt: sys::fd_mount_id(fd).unwrap_or(0),
+        dir: f.kind == libc::S_IFDIR,
+        snap: f.into(),
+        pending: 0,
+        early: 0,
+    })
+}
+
 pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     validate(ch)?;
     let fd = i32::try_from(ch.ident).map_err(|_| Errno(libc::EBADF))?;
@@ -125,19 +138,9 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
         return Err(Errno(libc::EINVAL)); // pipes, sockets and anonymous inodes are not vnodes
     }
     crate::source::ensure(st, false)?;
-    let ifd = crate::filter::fd::ensure_inotify(st)?;
-    let wd = sys::inotify_watch_fd(ifd, fd, events_for(ch.fflags) | libc::IN_MASK_ADD)?;
-    let slot = st.insert(Knote::from_change(ch, ch.flags & EV_STICKY, ch.fflags, Kind::Vnode(Box::new(VnodeState {
-            wd,
-            dev: f.dev,
-            ino: f.ino,
-            mnt: sys::fd_mount_id(fd).unwrap_or(0),
-            dir: f.kind == libc::S_IFDIR,
-            snap: f.into(),
-            pending: 0,
-            early: 0,
-        }))));
-    st.wds.entry(wd).or_default().push(slot);
+    let wd = inotify::watch(st, fd, events_for(ch.fflags) | libc::IN_MASK_ADD)?;
+    let slot = st.insert(Knote::from_change(ch, ch.flags & EV_STICKY, ch.fflags, Kind::Vnode(new_state(wd, fd, f))));
+    inotify::share(st, wd, slot);
     if ch.fflags & NOTE_REVOKE != 0 {
         if let Err(e) = watch_mounts(st) {
             let _ = st.delete(slot);
@@ -168,35 +171,21 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
         if !is_vnode(f.kind) {
             return Err(Errno(libc::EINVAL));
         }
-        let ifd = crate::filter::fd::ensure_inotify(st)?;
-        let new_wd = sys::inotify_watch_fd(ifd, fd, events_for(ch.fflags) | libc::IN_MASK_ADD)?;
-        if let Some(v) = st.wds.get_mut(&old_wd) {
+        let new_wd = inotify::watch(st, fd, events_for(ch.fflags) | libc::IN_MASK_ADD)?;
+        if let Some(v) = st.filters.inotify.wds.get_mut(&old_wd) {
             v.retain(|&s| s != slot);
         }
-        crate::filter::fd::unwatch(st, old_wd);
+        inotify::unwatch(st, old_wd);
         resubscribe(st, old_wd, events_for(old_notes));
-        st.wds.entry(new_wd).or_default().push(slot);
+        inotify::share(st, new_wd, slot);
         st.unqueue(slot);
         if let Some(k) = st.knotes.get_mut(slot) {
-            k.kind = Kind::Vnode(Box::new(VnodeState {
-                wd: new_wd,
-                dev: f.dev,
-                ino: f.ino,
-                mnt: sys::fd_mount_id(fd).unwrap_or(0),
-                dir: f.kind == libc::S_IFDIR,
-                snap: f.into(),
-                pending: 0,
-                early: 0,
-            }));
+            k.kind = Kind::Vnode(new_state(new_wd, fd, f));
         }
     } else if old_wd >= 0 && opt_in_events(ch.fflags) & !opt_in_events(old_notes) != 0 {
         // It asks for opens, reads or closes it did not: the watch subscribes to them from now on (the fd
         // names the watched file: just checked).
-        let ifd = crate::filter::fd::ensure_inotify(st)?;
-        let wd = sys::inotify_watch_fd(ifd, fd, events_for(ch.fflags) | libc::IN_MASK_ADD)?;
-        if wd != old_wd && !st.wds.contains_key(&wd) {
-            sys::inotify_rm_watch(ifd, wd);
-        }
+        inotify::rewatch(st, fd, old_wd, events_for(ch.fflags) | libc::IN_MASK_ADD)?;
     }
     if ch.fflags & NOTE_REVOKE != 0 {
         watch_mounts(st)?;
@@ -217,10 +206,10 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
 /// IN_MASK_ADD replaces the mask of the inode's watch), through the fd of a knote that still names the
 /// inode. Vnode knotes need `events_for` their notes; READ knotes on a regular file or directory, IN_MODIFY.
 fn resubscribe(st: &mut State, wd: i32, gone: u32) {
-    if wd < 0 || st.inotify < 0 || gone == 0 {
+    if wd < 0 || st.filters.inotify.fd < 0 || gone == 0 {
         return;
     }
-    let Some(slots) = st.wds.get(&wd) else { return };
+    let Some(slots) = st.filters.inotify.wds.get(&wd) else { return };
     let mut need = 0;
     for &s in slots {
         match st.knotes.get(s) {
@@ -247,18 +236,14 @@ fn resubscribe(st: &mut State, wd: i32, gone: u32) {
     });
     // (No fd names the inode any more: its knotes go when that is noticed, and the watch with them.)
     let Some(fd) = via else { return };
-    if let Ok(w) = sys::inotify_watch_fd(st.inotify, fd, need) {
-        if w != wd && !st.wds.contains_key(&w) {
-            sys::inotify_rm_watch(st.inotify, w);
-        }
-    }
+    let _ = inotify::rewatch(st, fd, wd, need);
 }
 
 /// NOTE_REVOKE: inotify only says IN_UNMOUNT once the filesystem itself goes away, which the knote's own
 /// open fd prevents (a lazy unmount leaves it alive). The mount table says it at once: the kqueue polls
 /// /proc/self/mountinfo (EPOLLPRI on every change) and revokes knotes whose mount has left it.
 fn watch_mounts(st: &mut State) -> Result<()> {
-    if st.mounts >= 0 {
+    if st.filters.mounts >= 0 {
         return Ok(());
     }
     let fd = sys::mountinfo_open()?;
@@ -267,16 +252,16 @@ fn watch_mounts(st: &mut State) -> Result<()> {
         sys::close(fd);
         return Err(e);
     }
-    st.mounts = fd;
+    st.filters.mounts = fd;
     Ok(())
 }
 
 /// The mount table changed: a knote asking for NOTE_REVOKE whose mount is gone gets it.
 pub(crate) fn mounts_changed(st: &mut State) {
-    if st.mounts < 0 {
+    if st.filters.mounts < 0 {
         return;
     }
-    let Ok(ids) = sys::mountinfo_ids(st.mounts) else { return };
+    let Ok(ids) = sys::mountinfo_ids(st.filters.mounts) else { return };
     let gone: Vec<u32> = st
         .knotes
         .iter_slots()
@@ -294,9 +279,22 @@ pub(crate) fn mounts_changed(st: &mut State) {
     }
 }
 
+/// The mount table's registration in the kqueue's epoll, for a rebuild.
+pub(crate) fn registration(st: &State) -> Option<(RawFd, u32, u64)> {
+    (st.filters.mounts >= 0).then_some((st.filters.mounts, sys::EPOLLPRI | sys::EPOLLERR, TOKEN_MOUNTS))
+}
+
+/// Teardown: closes the mount table.
+pub(crate) fn close(st: &mut State) {
+    if st.filters.mounts >= 0 {
+        sys::close(st.filters.mounts);
+        st.filters.mounts = -1;
+    }
+}
+
 pub(crate) fn detach(st: &mut State, k: &Knote) {
     if let Kind::Vnode(v) = &k.kind {
-        crate::filter::fd::unwatch(st, v.wd);
+        inotify::unwatch(st, v.wd);
         resubscribe(st, v.wd, events_for(k.sfflags));
     }
 }
@@ -304,7 +302,7 @@ pub(crate) fn detach(st: &mut State, k: &Knote) {
 pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) {
     if !on {
         // Take in what inotify already knows, so the drop covers every change made before the disable.
-        crate::filter::fd::inotify_ready(st);
+        inotify::ready(st);
     }
     if let Some(Knote { kind: Kind::Vnode(v), .. }) = st.knotes.get_mut(slot) {
         if !on {
@@ -491,7 +489,7 @@ pub(crate) fn deleted_before(st: &State, a: (i32, u32), b: (i32, u32, &[u8])) ->
     }
     // The path of a vnode knote's fd on `a`'s file, if that file lost a link.
     let path_of = |wd: i32, lost: bool| -> Option<Option<Vec<u8>>> {
-        st.wds.get(&wd)?.iter().find_map(|&s| match st.knotes.get(s) {
+        st.filters.inotify.wds.get(&wd)?.iter().find_map(|&s| match st.knotes.get(s) {
             Some(Knote { ident, kind: Kind::Vnode(v), .. }) => match sys::fstat(*ident as RawFd) {
                 Ok(f) if (f.dev, f.ino) == (v.dev, v.ino) && (!lost || f.nlink < v.snap.nlink) => {
                     Some(sys::fd_path(*ident as RawFd))
@@ -522,7 +520,7 @@ pub(crate) struct RemovedDirs {
 
 /// A directory lost its subdirectory `name` (IN_DELETE|IN_ISDIR on watch `wd`): Linux tells nothing to
 /// the removed directory itself while it is open, so the directory knote whose directory had that path
-/// (its fd's path is then "<parent>/<name> (deleted)") gets its NOTE_DELETE here, after its parent's
+/// (its fd's path is then `"<parent>/<name> (deleted)"`) gets its NOTE_DELETE here, after its parent's
 /// NOTE_WRITE|NOTE_LINK as on FreeBSD. (Only when this kqueue watches the parent: otherwise nothing says
 /// it, a known gap.) The knotes are looked at once per batch, not once per removed directory.
 pub(crate) fn subdirectory_removed(st: &mut State, wd: i32, name: &[u8], removed: &mut RemovedDirs) {
@@ -547,7 +545,7 @@ pub(crate) fn subdirectory_removed(st: &mut State, wd: i32, name: &[u8], removed
     }
     let Some(candidates) = removed.by_name.get_mut(name) else { return };
     // The parent's path, from a knote watching it, tells apart directories of the same name.
-    let parent = st.wds.get(&wd).and_then(|slots| {
+    let parent = st.filters.inotify.wds.get(&wd).and_then(|slots| {
         slots.iter().find_map(|&s| {
             let k = st.knotes.get(s)?;
             let p = sys::fd_path(k.ident as RawFd)?;

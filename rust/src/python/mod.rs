@@ -58,9 +58,10 @@ fn ident_of(o: &Bound<'_, PyAny>) -> PyResult<usize> {
         if i.lt(0)? {
             return Err(PyOverflowError::new_err("can't convert negative value to size_t"));
         }
-        return i.extract::<u64>().map(|v| v as usize).map_err(|_| {
-            PyOverflowError::new_err("Python int too large to convert to C size_t")
-        });
+        return i
+            .extract::<u64>()
+            .map(|v| v as usize)
+            .map_err(|_| PyOverflowError::new_err("Python int too large to convert to C size_t"));
     }
     if !o.hasattr("fileno")? {
         return Err(PyTypeError::new_err("argument must be an int, or have a fileno() method."));
@@ -109,7 +110,12 @@ fn as_long(v: &Bound<'_, PyAny>) -> PyResult<i64> {
 fn truncating(py: Python<'_>, v: i64, min: i64, max: i64, what: &str) -> PyResult<i64> {
     if v < min || v > max {
         let cat = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
-        PyErr::warn(py, &cat, &std::ffi::CString::new(format!("Truncation of value to {what}")).unwrap_or_default(), 1)?;
+        PyErr::warn(
+            py,
+            &cat,
+            &std::ffi::CString::new(format!("Truncation of value to {what}")).unwrap_or_default(),
+            1,
+        )?;
     }
     Ok(v)
 }
@@ -209,7 +215,9 @@ impl PyKevent {
         };
         let data = match data {
             None => 0,
-            Some(d) => as_index(&d)?.extract::<i64>().map_err(|_| PyOverflowError::new_err("int too big to convert"))?,
+            Some(d) => {
+                as_index(&d)?.extract::<i64>().map_err(|_| PyOverflowError::new_err("int too big to convert"))?
+            }
         };
         let udata = match udata {
             None => 0,
@@ -383,7 +391,6 @@ impl PyKqueue {
             Ok(())
         }
     }
-
 }
 
 thread_local! {
@@ -419,7 +426,13 @@ pub(crate) fn with_outbuf<R>(n: usize, f: impl FnOnce(&mut [Kevent]) -> R) -> R 
 /// One kevent() call from Python: applies `changes` and collects into `out` as `wait` says. The GIL is
 /// released only when the call may block or has changes to apply; on EINTR the signal handlers run (an
 /// exception from one ends the call: PEP 475) and the wait goes on for the time left.
-pub(crate) fn kevent_py(py: Python<'_>, kq: &Kqueue, changes: &[Kevent], out: &mut [Kevent], wait: Wait) -> Result<usize, PyErr> {
+pub(crate) fn kevent_py(
+    py: Python<'_>,
+    kq: &Kqueue,
+    changes: &[Kevent],
+    out: &mut [Kevent],
+    wait: Wait,
+) -> Result<usize, PyErr> {
     if changes.is_empty() && wait == Wait::Poll {
         // Cannot block: no need to release the GIL.
         return kq.collect(out, wait).map_err(|e| map_err(kq, e));
@@ -641,9 +654,7 @@ impl PyKqueue {
         let maxevents = max_events_of(max_events)?;
         self.check_open()?;
         if maxevents < 0 {
-            return Err(PyValueError::new_err(format!(
-                "Length of eventlist must be 0 or positive, got {maxevents}"
-            )));
+            return Err(PyValueError::new_err(format!("Length of eventlist must be 0 or positive, got {maxevents}")));
         }
         let wait = wait_of(timeout)?;
         let mut changes = match changelist.cast::<PyList>() {

@@ -501,7 +501,11 @@ impl PyEventQueue {
     #[pyo3(signature = (maxsize=0))]
     fn new(maxsize: isize) -> PyEventQueue {
         PyEventQueue {
-            core: Arc::new(Core { len: AtomicUsize::new(0), inner: Mutex::new(Inner::new()), sleeps: AtomicU64::new(0) }),
+            core: Arc::new(Core {
+                len: AtomicUsize::new(0),
+                inner: Mutex::new(Inner::new()),
+                sleeps: AtomicU64::new(0),
+            }),
             maxsize: maxsize.max(0) as usize,
             fork_gen: crate::fork_generation(),
         }
@@ -656,7 +660,12 @@ impl PyEventQueue {
     /// (None: forever) for one, with the GIL released, then raises queue.Empty; without, raises queue.Empty
     /// at once. Each item goes to exactly one caller; ValueError once the queue is closed.
     #[pyo3(signature = (block=None, timeout=None), text_signature = "($self, block=True, timeout=None)")]
-    fn get(&self, py: Python<'_>, block: Option<&Bound<'_, PyAny>>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+    fn get(
+        &self,
+        py: Python<'_>,
+        block: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         if self.is_forked() {
             return Err(closed_err("get()"));
         }

@@ -39,9 +39,8 @@ fn new_key<'py>(
     let cls = SELECTOR_KEY.get_or_try_init(py, || -> PyResult<Py<PyType>> {
         Ok(py.import("selectors")?.getattr("SelectorKey")?.cast_into::<PyType>()?.unbind())
     })?;
-    let tnew = TUPLE_NEW.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
-        Ok(py.get_type::<PyTuple>().getattr("__new__")?.unbind())
-    })?;
+    let tnew = TUPLE_NEW
+        .get_or_try_init(py, || -> PyResult<Py<PyAny>> { Ok(py.get_type::<PyTuple>().getattr("__new__")?.unbind()) })?;
     let fields = PyTuple::new(py, [fileobj.clone(), fd.into_pyobject(py)?.into_any(), events.clone(), data.clone()])?;
     tnew.bind(py).call1((cls.bind(py), fields))
 }
@@ -84,7 +83,12 @@ fn fileobj_to_fd(fileobj: &Bound<'_, PyAny>) -> PyResult<i64> {
     let fd = if let Ok(i) = fileobj.cast::<PyInt>() {
         i.extract::<i64>().unwrap_or(i64::MAX)
     } else {
-        let invalid = || PyValueError::new_err(format!("Invalid file object: {}", fileobj.repr().map(|r| r.to_string()).unwrap_or_default()));
+        let invalid = || {
+            PyValueError::new_err(format!(
+                "Invalid file object: {}",
+                fileobj.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        };
         let py = fileobj.py();
         let r = fileobj.call_method0("fileno").and_then(|v| py.get_type::<PyInt>().call1((v,)));
         match r {

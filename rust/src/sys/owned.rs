@@ -1,0 +1,74 @@
+//! Every fd kqrs owns, for the fork child.
+//!
+//! A lock-free bitmap of the fds kqrs created (1M bits, 128 KiB of zeroed static memory that is only
+//! touched where fds are). The pthread_atfork child handler closes them all with nothing but atomic loads
+//! and close(2), both async-signal-safe, so a fork while other threads are inside kqrs cannot deadlock the
+//! child, and the child holds none of the parent's kqueue fds.
+
+use super::RawFd;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+const FD_WORDS: usize = 1 << 14;
+static OWNED: [AtomicU64; FD_WORDS] = [const { AtomicU64::new(0) }; FD_WORDS];
+static OWNED_MAX: AtomicI32 = AtomicI32::new(-1);
+
+/// Records `fd` as kqrs's own (closed in a fork child). Returns it.
+pub fn track(fd: RawFd) -> RawFd {
+    if fd >= 0 && (fd as usize) < FD_WORDS * 64 {
+        OWNED[fd as usize / 64].fetch_or(1 << (fd % 64), Ordering::SeqCst);
+        OWNED_MAX.fetch_max(fd, Ordering::SeqCst);
+    }
+    fd
+}
+
+/// Forgets that kqrs owns `fd` (its owner closed it already: it may name someone else's file by now).
+pub fn untrack(fd: RawFd) {
+    if fd >= 0 && (fd as usize) < FD_WORDS * 64 {
+        OWNED[fd as usize / 64].fetch_and(!(1 << (fd % 64)), Ordering::SeqCst);
+    }
+}
+
+#[cfg(feature = "python")] // the Python layer's (doctor, tests)
+/// How many fds kqrs owns now (for tests and `doctor`).
+pub fn owned_fd_count() -> usize {
+    let max = OWNED_MAX.load(Ordering::SeqCst);
+    if max < 0 {
+        return 0;
+    }
+    OWNED[..=(max as usize / 64)].iter().map(|w| w.load(Ordering::SeqCst).count_ones() as usize).sum()
+}
+
+/// In a fork child: closes every fd kqrs owns. Async-signal-safe (atomics and close only).
+pub fn close_owned_in_child() {
+    let max = OWNED_MAX.load(Ordering::SeqCst);
+    if max < 0 {
+        return;
+    }
+    for (i, w) in OWNED[..=(max as usize / 64)].iter().enumerate() {
+        // Read first: writing only words that have bits keeps the child from copying pages it never needed
+        // (every write to a page shared with the parent costs a copy-on-write fault).
+        if w.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        let mut bits = w.swap(0, Ordering::SeqCst);
+        while bits != 0 {
+            let b = bits.trailing_zeros();
+            bits &= bits - 1;
+            // SAFETY: the fd was created by kqrs and is owned by no one else in this child.
+            unsafe {
+                libc::close((i * 64) as i32 + b as i32);
+            }
+        }
+    }
+}
+
+/// Closes an fd kqrs owns, forgetting it first (unchecked).
+pub fn close(fd: RawFd) {
+    // Forget it first: a fork in between leaves the child one fd too many, never one closed that is not
+    // ours.
+    untrack(fd);
+    // SAFETY: closing an fd number has no memory-safety effect; callers only close fds they own.
+    unsafe {
+        libc::close(fd);
+    }
+}
