@@ -691,13 +691,18 @@ def test_change_on_a_watched_fd_closed_since_is_ebadf(kq, flags):
     assert_usable(kq)
 
 
-def _reuse_number(fd):
-    """A new pipe whose read end gets the number `fd` (closed by the caller): (read, write)."""
-    r2, w2 = os.pipe()
-    if r2 != fd:
-        os.dup2(r2, fd)
-        os.close(r2)
-    return fd, w2
+def _reuse_number(fd, end=0):
+    """A new pipe whose read end (`end` 0) or write end (1) gets the number `fd` (closed by the caller):
+    (read, write)."""
+    ends = list(os.pipe())
+    if ends[end] != fd:
+        if ends[1 - end] == fd:
+            ends[1 - end] = os.dup(fd)
+            os.close(fd)
+        os.dup2(ends[end], fd)
+        os.close(ends[end])
+        ends[end] = fd
+    return ends[0], ends[1]
 
 
 @pytest.mark.parametrize("how", ["enabled", "added-disabled", "disabled-later", "dispatched"])
@@ -741,6 +746,74 @@ def test_disabled_knote_of_a_still_open_fd_is_kept(kq, how):
         os.write(w, b"abc")
         assert kq.control(None, 4, 0) == []
         assert kq.control([kevent(r, READ, ENABLE, 0, 0, 3)], 4, 0)[0].data == 3
+        assert knotes(kq) == 1
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+F_GETPIPE_SZ = 1032
+
+
+@pytest.mark.parametrize("how", ["added-disabled", "disabled-later", "dispatched"])
+def test_other_filter_added_on_a_reused_number_sheds_the_old_files_disabled_knote(kq, how):
+    """Found by test_stateful.py's PipeSocketMachine (strict, long): a WRITE knote on a pipe reported data 0.
+    The socket that had the number before had a disabled READ knote, so no epoll registration, and the
+    EV_ADD of WRITE on the pipe that got the number was an epoll ADD, which any file accepts: the socket's
+    knote stayed, and with it the entry's cached kind (a socket: SO_SNDBUF, which a pipe has not, so no
+    count). BSD removed that knote at close(); the pipe starts clean and its WRITE reports its free space."""
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    if how == "added-disabled":
+        kq.control([kevent(fd, READ, ADD | DISABLE, 0, 0, 1)], 0)
+    else:
+        kq.control([kevent(fd, READ, ADD | (DISPATCH if how == "dispatched" else 0), 0, 0, 1)], 0)
+        b.send(b"x")
+        assert [(e.ident, e.data) for e in kq.control(None, 4, 0)] == [(fd, 1)]  # (kqrs learns: a socket)
+        if how == "disabled-later":
+            kq.control([kevent(fd, READ, DISABLE, 0, 0, 1)], 0)
+    a.close()
+    b.close()
+    r, w = _reuse_number(fd, 1)
+    try:
+        got = kq.control([kevent(w, WRITE, ADD | ONESHOT, 0, 0, 2)], 4, 0)
+        assert [fields(e) for e in got] == [(w, WRITE, ONESHOT, 0, fcntl.fcntl(w, F_GETPIPE_SZ), 2)]
+        assert knotes(kq) == 0  # the one-shot went with its report; the socket's READ knote was never there
+        got = kq.control([kevent(w, READ, RECEIPT, 0, 0, 3)], 1, 0)
+        assert [(e.ident, e.filter, e.flags, e.data) for e in got] == [(w, READ, ERROR, errno.ENOENT)]
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+@pytest.mark.parametrize("how", ["added-disabled", "disabled-later", "dispatched"])
+def test_new_files_knote_survives_being_disabled_beside_the_old_files_disabled_one(kq, how):
+    """Found by test_stateful.py's PipeSocketMachine (strict, long): a live READ knote was dropped (a probe
+    got ENOENT). The pipe that had the number before left a disabled WRITE knote, and with it its file
+    identity in the entry (kept for disabled knotes, which have no registration to check); the new file's
+    READ knote was added beside it (an epoll ADD, which checks nothing), and once that one was disabled too,
+    the next change compared the new file with the old identity and dropped the live knote as stale."""
+    r0, w0 = os.pipe()
+    if how == "added-disabled":
+        kq.control([kevent(w0, WRITE, ADD | DISABLE, 0, 0, 1)], 0)
+    else:
+        kq.control([kevent(w0, WRITE, ADD | (DISPATCH if how == "dispatched" else 0), 0, 0, 1)], 0)
+        assert [e.ident for e in kq.control(None, 4, 0)] == [w0]
+        if how == "disabled-later":
+            kq.control([kevent(w0, WRITE, DISABLE, 0, 0, 1)], 0)
+    os.close(r0)
+    os.close(w0)
+    r, w = _reuse_number(w0, 0)
+    try:
+        kq.control([kevent(r, READ, ADD, 0, 0, 2)], 0)
+        got = kq.control([kevent(r, WRITE, RECEIPT, 0, 0, 3)], 1, 0)
+        assert [(e.ident, e.filter, e.flags, e.data) for e in got] == [(r, WRITE, ERROR, errno.ENOENT)]
+        kq.control([kevent(r, READ, DISABLE, 0, 0, 4)], 0)
+        got = kq.control([kevent(r, READ, RECEIPT, 0, 0, 5)], 1, 0)
+        assert [(e.ident, e.filter, e.flags, e.data) for e in got] == [(r, READ, ERROR, 0)]
+        os.write(w, b"abc")
+        got = kq.control([kevent(r, READ, ENABLE, 0, 0, 6)], 4, 0)
+        assert [(e.ident, e.filter, e.data, e.udata) for e in got] == [(r, READ, 3, 6)]
         assert knotes(kq) == 1
     finally:
         os.close(r)

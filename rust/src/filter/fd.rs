@@ -268,9 +268,11 @@ fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     };
     let e = entry(st, fd);
     let fresh = e.is_empty();
-    if !fresh && e.reg == FdReg::Epoll && fp != 0 {
-        // A knote added disabled changes no epoll interest, so no MOD will check that the other filter's
-        // knote still belongs to the file this number names: check here.
+    if !fresh && e.reg == FdReg::Epoll && (fp != 0 || e.mask == 0) {
+        // No MOD below will check that the other filter's knote still belongs to the file this number
+        // names: a knote added disabled changes no epoll interest, and when the other knote is disabled
+        // there is no registration to MOD (the ADD that follows succeeds for any file, which would leave the
+        // old file's knote, and its cached kind and identity, on the new one). Check here.
         match verify(st, fd) {
             Ok(true) => {}
             Ok(false) => {
