@@ -419,14 +419,14 @@ def test_unlink_asked_for_delete_only(kq, f):
     assert events(kq) == [ev(fd, NOTE_DELETE)]
 
 
-@pytest.mark.xfail(strict=True, reason="Linux cannot say it: inotify tells nothing to a removed directory that is "
-                                       "still open, only its parent (IN_DELETE|IN_ISDIR); kqrs gives NOTE_DELETE "
-                                       "only when the same kqueue watches the parent (test_rmdir_row)")
 def test_rmdir_of_a_watched_directory_is_delete(kq, d):
+    """Linux tells the rmdir of an open directory only to its parent: kqrs watches the parent itself (see
+    "rmdir and the internal parent watch" below), so nobody has to watch it."""
     p, fd = d
     watch(kq, fd)
     os.rmdir(p)
     assert events(kq) == [ev(fd, NOTE_DELETE)]
+    quiet(kq)
 
 
 def test_renamed_over_is_delete(kq, f, tmp_path):
@@ -731,8 +731,8 @@ def test_mkdir_row(kq, tree):
 @pytest.mark.parametrize("order", ["directory_first", "parent_first"])
 def test_rmdir_row(kq, tree, order):
     """The parent's NOTE_WRITE|NOTE_LINK, then the removed directory's NOTE_DELETE. (Linux says nothing to the
-    removed directory itself: kqrs learns it from its parent's event, so it needs the parent watched in the
-    same kqueue, as here; see test_rmdir_of_a_watched_directory_is_delete.)"""
+    removed directory itself: kqrs learns it from its parent's event, on the watch the parent's knote shares
+    with kqrs's own parent watch; see test_rmdir_of_a_watched_directory_is_delete.)"""
     p, fd = tree
     watch_each(kq, fd, ["s", "D"] if order == "directory_first" else ["D", "s"])
     os.rmdir(p["s"])
