@@ -419,14 +419,14 @@ def test_unlink_asked_for_delete_only(kq, f):
     assert events(kq) == [ev(fd, NOTE_DELETE)]
 
 
-@pytest.mark.xfail(strict=True, reason="Linux cannot say it: inotify tells nothing to a removed directory that is "
-                                       "still open, only its parent (IN_DELETE|IN_ISDIR); kqrs gives NOTE_DELETE "
-                                       "only when the same kqueue watches the parent (test_rmdir_row)")
 def test_rmdir_of_a_watched_directory_is_delete(kq, d):
+    """Linux tells the rmdir of an open directory only to its parent: kqrs watches the parent itself (see
+    "rmdir and the internal parent watch" below), so nobody has to watch it."""
     p, fd = d
     watch(kq, fd)
     os.rmdir(p)
     assert events(kq) == [ev(fd, NOTE_DELETE)]
+    quiet(kq)
 
 
 def test_renamed_over_is_delete(kq, f, tmp_path):
@@ -731,8 +731,8 @@ def test_mkdir_row(kq, tree):
 @pytest.mark.parametrize("order", ["directory_first", "parent_first"])
 def test_rmdir_row(kq, tree, order):
     """The parent's NOTE_WRITE|NOTE_LINK, then the removed directory's NOTE_DELETE. (Linux says nothing to the
-    removed directory itself: kqrs learns it from its parent's event, so it needs the parent watched in the
-    same kqueue, as here; see test_rmdir_of_a_watched_directory_is_delete.)"""
+    removed directory itself: kqrs learns it from its parent's event, on the watch the parent's knote shares
+    with kqrs's own parent watch; see test_rmdir_of_a_watched_directory_is_delete.)"""
     p, fd = tree
     watch_each(kq, fd, ["s", "D"] if order == "directory_first" else ["D", "s"])
     os.rmdir(p["s"])
@@ -751,6 +751,235 @@ def test_rmdir_row_for_directories_of_the_same_name(kq, tmp_path, fds):
     os.rmdir(tmp_path / "b" / "x")
     assert events(kq) == [ev(fd["a"], NOTE_WRITE | NOTE_LINK), ev(fd["a/x"], NOTE_DELETE),
                           ev(fd["b"], NOTE_WRITE | NOTE_LINK), ev(fd["b/x"], NOTE_DELETE)]
+
+
+# ---- rmdir and the internal parent watch -------------------------------------------------------------
+#
+# inotify tells the rmdir of an open directory only to its parent (IN_DELETE|IN_ISDIR, with the name). A
+# directory knote asking for NOTE_DELETE shares an internal watch on its parent (IN_DELETE only, added to
+# whatever a user knote's watch on that inode has), remembers its name there, and gets NOTE_DELETE when the
+# parent's event names it and its own fstat shows no links left. These tests look at the watches themselves
+# in /proc/self/fdinfo of the kqueue's inotify instance.
+
+IN_DELETE = 0x200
+IN_ALL_EVENTS = 0xFFF
+
+
+def inotify_watches(marker):
+    """{inode: mask} of the inotify instance that watches the file open as `marker` (the kqueue's own:
+    the test keeps a knote on a file of its own there)."""
+    ino = os.fstat(marker).st_ino
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/self/fdinfo/{name}") as fh:
+                lines = fh.read().splitlines()
+        except OSError:
+            continue
+        watches = {}
+        for line in lines:
+            if line.startswith("inotify wd:"):
+                fields = dict(field.split(":", 1) for field in line.split()[1:])
+                watches[int(fields["ino"], 16)] = int(fields["mask"], 16) & IN_ALL_EVENTS
+        if ino in watches:
+            return watches
+    raise AssertionError("no inotify instance watches the marker")
+
+
+@pytest.fixture
+def marker(kq, tmp_path, fds):
+    """A file with a knote of its own, so the kqueue's inotify instance can be found (`inotify_watches`)."""
+    p = tmp_path / "marker"
+    p.write_bytes(b"")
+    fd = fds(p)
+    watch(kq, fd, NOTE_ATTRIB)
+    return fd
+
+
+def ino(path):
+    return os.stat(path).st_ino
+
+
+def test_rmdir_with_the_parent_not_watched_and_its_other_entries_say_nothing(kq, tmp_path, fds, marker):
+    """The parent is watched for kqrs alone: files made, written, removed there, another directory made and
+    removed, report nothing to anyone; only the watched directory's own rmdir does."""
+    top = tmp_path / "top"
+    (top / "d").mkdir(parents=True)
+    fd = fds(top / "d")
+    watch(kq, fd)
+    assert inotify_watches(marker)[ino(top)] == IN_DELETE  # only that
+    (top / "file").write_bytes(b"x")
+    append(top / "file")
+    os.unlink(top / "file")
+    (top / "other").mkdir()
+    os.rmdir(top / "other")
+    (top / "d2").mkdir()  # a name that begins like the watched one
+    os.rmdir(top / "d2")
+    quiet(kq)
+    os.rmdir(top / "d")
+    assert events(kq) == [ev(fd, NOTE_DELETE)]
+    quiet(kq)
+    assert ino(top) not in inotify_watches(marker)  # the parent watch went with the directory
+
+
+def test_rmdir_of_one_of_two_directories_of_the_same_name_in_parents_not_watched(kq, tmp_path, fds):
+    """a/x and b/x: the parent's watch (one per inode) tells which x was removed."""
+    for sub in ("a", "a/x", "b", "b/x"):
+        (tmp_path / sub).mkdir()
+    ax, bx = fds(tmp_path / "a" / "x"), fds(tmp_path / "b" / "x")
+    watch(kq, ax, udata=1)
+    watch(kq, bx, udata=2)
+    os.rmdir(tmp_path / "b" / "x")
+    assert events(kq) == [ev(bx, NOTE_DELETE, udata=2)]
+    quiet(kq)
+    (tmp_path / "b" / "x").mkdir()  # a new b/x, not watched
+    os.rmdir(tmp_path / "b" / "x")
+    quiet(kq)
+    os.rmdir(tmp_path / "a" / "x")
+    assert events(kq) == [ev(ax, NOTE_DELETE, udata=1)]
+
+
+def test_rmdir_of_several_subdirectories_sharing_one_parent_watch(kq, tmp_path, fds, marker):
+    """The parent watch is counted: the knote of one subdirectory going keeps it for the other."""
+    for sub in ("p", "p/x", "p/y"):
+        (tmp_path / sub).mkdir()
+    x, y = fds(tmp_path / "p" / "x"), fds(tmp_path / "p" / "y")
+    watch(kq, x)
+    watch(kq, y)
+    kq.control([vnode(x, flags=DELETE)], 0)
+    assert inotify_watches(marker)[ino(tmp_path / "p")] == IN_DELETE
+    os.rmdir(tmp_path / "p" / "x")
+    quiet(kq)
+    os.rmdir(tmp_path / "p" / "y")
+    assert events(kq) == [ev(y, NOTE_DELETE)]
+
+
+@pytest.mark.parametrize("notes", [NOTE_ATTRIB, NOTE_ATTRIB | NOTE_OPEN])
+def test_rmdir_with_the_parent_watched_by_a_knote_asking_for_little(kq, tmp_path, fds, marker, notes):
+    """The parent's own knote keeps its semantics (no note it did not ask for, its own notes still come);
+    the internal watch never narrows the user's watch, and deleting the user's knote narrows the watch back
+    to what the internal one needs, which keeps working."""
+    top = tmp_path / "top"
+    for sub in ("top", "top/x", "top/y"):
+        (tmp_path / sub).mkdir()
+    pfd, x, y = fds(top), fds(top / "x"), fds(top / "y")
+    watch(kq, pfd, notes, udata=9)
+    watch(kq, x)
+    watch(kq, y)
+    assert inotify_watches(marker)[ino(top)] & IN_DELETE
+    os.rmdir(top / "x")
+    assert events(kq) == [ev(x, NOTE_DELETE)]  # nothing for the parent's knote: it asked for none of it
+    os.chmod(top, 0o700)
+    assert events(kq) == [ev(pfd, NOTE_ATTRIB, udata=9)]
+    if notes & NOTE_OPEN:
+        os.close(os.open(top, os.O_RDONLY))
+        assert events(kq) == [ev(pfd, NOTE_OPEN, udata=9)]
+    kq.control([vnode(pfd, flags=DELETE)], 0)
+    assert inotify_watches(marker)[ino(top)] == IN_DELETE  # narrowed to what the internal watch needs
+    os.chmod(top, 0o755)
+    os.close(os.open(top, os.O_RDONLY))
+    quiet(kq)
+    os.rmdir(top / "y")
+    assert events(kq) == [ev(y, NOTE_DELETE)]
+    assert ino(top) not in inotify_watches(marker)
+
+
+def test_rmdir_with_a_read_knote_on_the_parent(kq, tmp_path, fds, marker):
+    """A READ knote on the parent directory shares the watch: the internal watch's events are nothing to it."""
+    top = tmp_path / "top"
+    (top / "x").mkdir(parents=True)
+    pfd, x = fds(top), fds(top / "x")
+    assert kq.control([kevent(pfd, kqrs.KQ_FILTER_READ, ADD | CLEAR)], 0) == []
+    assert [e.ident for e in kq.control(None, 4, 0.1)] == [pfd]  # readable once (EV_CLEAR)
+    watch(kq, x)
+    (top / "f").write_bytes(b"")
+    os.unlink(top / "f")
+    quiet(kq)
+    os.rmdir(top / "x")
+    assert events(kq) == [ev(x, NOTE_DELETE)]
+    quiet(kq)
+    assert inotify_watches(marker)[ino(top)] == 0x2  # IN_MODIFY: the READ knote's own, as before
+
+
+def test_directory_knote_deleted_before_the_rmdir_leaves_no_watch(kq, tmp_path, fds, marker):
+    top = tmp_path / "top"
+    (top / "d").mkdir(parents=True)
+    fd = fds(top / "d")
+    watch(kq, fd)
+    assert ino(top) in inotify_watches(marker)
+    kq.control([vnode(fd, flags=DELETE)], 0)
+    watches = inotify_watches(marker)
+    assert ino(top) not in watches and ino(top / "d") not in watches
+    os.rmdir(top / "d")
+    quiet(kq)
+
+
+def test_directory_knote_gone_with_its_fd_leaves_no_watch(kq, tmp_path, fds, marker):
+    """Closed: the knote goes when that is noticed (here by the next event on its directory), the parent
+    watch with it."""
+    top = tmp_path / "top"
+    (top / "d").mkdir(parents=True)
+    fd = os.open(top / "d", os.O_RDONLY)
+    watch(kq, fd)
+    os.close(fd)
+    os.rmdir(top / "d")  # the last reference: the directory's watch reports IN_DELETE_SELF
+    quiet(kq)
+    assert ino(top) not in inotify_watches(marker)
+
+
+def test_only_a_directory_knote_asking_for_delete_watches_the_parent(kq, tmp_path, fds, marker):
+    """A directory watched for its entries alone is not woken by its siblings' removal; asking for
+    NOTE_DELETE later watches the parent from then on, and no longer asking stops."""
+    top = tmp_path / "top"
+    (top / "d").mkdir(parents=True)
+    fd = fds(top / "d")
+    watch(kq, fd, NOTE_WRITE)
+    assert ino(top) not in inotify_watches(marker)
+    watch(kq, fd, NOTE_WRITE | NOTE_DELETE)
+    assert inotify_watches(marker)[ino(top)] == IN_DELETE
+    watch(kq, fd, NOTE_WRITE)
+    assert ino(top) not in inotify_watches(marker)
+    watch(kq, fd, NOTE_DELETE)
+    os.rmdir(top / "d")
+    assert events(kq) == [ev(fd, NOTE_DELETE)]
+
+
+@pytest.mark.parametrize("where", ["another_parent", "same_parent"])
+def test_rmdir_after_the_directory_was_renamed(kq, tmp_path, fds, marker, where):
+    """Renamed: the parent watch moves to the parent it has now (under its new name), so its rmdir there is
+    NOTE_DELETE; a new directory at its old path, removed, is nothing to it."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "d").mkdir(parents=True)
+    b.mkdir()
+    fd = fds(a / "d")
+    watch(kq, fd)
+    new = (b if where == "another_parent" else a) / "e"
+    os.rename(a / "d", new)
+    assert events(kq) == [ev(fd, NOTE_RENAME)]
+    watches = inotify_watches(marker)
+    assert watches[ino(new.parent)] == IN_DELETE
+    if where == "another_parent":
+        assert ino(a) not in watches
+    (a / "d").mkdir()
+    os.rmdir(a / "d")
+    quiet(kq)
+    os.rmdir(new)
+    assert events(kq) == [ev(fd, NOTE_DELETE)]
+
+
+def test_rename_and_rmdir_in_one_batch(kq, tmp_path, fds, marker):
+    """Moved to a parent nobody watches and removed before kqrs read the rename: its own fstat says it."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "d").mkdir(parents=True)
+    b.mkdir()
+    fd = fds(a / "d")
+    watch(kq, fd)
+    os.rename(a / "d", b / "d")
+    os.rmdir(b / "d")
+    assert events(kq) == [ev(fd, NOTE_RENAME | NOTE_DELETE)]
+    watches = inotify_watches(marker)
+    assert ino(a) not in watches and ino(b) not in watches
 
 
 @pytest.mark.parametrize("how", ["create", "symlink", "mkfifo"])

@@ -70,10 +70,14 @@ pub(crate) struct FileState {
 /// EVFILT_VNODE: a share of the kqueue's inotify watch `wd` on the file `dev`/`ino`, the fstat snapshot the
 /// next event is compared with, and the notes gathered since the last report. `mnt` is its mount id
 /// (NOTE_REVOKE when that mount is gone). `early` marks changes the snapshot showed before their own
-/// inotify event was read (see `vnode::EARLY_*`), so that event is not taken for a further change.
+/// inotify event was read (see `vnode::EARLY_*`), so that event is not taken for a further change. A
+/// directory knote asking for NOTE_DELETE also shares the kqueue's internal watch `parent_wd` on its parent
+/// (-1: none), where it is the entry `name` (rmdir is told only to the parent: `vnode::sync_parent`).
 #[derive(Debug)]
 pub(crate) struct VnodeState {
     pub wd: i32,
+    pub parent_wd: i32,
+    pub name: Box<[u8]>,
     pub dev: u64,
     pub ino: u64,
     pub mnt: u64,

@@ -865,3 +865,29 @@ fn ten_thousand_user_knotes_round_trip() {
     change(&q, &dels);
     assert_eq!(q.knote_count(), 0);
 }
+
+// ---------------------------------------------------------------------------------------------------
+// EVFILT_VNODE
+// ---------------------------------------------------------------------------------------------------
+
+/// rmdir of an open directory is told by Linux only to its parent, which nobody watches here: the knote's
+/// NOTE_DELETE comes from kqrs's own watch on the parent, and only for that directory (a sibling of another
+/// name removed first says nothing).
+#[test]
+fn vnode_rmdir_of_an_open_directory_with_the_parent_not_watched() {
+    use std::os::fd::AsRawFd;
+    let top = std::env::temp_dir().join(format!("kqrs-engine-rmdir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&top);
+    std::fs::create_dir_all(top.join("d")).unwrap();
+    std::fs::create_dir(top.join("sibling")).unwrap();
+    let dir = std::fs::File::open(top.join("d")).unwrap();
+    let fd = dir.as_raw_fd() as usize;
+    let q = kq();
+    change(&q, &[kev(fd, EVFILT_VNODE, EV_ADD | EV_CLEAR, NOTE_DELETE | NOTE_WRITE, 0, 5)]);
+    std::fs::remove_dir(top.join("sibling")).unwrap();
+    assert!(pending(&q).is_empty());
+    std::fs::remove_dir(top.join("d")).unwrap();
+    assert_eq!(wait(&q, 4, SHORT), vec![kev(fd, EVFILT_VNODE, EV_CLEAR, NOTE_DELETE, 0, 5)]);
+    drop(dir);
+    std::fs::remove_dir(&top).unwrap();
+}

@@ -435,7 +435,7 @@ pub(crate) fn detach(st: &mut State, k: &Knote) -> Result<()> {
     let fd = k.ident as RawFd;
     match &k.kind {
         Kind::File(fs) => {
-            inotify::unwatch(st, fs.wd);
+            inotify::unwatch(st, fs.wd, libc::IN_MODIFY, Some((fd, fs.dev, fs.ino)));
             let e = entry_mut(st, fd);
             if e.is_empty() {
                 let gen = e.gen;

@@ -14,6 +14,11 @@
 //! NOTE_RENAME. A directory: NOTE_WRITE when an entry is added, removed or renamed, plus NOTE_LINK for a
 //! subdirectory made or removed (its link count), plus NOTE_EXTEND when the rename crossed directories.
 //! Across knotes, FreeBSD's order comes from the order of the batch (`inotify::ready`, `deleted_before`).
+//!
+//! rmdir of a directory that is still open is told only to its parent (IN_DELETE|IN_ISDIR, with the
+//! entry's name), never to the directory: a directory knote asking for NOTE_DELETE shares an internal
+//! watch on its parent and remembers its name there (`sync_parent`), and `subdirectory_removed` matches
+//! the two (wds are per inode, so the parent's wd tells apart directories of the same name).
 
 use crate::consts::*;
 use crate::filter::inotify::{self, OPT_IN_EVENTS};
@@ -73,7 +78,7 @@ fn opt_in_events(notes: u32) -> u32 {
 }
 
 /// The inotify mask a vnode knote asking for `notes` needs.
-fn events_for(notes: u32) -> u32 {
+pub(crate) fn events_for(notes: u32) -> u32 {
     WATCH | opt_in_events(notes)
 }
 
@@ -120,6 +125,8 @@ fn validate(ch: &Kevent) -> Result<()> {
 fn new_state(wd: i32, fd: RawFd, f: FileStat) -> Box<VnodeState> {
     Box::new(VnodeState {
         wd,
+        parent_wd: -1,
+        name: Box::default(),
         dev: f.dev,
         ino: f.ino,
         mnt: sys::fd_mount_id(fd).unwrap_or(0),
@@ -141,6 +148,7 @@ pub(crate) fn attach(st: &mut State, ch: &Kevent) -> Result<u32> {
     let wd = inotify::watch(st, fd, events_for(ch.fflags) | libc::IN_MASK_ADD)?;
     let slot = st.insert(Knote::from_change(ch, ch.flags & EV_STICKY, ch.fflags, Kind::Vnode(new_state(wd, fd, f))));
     inotify::share(st, wd, slot);
+    sync_parent(st, slot, false);
     if ch.fflags & NOTE_REVOKE != 0 {
         if let Err(e) = watch_mounts(st) {
             let _ = st.delete(slot);
@@ -163,7 +171,7 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
     let Some(Knote { sfflags, kind: Kind::Vnode(v), .. }) = st.knotes.get(slot) else {
         return Err(Errno(libc::ENOENT));
     };
-    let (old_notes, old_wd) = (*sfflags, v.wd);
+    let (old_notes, old_wd, old_parent) = (*sfflags, v.wd, v.parent_wd);
     let same_file = (f.dev, f.ino) == (v.dev, v.ino);
     if !same_file {
         // The fd number was closed and now names another file: the old knote went with the close;
@@ -175,13 +183,13 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
         if let Some(v) = st.filters.inotify.wds.get_mut(&old_wd) {
             v.retain(|&s| s != slot);
         }
-        inotify::unwatch(st, old_wd);
-        resubscribe(st, old_wd, events_for(old_notes));
+        inotify::unwatch(st, old_wd, events_for(old_notes), None);
         inotify::share(st, new_wd, slot);
         st.unqueue(slot);
         if let Some(k) = st.knotes.get_mut(slot) {
             k.kind = Kind::Vnode(new_state(new_wd, fd, f));
         }
+        inotify::unwatch_parent(st, old_parent);
     } else if old_wd >= 0 && opt_in_events(ch.fflags) & !opt_in_events(old_notes) != 0 {
         // It asks for opens, reads or closes it did not: the watch subscribes to them from now on (the fd
         // names the watched file: just checked).
@@ -196,47 +204,63 @@ pub(crate) fn modify(st: &mut State, slot: u32, ch: &Kevent) -> Result<()> {
     k.udata = ch.udata;
     if same_file {
         // It no longer asks for some: the watch stops subscribing to them unless another knote asks.
-        resubscribe(st, old_wd, opt_in_events(old_notes) & !opt_in_events(ch.fflags));
+        inotify::narrow(st, old_wd, opt_in_events(old_notes) & !opt_in_events(ch.fflags), None);
     }
+    sync_parent(st, slot, false); // it may ask for NOTE_DELETE now, or no longer
     Ok(())
 }
 
-/// A knote on watch `wd` went, or stopped asking for the inotify events `gone`: if no knote left on the
-/// watch needs some of them, the kernel's mask is set to exactly what they need (inotify_add_watch without
-/// IN_MASK_ADD replaces the mask of the inode's watch), through the fd of a knote that still names the
-/// inode. Vnode knotes need `events_for` their notes; READ knotes on a regular file or directory, IN_MODIFY.
-fn resubscribe(st: &mut State, wd: i32, gone: u32) {
-    if wd < 0 || st.filters.inotify.fd < 0 || gone == 0 {
+/// Keeps directory knote `slot`'s share of the kqueue's internal watch on its parent, and its name there:
+/// rmdir of an open directory is told only to the parent (`subdirectory_removed`). Only a knote asking for
+/// NOTE_DELETE has one (a directory watched for its entries alone, the common case, is not woken by its
+/// siblings' removal); it is made at attach, or when a change asks for NOTE_DELETE, and dropped when a
+/// change no longer asks or the directory has no links left. `look_again`: the directory may be another
+/// entry of another parent now (it was renamed, or events were lost), or removed: the share moves to the
+/// parent it has now, or goes. Best effort: a directory the process cannot search (`..` is looked up
+/// through it), the process's root, or a full watch table leave the knote without one (no NOTE_DELETE for
+/// its rmdir, as before).
+fn sync_parent(st: &mut State, slot: u32, look_again: bool) {
+    let Some(Knote { ident, sfflags, kind: Kind::Vnode(v), .. }) = st.knotes.get(slot) else { return };
+    let want = v.dir && sfflags & NOTE_DELETE != 0;
+    let old = v.parent_wd;
+    if want == (old >= 0) && !(want && look_again) {
         return;
     }
-    let Some(slots) = st.filters.inotify.wds.get(&wd) else { return };
-    let mut need = 0;
-    for &s in slots {
-        match st.knotes.get(s) {
-            Some(Knote { sfflags, kind: Kind::Vnode(_), .. }) => need |= events_for(*sfflags),
-            Some(Knote { kind: Kind::File(_), .. }) => need |= libc::IN_MODIFY,
-            _ => {}
+    let (fd, dev, ino) = (*ident as RawFd, v.dev, v.ino);
+    let found = if want { parent_of(st, fd, dev, ino) } else { None };
+    let new = found.as_ref().map_or(-1, |p| p.0);
+    if let Some((wd, pdev, pino, _)) = found {
+        if wd != old {
+            inotify::share_parent(st, wd, pdev, pino, slot);
         }
     }
-    if need == 0 || gone & !need == 0 {
-        return; // nothing left (the watch goes with its last knote), or still needed
+    if let Some(Knote { kind: Kind::Vnode(v), .. }) = st.knotes.get_mut(slot) {
+        v.parent_wd = new;
+        v.name = found.map(|p| p.3).unwrap_or_default();
     }
-    let via = slots.iter().find_map(|&s| {
-        let k = st.knotes.get(s)?;
-        let (dev, ino) = match &k.kind {
-            Kind::Vnode(v) => (v.dev, v.ino),
-            Kind::File(fs) => (fs.dev, fs.ino),
-            _ => return None,
-        };
-        let fd = RawFd::try_from(k.ident).ok()?;
-        match sys::fstat(fd) {
-            Ok(f) if (f.dev, f.ino) == (dev, ino) => Some(fd),
-            _ => None,
-        }
-    });
-    // (No fd names the inode any more: its knotes go when that is noticed, and the watch with them.)
-    let Some(fd) = via else { return };
-    let _ = inotify::rewatch(st, fd, wd, need);
+    if old >= 0 && old != new {
+        inotify::unwatch_parent(st, old);
+    }
+}
+
+/// The watch on the parent of the directory open as `fd` (named `dev`/`ino`), made or widened now, with the
+/// parent's identity and the directory's name in it; None when the directory has no links left or no
+/// parent can be watched.
+fn parent_of(st: &mut State, fd: RawFd, dev: u64, ino: u64) -> Option<(i32, u64, u64, Box<[u8]>)> {
+    match sys::fstat(fd) {
+        Ok(f) if (f.dev, f.ino) == (dev, ino) && f.nlink > 0 => {}
+        _ => return None,
+    }
+    // Its name, as /proc/self/fd/N names it (a race with a rename is caught by that rename's IN_MOVE_SELF
+    // on its own watch, made before this, which looks again).
+    let path = sys::fd_path(fd)?;
+    let name = &path[path.iter().rposition(|&c| c == b'/')? + 1..];
+    if name.is_empty() {
+        return None; // "/": its own parent, never removed
+    }
+    let name: Box<[u8]> = name.into();
+    let (wd, pdev, pino) = inotify::watch_parent(st, fd).ok()?;
+    Some((wd, pdev, pino, name))
 }
 
 /// NOTE_REVOKE: inotify only says IN_UNMOUNT once the filesystem itself goes away, which the knote's own
@@ -294,8 +318,11 @@ pub(crate) fn close(st: &mut State) {
 
 pub(crate) fn detach(st: &mut State, k: &Knote) {
     if let Kind::Vnode(v) = &k.kind {
-        inotify::unwatch(st, v.wd);
-        resubscribe(st, v.wd, events_for(k.sfflags));
+        let departed = RawFd::try_from(k.ident).ok().map(|fd| (fd, v.dev, v.ino));
+        inotify::unwatch(st, v.wd, events_for(k.sfflags), departed);
+        if v.parent_wd >= 0 {
+            inotify::unwatch_parent(st, v.parent_wd);
+        }
     }
 }
 
@@ -323,7 +350,7 @@ pub(crate) fn inotify_event(st: &mut State, slot: u32, mask: u32) {
     if mask & !libc::IN_ISDIR == 0 {
         return;
     }
-    let (dev, ino, dir, snap, early) = (v.dev, v.ino, v.dir, v.snap, v.early);
+    let (dev, ino, dir, snap, early, parent_wd) = (v.dev, v.ino, v.dir, v.snap, v.early, v.parent_wd);
     let fd = k.ident as RawFd;
     let now = match sys::fstat(fd) {
         Ok(f) if (f.dev, f.ino) == (dev, ino) => f,
@@ -363,6 +390,11 @@ pub(crate) fn inotify_event(st: &mut State, slot: u32, mask: u32) {
     if wanted != 0 {
         v.pending |= wanted;
         st.enqueue(slot);
+    }
+    // Renamed (or events lost): its parent watch follows it to the parent it has now; removed: it goes.
+    let moved = mask & (libc::IN_MOVE_SELF | libc::IN_Q_OVERFLOW) != 0;
+    if dir && (moved || (now.nlink == 0 && parent_wd >= 0)) {
+        sync_parent(st, slot, true);
     }
 }
 
@@ -510,58 +542,25 @@ pub(crate) fn deleted_before(st: &State, a: (i32, u32), b: (i32, u32, &[u8])) ->
     }
 }
 
-/// The directory knotes whose directory is gone (no links left, not reported yet), found once per inotify
-/// batch that removes a subdirectory, by the name they had: (slot, the path they had).
-#[derive(Default)]
-pub(crate) struct RemovedDirs {
-    scanned: bool,
-    by_name: std::collections::HashMap<Vec<u8>, Vec<(u32, Vec<u8>)>>,
-}
-
 /// A directory lost its subdirectory `name` (IN_DELETE|IN_ISDIR on watch `wd`): Linux tells nothing to
-/// the removed directory itself while it is open, so the directory knote whose directory had that path
-/// (its fd's path is then `"<parent>/<name> (deleted)"`) gets its NOTE_DELETE here, after its parent's
-/// NOTE_WRITE|NOTE_LINK as on FreeBSD. (Only when this kqueue watches the parent: otherwise nothing says
-/// it, a known gap.) The knotes are looked at once per batch, not once per removed directory.
-pub(crate) fn subdirectory_removed(st: &mut State, wd: i32, name: &[u8], removed: &mut RemovedDirs) {
-    const DELETED: &[u8] = b" (deleted)";
-    if !removed.scanned {
-        removed.scanned = true;
-        for (slot, k) in st.knotes.iter_slots() {
-            let Kind::Vnode(v) = &k.kind else { continue };
-            if !v.dir || v.snap.nlink == 0 {
-                continue;
+/// the removed directory itself while it is open, so the directory knotes whose parent watch is `wd` (wds
+/// are per inode: that parent, and no other directory of the same name elsewhere) and whose name in it is
+/// `name` get their NOTE_DELETE here, when their own fstat shows that directory with no links left: after
+/// the parent's NOTE_WRITE|NOTE_LINK, as FreeBSD's vop_rmdir_post posts them. Only the knotes of that one
+/// parent are looked at.
+pub(crate) fn subdirectory_removed(st: &mut State, wd: i32, name: &[u8]) {
+    let Some(p) = st.filters.inotify.parents.get(&wd) else { return };
+    let found: Vec<u32> = p
+        .slots
+        .iter()
+        .copied()
+        .filter(|&s| match st.knotes.get(s) {
+            Some(Knote { ident, kind: Kind::Vnode(v), .. }) if *v.name == *name => {
+                matches!(sys::fstat(*ident as RawFd), Ok(f) if (f.dev, f.ino) == (v.dev, v.ino) && f.nlink == 0)
             }
-            let fd = k.ident as RawFd;
-            match sys::fstat(fd) {
-                Ok(f) if (f.dev, f.ino) == (v.dev, v.ino) && f.nlink == 0 => {}
-                _ => continue,
-            }
-            let Some(path) = sys::fd_path(fd) else { continue };
-            let Some(path) = path.strip_suffix(DELETED) else { continue };
-            let Some(cut) = path.iter().rposition(|&c| c == b'/') else { continue };
-            removed.by_name.entry(path[cut + 1..].to_vec()).or_default().push((slot, path.to_vec()));
-        }
-    }
-    let Some(candidates) = removed.by_name.get_mut(name) else { return };
-    // The parent's path, from a knote watching it, tells apart directories of the same name.
-    let parent = st.filters.inotify.wds.get(&wd).and_then(|slots| {
-        slots.iter().find_map(|&s| {
-            let k = st.knotes.get(s)?;
-            let p = sys::fd_path(k.ident as RawFd)?;
-            Some(p.strip_suffix(DELETED).map(<[u8]>::to_vec).unwrap_or(p))
+            _ => false,
         })
-    });
-    let found: Vec<u32> = match parent {
-        Some(parent) => {
-            let mut want = parent;
-            want.push(b'/');
-            want.extend_from_slice(name);
-            candidates.iter().filter(|(_, p)| *p == want).map(|&(s, _)| s).collect()
-        }
-        None => candidates.iter().map(|&(s, _)| s).collect(),
-    };
-    candidates.retain(|(s, _)| !found.contains(s));
+        .collect();
     for slot in found {
         inotify_event(st, slot, RECHECK);
     }

@@ -81,7 +81,12 @@ pub fn fstat(fd: RawFd) -> Result<FileStat> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: st is a valid, writable stat buffer.
     cvt(unsafe { libc::fstat(fd, &mut st) })?;
-    Ok(FileStat {
+    Ok(stat_of(&st))
+}
+
+/// What kqrs keeps of a `struct stat`.
+fn stat_of(st: &libc::stat) -> FileStat {
+    FileStat {
         kind: st.st_mode & libc::S_IFMT,
         size: st.st_size,
         dev: st.st_dev,
@@ -92,7 +97,17 @@ pub fn fstat(fd: RawFd) -> Result<FileStat> {
         gid: st.st_gid,
         mtime_ns: st.st_mtime.saturating_mul(1_000_000_000).saturating_add(st.st_mtime_nsec),
         ctime_ns: st.st_ctime.saturating_mul(1_000_000_000).saturating_add(st.st_ctime_nsec),
-    })
+    }
+}
+
+/// fstat(2) of the parent of the directory open as `fd` (fstatat(fd, "..")): the directory it is an entry
+/// of now.
+pub fn fstat_parent(fd: RawFd) -> Result<FileStat> {
+    // SAFETY: stat is plain old data; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is a NUL-terminated literal; st is a valid, writable stat buffer.
+    cvt(unsafe { libc::fstatat(fd, c"..".as_ptr(), &mut st, 0) })?;
+    Ok(stat_of(&st))
 }
 
 /// The fd's file offset (lseek(fd, 0, SEEK_CUR)).

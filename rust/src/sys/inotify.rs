@@ -11,7 +11,19 @@ pub fn inotify_init() -> Result<RawFd> {
 /// Watches the open file behind `fd` (through its /proc/self/fd magic link, which names the file itself,
 /// even after it was renamed or unlinked). Returns the watch descriptor.
 pub fn inotify_watch_fd(ifd: RawFd, fd: RawFd, mask: u32) -> Result<i32> {
-    let mut path = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
+    watch_proc_path(ifd, fd, b"", mask)
+}
+
+/// Watches the parent of the directory open as `fd` (`/proc/self/fd/N/..`: the directory it is an entry of
+/// now, whatever path it was opened by; nothing is opened). Returns the watch descriptor.
+pub fn inotify_watch_fd_parent(ifd: RawFd, fd: RawFd, mask: u32) -> Result<i32> {
+    watch_proc_path(ifd, fd, b"/..", mask)
+}
+
+/// inotify_add_watch on `/proc/self/fd/N` followed by `tail` (at most 3 bytes).
+fn watch_proc_path(ifd: RawFd, fd: RawFd, tail: &[u8], mask: u32) -> Result<i32> {
+    let mut path = [0u8; 32];
+    path[..14].copy_from_slice(b"/proc/self/fd/");
     let mut digits = [0u8; 11];
     let mut n = fd as u32;
     let mut len = 0;
@@ -26,7 +38,9 @@ pub fn inotify_watch_fd(ifd: RawFd, fd: RawFd, mask: u32) -> Result<i32> {
     for i in 0..len {
         path[14 + i] = digits[len - 1 - i];
     }
-    // SAFETY: path is NUL-terminated (at most 10 digits after the 14-byte prefix in a 26-byte buffer).
+    let tail = &tail[..tail.len().min(3)];
+    path[14 + len..14 + len + tail.len()].copy_from_slice(tail);
+    // SAFETY: path is NUL-terminated: at most 14 + 10 + 3 bytes are written into 32 zeroed bytes.
     cvt(unsafe { libc::inotify_add_watch(ifd, path.as_ptr().cast(), mask) })
 }
 
