@@ -425,6 +425,8 @@ pub struct FileStat {
     pub ctime_ns: i64,
 }
 
+// st_nlink is a u64 on x86_64 but a u32 on aarch64: the widening is a no-op on one and needed on the other.
+#[allow(clippy::useless_conversion)]
 pub fn fstat(fd: RawFd) -> Result<FileStat> {
     // SAFETY: stat is plain old data; all-zero is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -435,7 +437,7 @@ pub fn fstat(fd: RawFd) -> Result<FileStat> {
         size: st.st_size,
         dev: st.st_dev,
         ino: st.st_ino,
-        nlink: st.st_nlink,
+        nlink: u64::from(st.st_nlink),
         mode: st.st_mode,
         uid: st.st_uid,
         gid: st.st_gid,
