@@ -5,11 +5,12 @@
 # CPython 3.13 and of a free-threaded CPython 3.13t (the cp313t wheel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+phase() { echo "== $* [at $((SECONDS)) s]"; }
 
-echo "== cargo test (engine alone, no Python)"
+phase "cargo test (engine alone, no Python)"
 cargo test --quiet
 
-echo "== the C library (libkqueue.so.0), and libkqueue's own test suite against it"
+phase "the C library (libkqueue.so.0), and libkqueue's own test suite against it"
 CAPI_DIR=$PWD/.capi
 bash scripts/build-capi.sh "$CAPI_DIR"
 export KQRS_CAPI_DIR=$CAPI_DIR  # tests/test_capi.py uses this build
@@ -23,7 +24,7 @@ else
   echo "libkqueue's suite not found (set LIBKQUEUE_SUITE=DIR): not run"
 fi
 
-echo "== release wheels and sdist (scripts/build-wheels.sh)"
+phase "release wheels and sdist (scripts/build-wheels.sh)"
 bash scripts/build-wheels.sh dist
 export KQRS_DIST=$PWD/dist  # tests/test_packaging.py checks what it holds
 
@@ -37,14 +38,15 @@ run_pytest() {  # $1 = interpreter, $2 = venv dir
   whl=$(ls dist/kqrs-*-"${abi%t}"-"$abi"-*_"$arch".whl)
   # the release wheel, not the source tree: the tests import it from site-packages (test_installed_wheel.py)
   "$2/bin/pip" install --quiet "$whl[test]"
-  echo "== pytest on $("$2/bin/python" -c 'import sys; print(sys.version.split()[0], "free-threaded" if not getattr(sys, "_is_gil_enabled", lambda: True)() else "")') against $(basename "$whl")"
+  phase "pytest on $("$2/bin/python" -c 'import sys; print(sys.version.split()[0], "free-threaded" if not getattr(sys, "_is_gil_enabled", lambda: True)() else "")') against $(basename "$whl")"
   # the sdist is built and tested from a fresh unpack once per run, in the first venv
   KQRS_EXPECT_WHEEL=1 KQRS_SDIST_TESTED=$sdist_tested "$2/bin/python" -m pytest -q -p no:cacheprovider tests
   sdist_tested=1
-  echo "== the thread-safety tests again, each in 4 threads at once (pytest-run-parallel)"
+  phase "the thread-safety tests again, each in 4 threads at once (pytest-run-parallel)"
   KQRS_EXPECT_WHEEL=1 "$2/bin/python" -m pytest -q -p no:cacheprovider -o timeout_method=thread --parallel-threads=4 tests/test_threads.py
 }
 
 run_pytest "${PYTHON:-python3}" .venv-test
 run_pytest "$(bash .ci/py313.sh)" .venv-313
 run_pytest "$(bash .ci/py313t.sh)" .venv-313t
+phase "all done"
