@@ -27,7 +27,7 @@ if [ ! -x "$EXE" ]; then
       [ -n "$URI" ] || URI=$(awk '$1 == "deb" {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' /etc/apt/sources.list 2>/dev/null || true)
       [ -n "$URI" ] || { echo "cpython313.sh: no Debian mirror found in /etc/apt/sources*" >&2; exit 1; }
       echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $URI trixie main" > $A/sources.list
-      O="-o Dir::Etc::sourcelist=$A/sources.list -o Dir::Etc::sourceparts=/nonexistent -o Dir::State::Lists=$A/lists -o Dir::Cache=$A/cache"
+      O="-o APT::Sandbox::User=root -o Dir::Etc::sourcelist=$A/sources.list -o Dir::Etc::sourceparts=/nonexistent -o Dir::State::Lists=$A/lists -o Dir::Cache=$A/cache"
       apt-get $O update >/dev/null
       (cd $A/src && apt-get $O source --download-only python3.13 >/dev/null)
       cp $A/src/python3.13_*.orig.tar.xz "$SRC/"
