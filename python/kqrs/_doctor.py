@@ -423,7 +423,7 @@ def probe_build(info: dict[str, Any]) -> tuple[str, str]:
         f"kqrs {info['version']}",
         f"wheel {info['wheel_tag']}" if info["wheel_tag"] else "not from a wheel",
         f"{info['python_abi']} ({'free-threaded' if info['free_threaded'] else 'GIL'})",
-        f"{info['target']} for glibc {info['glibc']}+",
+        f"{info['target']}, linked for glibc {info['glibc']}",
         f"{info['profile']}, debug assertions {'ON (a development build: slower)' if info['debug_assertions'] else 'off'}",
         str(info["rustc"]),
     ]
