@@ -12,10 +12,11 @@ import os
 import platform
 import socket
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _kqrs
 from ._kqrs import kevent, kqueue
@@ -149,7 +150,7 @@ def probe_unbuilt(name: str, filt: int) -> tuple[str, str]:
 def probe_proc() -> tuple[str, str]:
     import subprocess
 
-    pidfd, getinfo, conn = _kqrs._proc_support()
+    pidfd, _getinfo, conn = _kqrs._proc_support()
     if not pidfd:
         return NO, "pidfd_open(2) is missing (Linux < 5.3): NOTE_EXIT cannot be watched without reaping"
     notes = []
@@ -161,7 +162,8 @@ def probe_proc() -> tuple[str, str]:
         if p.wait() != 3:
             return NO, "kqrs reaped the child: waitpid() lost its status"
         notes.append("NOTE_EXIT with wait status for children and non-children, never reaping")
-    notes.append("status of processes reaped by others" + ("" if getinfo else ": no (needs PIDFD_GET_INFO, Linux 6.15)"))
+    reaped, _ = reaped_status_readable()
+    notes.append("status of processes reaped by others" + ("" if reaped else ": no (needs PIDFD_INFO_EXIT, Linux 6.15)"))
     if conn == 0:
         notes.append("NOTE_FORK/NOTE_EXEC/NOTE_TRACK via the process connector")
         return OK, "; ".join(notes)
@@ -288,6 +290,152 @@ def probe_inotify() -> tuple[str, str]:
     return OK, f"inotify available (max_user_watches={watches})"
 
 
+class KernelFeature(NamedTuple):
+    name: str
+    since: str  # the Linux release that added it
+    gives: str  # what kqrs does with it
+    without: str  # what kqrs does on a kernel without it
+
+
+# The supported kernel range, one row per kernel facility kqrs adapts to. The README's "Supported kernels"
+# section is checked against this table (tests/test_release.py), and `kqrs doctor` probes each row live.
+KERNEL_FEATURES: tuple[KernelFeature, ...] = (
+    KernelFeature("pidfd", "5.3", "EVFILT_PROC NOTE_EXIT and EVFILT_PROCDESC for any visible process, nothing reaped",
+                  "EVFILT_PROC and EVFILT_PROCDESC fail: kqrs needs 5.3"),
+    KernelFeature("waitid P_PIDFD", "5.4", "a child's wait status read through its pidfd, without reaping it",
+                  "the status is read from /proc/PID/stat while the child is a zombie (same result)"),
+    KernelFeature("epoll_pwait2", "5.11", "kevent() timeouts with nanosecond precision",
+                  "timeouts are rounded up to whole milliseconds (epoll_wait)"),
+    KernelFeature("PIDFD_GET_INFO", "6.13", "the pidfd ioctl that PIDFD_INFO_EXIT extends",
+                  "nothing lost by itself"),
+    KernelFeature("PIDFD_INFO_EXIT", "6.15", "the wait status of a process someone else reaped before kqrs read it",
+                  "such a NOTE_EXIT comes with EV_ERROR and ECHILD in data"),
+    KernelFeature("process connector", "any, with CONFIG_PROC_EVENTS",
+                  "NOTE_FORK, NOTE_EXEC, NOTE_TRACK (needs CAP_NET_ADMIN in the initial namespaces)",
+                  "EV_ADD with those notes fails with EPERM (EOPNOTSUPP where there is no connector)"),
+)
+OLDEST_KERNEL = "5.3"
+
+
+def _pidfd_info_exit(pidfd: int) -> int | None:
+    """PIDFD_GET_INFO asking for PIDFD_INFO_EXIT: the exit status it reports, None if it reports none;
+    OSError on kernels without the ioctl."""
+    import fcntl
+    import struct
+
+    pidfd_get_info = 0xC000_0000 | (64 << 16) | (0xFF << 8) | 11  # _IOWR(0xFF, 11, struct pidfd_info v0)
+    pidfd_info_exit = 1 << 3
+    buf = bytearray(64)
+    struct.pack_into("=Q", buf, 0, pidfd_info_exit)
+    fcntl.ioctl(pidfd, pidfd_get_info, buf)
+    mask = struct.unpack_from("=Q", buf, 0)[0]
+    return struct.unpack_from("=i", buf, 60)[0] if mask & pidfd_info_exit else None
+
+
+def reaped_status_readable() -> tuple[bool, str]:
+    """Whether PIDFD_INFO_EXIT tells the status of a child that was already reaped (Linux 6.15+)."""
+    import subprocess
+
+    p = subprocess.Popen(["sh", "-c", "exit 7"])
+    try:
+        child = os.pidfd_open(p.pid)
+    except OSError as e:
+        p.wait()
+        return False, f"pidfd_open: {_errname(e.errno or 0)}"
+    try:
+        p.wait()  # reaped: only PIDFD_INFO_EXIT can still tell how it exited
+        status = _pidfd_info_exit(child)
+        return status == 7 << 8, "" if status == 7 << 8 else f"a reaped child's status reads as {status!r}"
+    except OSError as e:
+        return False, _errname(e.errno or 0)
+    finally:
+        os.close(child)
+
+
+def kernel_features() -> list[dict[str, Any]]:
+    """Each KERNEL_FEATURES row with `present`: probed live on this kernel (True/False), and `note`."""
+    present: dict[str, tuple[bool, str]] = {}
+    try:
+        fd = os.pidfd_open(os.getpid())
+    except (OSError, AttributeError) as e:
+        present["pidfd"] = (False, f"pidfd_open: {e}")
+        fd = -1
+    else:
+        present["pidfd"] = (True, "")
+    if fd >= 0:
+        try:
+            try:  # our own process is not our child: ECHILD where P_PIDFD exists, EINVAL where it does not
+                os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
+                present["waitid P_PIDFD"] = (True, "")
+            except ChildProcessError:
+                present["waitid P_PIDFD"] = (True, "")
+            except OSError as e:
+                present["waitid P_PIDFD"] = (False, _errname(e.errno or 0))
+            try:
+                _pidfd_info_exit(fd)
+                present["PIDFD_GET_INFO"] = (True, "")
+            except OSError as e:
+                present["PIDFD_GET_INFO"] = (False, _errname(e.errno or 0))
+        finally:
+            os.close(fd)
+    if present.get("PIDFD_GET_INFO", (False, ""))[0]:
+        present["PIDFD_INFO_EXIT"] = reaped_status_readable()
+    else:
+        present["PIDFD_INFO_EXIT"] = (False, "no PIDFD_GET_INFO")
+    present["epoll_pwait2"] = (_kqrs._has_epoll_pwait2(), "")
+    conn = _kqrs._proc_support()[2]
+    present["process connector"] = (conn == 0, "" if conn == 0 else _errname(conn))
+    rows = []
+    for f in KERNEL_FEATURES:
+        ok, note = present.get(f.name, (False, "not probed: needs pidfd"))
+        rows.append({**f._asdict(), "present": ok, "note": note})
+    return rows
+
+
+def probe_kernel(features: list[dict[str, Any]]) -> tuple[str, str]:
+    have = [f"{f['name']} ({f['since'].split(',')[0]}): {'yes' if f['present'] else 'no'}"
+            + (f" [{f['note']}]" if f["note"] and not f["present"] else "") for f in features]
+    missing = [f for f in features if not f["present"]]
+    summary = f"Linux {platform.release()}; kqrs supports {OLDEST_KERNEL}+. " + ", ".join(have)
+    if any(f["name"] == "pidfd" for f in missing):
+        return NO, summary
+    return (PARTIAL if missing else OK), summary
+
+
+def build_info() -> dict[str, Any]:
+    """How the installed extension was built (from the extension itself), and the wheel tag pip recorded."""
+    info: dict[str, Any] = dict(_kqrs.build_info())
+    info["wheel_tag"] = None
+    try:
+        from importlib.metadata import distribution
+
+        wheel = distribution("kqrs").read_text("WHEEL") or ""
+        tags = [ln.split(":", 1)[1].strip() for ln in wheel.splitlines() if ln.startswith("Tag:")]
+        info["wheel_tag"] = tags[-1] if tags else None
+    except Exception:  # not installed from a wheel (a source tree on sys.path): no tag to show
+        pass
+    return info
+
+
+def probe_build(info: dict[str, Any]) -> tuple[str, str]:
+    interp_ft = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    parts = [
+        f"kqrs {info['version']}",
+        f"wheel {info['wheel_tag']}" if info["wheel_tag"] else "not from a wheel",
+        f"{info['python_abi']} ({'free-threaded' if info['free_threaded'] else 'GIL'})",
+        f"{info['target']}, linked for glibc {info['glibc']}",
+        f"{info['profile']}, debug assertions {'ON (a development build: slower)' if info['debug_assertions'] else 'off'}",
+        str(info["rustc"]),
+    ]
+    detail = "; ".join(parts)
+    package = __import__("kqrs").__version__
+    if info["version"] != package:
+        return NO, f"the extension is kqrs {info['version']} but the Python package is {package}: " + detail
+    if info["free_threaded"] != interp_ft:
+        return NO, "the extension and the interpreter disagree on free-threading: " + detail
+    return OK, detail
+
+
 def probe_threads() -> tuple[str, str]:
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
     if gil:
@@ -313,8 +461,13 @@ PROBES: list[tuple[str, Callable[[], tuple[str, str]]]] = [
 
 
 def collect() -> dict[str, Any]:
+    build = build_info()
+    features = kernel_features()
+    probes: list[tuple[str, Callable[[], tuple[str, str]]]] = [
+        ("build", lambda: probe_build(build)), *PROBES, ("kernel", lambda: probe_kernel(features))
+    ]
     rows = []
-    for name, fn in PROBES:
+    for name, fn in probes:
         try:
             status, detail = fn()
         except Exception as e:  # a probe that crashes is a finding, not a crash of doctor
@@ -325,6 +478,8 @@ def collect() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "kernel": platform.release(),
         "machine": platform.machine(),
+        "build": build,
+        "kernel_features": features,
         "rows": rows,
     }
 
@@ -338,4 +493,11 @@ def run(json_output: bool = False) -> int:
     width = max(len(r["feature"]) for r in report["rows"])
     for r in report["rows"]:
         print(f"  {r['feature']:<{width}}  {r['works']:<6}  {r['detail']}")
+    print(f"Kernel facilities kqrs adapts to (supported: Linux {OLDEST_KERNEL} and newer):")
+    feats = report["kernel_features"]
+    width = max(len(f["name"]) for f in feats)
+    for f in feats:
+        since = f["since"].split(",")[0]
+        what = f["gives"] if f["present"] else f"without it: {f['without']}"
+        print(f"  {f['name']:<{width}}  {since:<5}  {'yes' if f['present'] else 'no':<3}  {what}")
     return 0

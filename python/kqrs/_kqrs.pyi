@@ -18,6 +18,7 @@ __all__ = ['kqueue',
     '_owned_fd_count',
     '_signal_reassert',
     '_signal_hooked',
+    'build_info',
     'KQ_FILTER_READ',
     'KQ_FILTER_WRITE',
     'KQ_FILTER_AIO',
@@ -184,6 +185,9 @@ def _proc_support() -> tuple[bool, bool, int]: ...
 def _owned_fd_count() -> int: ...
 def _signal_reassert(signum: int) -> None: ...
 def _signal_hooked(signum: int) -> bool: ...
+def build_info() -> dict[str, str | bool]:
+    """How this extension was built: version, target, glibc, python_abi, free_threaded, profile,
+    debug_assertions, rustc."""
 KQ_EV_ADD: int
 KQ_EV_CLEAR: int
 KQ_EV_DELETE: int

@@ -767,6 +767,22 @@ fn _proc_support(py: Python<'_>) -> (bool, bool, i32) {
     })
 }
 
+/// How this extension was built, filled in at compile time (build.rs): what `kqrs doctor` reports as the
+/// build row.
+#[pyfunction]
+fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("version", env!("CARGO_PKG_VERSION"))?;
+    d.set_item("target", env!("KQRS_BUILD_TARGET"))?;
+    d.set_item("glibc", env!("KQRS_BUILD_GLIBC"))?;
+    d.set_item("python_abi", env!("KQRS_BUILD_PYTHON_ABI"))?;
+    d.set_item("free_threaded", env!("KQRS_BUILD_FREE_THREADED") == "1")?;
+    d.set_item("profile", env!("KQRS_BUILD_PROFILE"))?;
+    d.set_item("debug_assertions", cfg!(debug_assertions))?;
+    d.set_item("rustc", env!("KQRS_BUILD_RUSTC"))?;
+    Ok(d)
+}
+
 #[pymodule]
 fn _kqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyKqueue>()?;
@@ -779,6 +795,7 @@ fn _kqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_owned_fd_count, m)?)?;
     m.add_function(wrap_pyfunction!(_signal_reassert, m)?)?;
     m.add_function(wrap_pyfunction!(_signal_hooked, m)?)?;
+    m.add_function(wrap_pyfunction!(build_info, m)?)?;
     let filters: &[(&str, i16)] = &[
         ("KQ_FILTER_READ", EVFILT_READ),
         ("KQ_FILTER_WRITE", EVFILT_WRITE),

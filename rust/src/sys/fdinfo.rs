@@ -85,13 +85,15 @@ pub fn fstat(fd: RawFd) -> Result<FileStat> {
 }
 
 /// What kqrs keeps of a `struct stat`.
+// st_nlink is a u64 on x86_64 but a u32 on aarch64: the widening is a no-op on one and needed on the other.
+#[allow(clippy::useless_conversion)]
 fn stat_of(st: &libc::stat) -> FileStat {
     FileStat {
         kind: st.st_mode & libc::S_IFMT,
         size: st.st_size,
         dev: st.st_dev,
         ino: st.st_ino,
-        nlink: st.st_nlink,
+        nlink: u64::from(st.st_nlink),
         mode: st.st_mode,
         uid: st.st_uid,
         gid: st.st_gid,
