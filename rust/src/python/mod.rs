@@ -12,6 +12,7 @@ use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyTuple, PyType};
 use crate::consts::*;
 use crate::kqueue::{Kqueue, Wait};
 
+mod heap;
 mod selector;
 use crate::sys::Errno;
 use crate::Kevent;
@@ -34,8 +35,11 @@ fn as_index<'py>(o: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyInt>> {
     if let Ok(i) = o.cast::<PyInt>() {
         return Ok(i.clone());
     }
-    if !o.is_instance_of::<PyFloat>() && o.hasattr("__index__")? {
-        let v = o.call_method0("__index__")?;
+    // Interned names: a fresh string per call would be kept alive by CPython's type attribute cache (one
+    // entry per string object), which the soak tests count as Python blocks that keep growing.
+    let name = pyo3::intern!(o.py(), "__index__");
+    if !o.is_instance_of::<PyFloat>() && o.hasattr(name)? {
+        let v = o.call_method0(name)?;
         if let Ok(i) = v.cast_into::<PyInt>() {
             return Ok(i);
         }
@@ -61,10 +65,11 @@ fn ident_of(o: &Bound<'_, PyAny>) -> PyResult<usize> {
             PyOverflowError::new_err("Python int too large to convert to C size_t")
         });
     }
-    if !o.hasattr("fileno")? {
+    let name = pyo3::intern!(o.py(), "fileno"); // (interned: see as_index)
+    if !o.hasattr(name)? {
         return Err(PyTypeError::new_err("argument must be an int, or have a fileno() method."));
     }
-    let r = o.call_method0("fileno")?;
+    let r = o.call_method0(name)?;
     let Ok(i) = r.cast::<PyInt>() else {
         return Err(PyTypeError::new_err("fileno() returned a non-integer"));
     };
@@ -770,6 +775,12 @@ fn _owned_fd_count() -> usize {
     crate::sys::owned_fd_count()
 }
 
+/// (bytes, blocks) of Rust heap the extension holds now (every kqueue, knote and table together).
+#[pyfunction]
+fn _heap() -> (isize, isize) {
+    heap::live()
+}
+
 /// What this machine offers EVFILT_PROC: (pidfd works, PIDFD_GET_INFO works, connector errno or 0).
 #[pyfunction]
 fn _proc_support(py: Python<'_>) -> (bool, bool, i32) {
@@ -801,6 +812,7 @@ fn _kqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_filter_supported, m)?)?;
     m.add_function(wrap_pyfunction!(_proc_support, m)?)?;
     m.add_function(wrap_pyfunction!(_owned_fd_count, m)?)?;
+    m.add_function(wrap_pyfunction!(_heap, m)?)?;
     m.add_function(wrap_pyfunction!(_signal_reassert, m)?)?;
     m.add_function(wrap_pyfunction!(_signal_hooked, m)?)?;
     let filters: &[(&str, i16)] = &[
