@@ -293,9 +293,10 @@ impl Kqueue {
     /// signal handlers and retries `collect` with the time left, C returns it (as BSD does).
     pub fn kevent_once(&self, changes: &[Kevent], events: &mut [Kevent], wait: Wait) -> Result<usize> {
         if !changes.is_empty() {
-            let n = self.apply_then_collect(changes, events)?;
-            if n > 0 || events.is_empty() {
-                return Ok(n);
+            match self.apply_then_collect(changes, events)? {
+                Some(n) => return Ok(n),
+                None if events.is_empty() => return Ok(0),
+                None => {}
             }
         } else if events.is_empty() {
             if self.is_closed() {
@@ -319,9 +320,10 @@ impl Kqueue {
     /// `resume_step`. `alias` is another fd of this kqueue's epoll, used when its own number may be gone.
     pub fn begin_step(&self, changes: &[Kevent], events: &mut [Kevent], wait: Wait, alias: RawFd) -> Result<Step> {
         if !changes.is_empty() {
-            let n = self.apply_then_collect(changes, events)?;
-            if n > 0 || events.is_empty() {
-                return Ok(Step::Done(n));
+            match self.apply_then_collect(changes, events)? {
+                Some(n) => return Ok(Step::Done(n)),
+                None if events.is_empty() => return Ok(Step::Done(0)),
+                None => {}
             }
         } else if events.is_empty() {
             if self.is_closed() {
@@ -381,21 +383,22 @@ impl Kqueue {
         }
         let r = Self::apply_locked(&mut st, changes, events);
         self.after_changes(&mut st);
-        r
+        r.map(|n| n.unwrap_or(0))
     }
 
-    /// `apply` for a caller that collects right after (with the same `events`) when this returns 0: a
+    /// `apply` for a caller that collects right after (with the same `events`) when this returns None: a
     /// knote a change makes ready is left for that collect instead of waking other threads through the
-    /// kick (which would cost a syscall now and another in the collect).
-    pub fn apply_then_collect(&self, changes: &[Kevent], events: &mut [Kevent]) -> Result<usize> {
+    /// kick (which would cost a syscall now and another in the collect). `Some(n)`: the call is over, with
+    /// `n` entries to return (0 too: see `apply_locked`).
+    pub fn apply_then_collect(&self, changes: &[Kevent], events: &mut [Kevent]) -> Result<Option<usize>> {
         let mut st = self.lock_open()?;
         if changes.is_empty() {
-            return Ok(0);
+            return Ok(None);
         }
         st.defer_kick = !events.is_empty();
         let r = Self::apply_locked(&mut st, changes, events);
         st.defer_kick = false;
-        if !matches!(r, Ok(0)) || events.is_empty() {
+        if !matches!(r, Ok(None)) || events.is_empty() {
             // No collect follows: whatever is queued must be visible to others now.
             st.flush_kick();
         }
@@ -407,19 +410,19 @@ impl Kqueue {
     /// caller that makes it with other threads free to run (the Python layer: with the GIL released, so
     /// the thread it wakes does not find the GIL taken). The fd stays open until the kick is fired or
     /// dropped.
-    pub fn apply_deferring_kick(&self, changes: &[Kevent], events: &mut [Kevent]) -> (Result<usize>, PendingKick<'_>) {
+    pub fn apply_deferring_kick(&self, changes: &[Kevent], events: &mut [Kevent]) -> (Result<Option<usize>>, PendingKick<'_>) {
         let mut pending = PendingKick { kick: None, _hz: hazard::enter(self.id, &self.slotless) };
         let mut st = match self.lock_open() {
             Ok(st) => st,
             Err(e) => return (Err(e), pending),
         };
         if changes.is_empty() {
-            return (Ok(0), pending);
+            return (Ok(None), pending);
         }
         st.defer_kick = !events.is_empty();
         let r = Self::apply_locked(&mut st, changes, events);
         st.defer_kick = false;
-        if !matches!(r, Ok(0)) || events.is_empty() {
+        if !matches!(r, Ok(None)) || events.is_empty() {
             st.flush_kick();
         }
         self.after_changes(&mut st);
@@ -434,7 +437,9 @@ impl Kqueue {
         }
     }
 
-    fn apply_locked(st: &mut State, changes: &[Kevent], events: &mut [Kevent]) -> Result<usize> {
+    /// Applies `changes`, writing an entry for each failure and each EV_RECEIPT. `Some(n)`: the call ends
+    /// with `n` entries (n > 0, or 0 when a receipt found no room); None: no entry, the call collects.
+    fn apply_locked(st: &mut State, changes: &[Kevent], events: &mut [Kevent]) -> Result<Option<usize>> {
         if changes.len() > 64 {
             st.reserve_for(changes);
         }
@@ -445,7 +450,7 @@ impl Kqueue {
                 // receipt is).
                 let answer = crate::filter::libkqueue::answer(ch);
                 if n >= events.len() {
-                    return answer.map(|_| n);
+                    return answer.map(|_| Some(n));
                 }
                 events[n] = answer.unwrap_or_else(|Errno(e)| Kevent { flags: EV_ERROR, data: e as isize, ..*ch });
                 n += 1;
@@ -457,9 +462,11 @@ impl Kqueue {
                 continue;
             }
             if n >= events.len() {
-                // No room for the entry: FreeBSD stops here, failing with the errno (or returning what
-                // it has, for a receipt); the remaining changes are not applied.
-                return r.map(|()| n);
+                // No room for the entry: FreeBSD's kqueue_kevent() stops here with `return (error)`, the
+                // remaining changes not applied. For a failure the call fails with its errno; for a
+                // receipt of a success error is 0 and the syscall returns 0, its preset return value: the
+                // entries already written are not counted.
+                return r.map(|()| Some(0));
             }
             let mut e = *ch;
             // FreeBSD answers with EV_ERROR alone; libkqueue keeps the change's flags (the C face).
@@ -471,7 +478,7 @@ impl Kqueue {
             events[n] = e;
             n += 1;
         }
-        Ok(n)
+        Ok(if n > 0 { Some(n) } else { None })
     }
 
     /// Waits for and collects pending events into `events` as `wait` says. Returns 0 only once the

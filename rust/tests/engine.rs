@@ -793,6 +793,26 @@ fn receipt_echoes_every_change_and_collects_nothing() {
 }
 
 #[test]
+fn receipt_without_room_after_entries_returns_zero_and_stops() {
+    // FreeBSD kqueue_kevent(): a receipt with no room left ends the call with `return (error)`, error
+    // being 0 for a success: kevent() returns 0 although entries were written, and the changes after it
+    // are not applied (the one with the receipt is).
+    let q = kq();
+    let mut out = [Kevent::default(); 2];
+    let changes = [
+        kev(1, EVFILT_USER, EV_ADD | EV_RECEIPT, 0, 0, 10),
+        kev(9, EVFILT_USER, EV_DELETE, 0, 0, 90), // ENOENT: the second entry
+        kev(2, EVFILT_USER, EV_ADD | EV_RECEIPT, 0, 0, 20), // applied, no room for its receipt
+        user_add(3, 0, 30),                                 // not applied
+    ];
+    assert_eq!(q.kevent(&changes, &mut out, Some(SHORT)), Ok(0));
+    assert_eq!(out[0], kev(1, EVFILT_USER, EV_ERROR, 0, 0, 10));
+    assert_eq!(out[1], kev(9, EVFILT_USER, EV_ERROR, 0, libc::ENOENT as isize, 90));
+    assert_eq!(q.knote_count(), 2);
+    assert_eq!(q.kevent(&[kev(3, EVFILT_USER, EV_DELETE, 0, 0, 0)], &mut [], None), Err(Errno(libc::ENOENT)));
+}
+
+#[test]
 fn receipt_is_sticky() {
     let q = kq();
     change(

@@ -477,8 +477,8 @@ pub(crate) fn kevent_py(py: Python<'_>, kq: &Kqueue, changes: &[Kevent], out: &m
             drop(kick);
         }
         return match r {
-            Ok(0) if !out.is_empty() => kq.collect(out, Wait::Poll).map_err(|e| map_err(kq, e)),
-            r => r.map_err(|e| map_err(kq, e)),
+            Ok(None) if !out.is_empty() => kq.collect(out, Wait::Poll).map_err(|e| map_err(kq, e)),
+            r => r.map(|n| n.unwrap_or(0)).map_err(|e| map_err(kq, e)),
         };
     }
     let mut res = py.detach(|| kq.kevent_once(changes, out, wait));
