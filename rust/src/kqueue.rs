@@ -139,6 +139,9 @@ pub struct Kqueue {
     closed: AtomicBool,
     /// Threads inside the wait path that found no hazard slot of their own.
     slotless: AtomicUsize,
+    /// A private duplicate of `fd`, made by the first wait long enough to be cut in slices (`watch_own_fd`),
+    /// to tell whether `fd` was closed behind the kqueue's back (`closed_behind`); -1 until then.
+    own_dup: AtomicI32,
     state: Mutex<State>,
 }
 
@@ -181,6 +184,7 @@ impl Kqueue {
             fork_gen: fork_generation(),
             closed: AtomicBool::new(false),
             slotless: AtomicUsize::new(0),
+            own_dup: AtomicI32::new(-1),
             state: Mutex::new(state),
         })
     }
@@ -222,6 +226,9 @@ impl Kqueue {
             self.closed.store(true, Ordering::Release);
             return;
         }
+        if self.closed_behind() {
+            return; // its number was closed already, and may name another file now: left alone
+        }
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -243,6 +250,10 @@ impl Kqueue {
             }
         }
         self.lock().close_all();
+        let d = self.own_dup.swap(-1, Ordering::AcqRel);
+        if d >= 0 {
+            sys::close(d);
+        }
     }
 
     /// Closes a kqueue whose fd number its owner already closed (C code closes a kqueue with close(2)):
@@ -270,6 +281,49 @@ impl Kqueue {
             std::thread::sleep(Duration::from_micros(50));
         }
         self.lock().close_all();
+        let d = self.own_dup.swap(-1, Ordering::AcqRel);
+        if d >= 0 {
+            sys::close(d);
+        }
+    }
+
+    /// Before a wait that may be long: makes (once) the private duplicate of the kqueue's fd that
+    /// `closed_behind` compares it with. A waiter cuts a long wait in slices and calls `closed_behind` after
+    /// each empty one: close(2) / os.close() of the fd by another thread wakes nobody (the waiter's
+    /// epoll_wait holds the file), so without this a waiter with no timeout would sleep forever.
+    pub fn watch_own_fd(&self) {
+        if self.own_dup.load(Ordering::Acquire) >= 0 || self.is_closed() {
+            return;
+        }
+        if let Ok(d) = sys::dup_cloexec(self.fd) {
+            if self.own_dup.compare_exchange(-1, d, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                sys::close(d);
+            }
+        }
+    }
+
+    /// Whether the kqueue's fd was closed behind its back (its number closed, or now naming another file),
+    /// as far as `watch_own_fd`'s duplicate can tell. If so the kqueue is closed here, without touching that
+    /// number (`close_detached`): threads waiting in it wake and fail with EBADF.
+    pub fn closed_behind(&self) -> bool {
+        let d = self.own_dup.load(Ordering::Acquire);
+        if d < 0 || self.is_closed() {
+            return false;
+        }
+        let ours = match sys::same_file(self.fd, d) {
+            Ok(same) => same,
+            Err(_) => sys::fd_is_open(self.fd), // no kcmp: only a closed number can be told
+        };
+        if ours {
+            return false;
+        }
+        // One thread detaches it; the duplicate stays open until then (it wakes the other waiters).
+        let d = self.own_dup.swap(-1, Ordering::AcqRel);
+        if d >= 0 {
+            self.close_detached(d);
+            sys::close(d);
+        }
+        true
     }
 
     /// kevent(2): applies `changes` in order, then (unless a change produced an entry) collects pending
@@ -676,7 +730,14 @@ impl Drop for Kqueue {
             return; // close() already closed everything
         }
         // &mut self: no other thread can be inside.
+        let d = *self.own_dup.get_mut();
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if d >= 0 {
+            if matches!(sys::same_file(self.fd, d), Ok(false)) || !sys::fd_is_open(self.fd) {
+                st.own_kq = false; // closed behind its back: the number may name another file now
+            }
+            sys::close(d);
+        }
         st.close_all();
     }
 }

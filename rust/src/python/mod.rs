@@ -481,15 +481,48 @@ pub(crate) fn kevent_py(py: Python<'_>, kq: &Kqueue, changes: &[Kevent], out: &m
             r => r.map(|n| n.unwrap_or(0)).map_err(|e| map_err(kq, e)),
         };
     }
-    let mut res = py.detach(|| kq.kevent_once(changes, out, wait));
+    // A long wait goes in slices; after an empty one the kqueue checks that its fd was not closed behind
+    // its back (os.close() of it by another thread wakes no one): then the wait fails with EBADF.
+    let sliced = !out.is_empty() && slice(wait) != wait;
+    if sliced {
+        kq.watch_own_fd();
+    }
+    let mut res = py.detach(|| kq.kevent_once(changes, out, slice(wait)));
     loop {
         match res {
             Err(Errno(libc::EINTR)) => {
                 py.check_signals()?;
-                res = py.detach(|| kq.collect(out, wait));
+                res = py.detach(|| kq.collect(out, slice(wait)));
+            }
+            Ok(0) if sliced && !expired(wait) => {
+                if kq.closed_behind() {
+                    return Err(os_error(Errno(libc::EBADF)));
+                }
+                res = py.detach(|| kq.collect(out, slice(wait)));
             }
             r => return r.map_err(|e| map_err(kq, e)),
         }
+    }
+}
+
+/// How long a blocked control() waits before it checks that its kqueue's fd is still open.
+const OWN_FD_CHECK_NS: u64 = 1_000_000_000;
+
+/// The next slice of `wait`: at most OWN_FD_CHECK_NS from now.
+fn slice(wait: Wait) -> Wait {
+    let end = crate::sys::clock_ns(false).saturating_add(OWN_FD_CHECK_NS);
+    match wait {
+        Wait::Forever => Wait::Until(end),
+        Wait::Until(d) if d > end => Wait::Until(end),
+        w => w,
+    }
+}
+
+fn expired(wait: Wait) -> bool {
+    match wait {
+        Wait::Poll => true,
+        Wait::Forever => false,
+        Wait::Until(d) => crate::sys::clock_ns(false) >= d,
     }
 }
 
