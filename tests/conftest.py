@@ -100,6 +100,39 @@ def has_connector() -> bool:
     return True
 
 
+CAP_SETGID, CAP_SETUID, CAP_SYS_ADMIN = 6, 7, 21
+
+
+@pytest.fixture(name="effective_caps")
+def effective_caps_fixture() -> int:
+    """This process's effective capability set, as a bit mask (CAP_* numbers from linux/capability.h)."""
+    return effective_caps()
+
+
+def require_caps(why: str, *bits: int) -> None:
+    """Skips when a capability in `bits` is missing from the effective set (not guessed from the uid)."""
+    missing = [b for b in bits if not effective_caps() >> b & 1]
+    if missing:
+        pytest.skip(f"{why} needs capabilities {missing} (not in the effective set)")
+
+
+@pytest.fixture
+def network_namespace() -> None:
+    """For tests that run something under `unshare -n`: skips without CAP_SYS_ADMIN; with it, `unshare -n`
+    that does not work is a failure."""
+    require_caps("a network namespace", CAP_SYS_ADMIN)
+    import subprocess
+
+    p = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
+    assert p.returncode == 0, f"unshare -n fails with CAP_SYS_ADMIN: {p.stderr}"
+
+
+@pytest.fixture
+def can_change_user() -> None:
+    """For tests that become another user: skips without CAP_SETUID and CAP_SETGID."""
+    require_caps("becoming another user", CAP_SETUID, CAP_SETGID)
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     skipped = [r for r in terminalreporter.stats.get("skipped", []) if CONNECTOR_SKIP in str(r.longrepr)]
     if skipped:

@@ -1323,12 +1323,9 @@ print(json.dumps(res))
 """
 
 
-def test_without_the_connector_fork_exec_track_fail_clearly_and_exit_still_works():
+def test_without_the_connector_fork_exec_track_fail_clearly_and_exit_still_works(network_namespace):
     """In a new network namespace the connector does not answer (the kernel serves it in the initial
     one only): NOTE_FORK/EXEC/TRACK fail with EPERM or EOPNOTSUPP; NOTE_EXIT alone works."""
-    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip("cannot create a network namespace here")
     p = subprocess.run(
         ["unshare", "-n", sys.executable, "-c", _NO_CONNECTOR_SNIPPET], capture_output=True, text=True, timeout=20
     )
@@ -1386,11 +1383,9 @@ print(json.dumps(res))
 """
 
 
-def test_unprivileged_user_gets_what_the_kernel_allows():
+def test_unprivileged_user_gets_what_the_kernel_allows(can_change_user):
     """Without root, NOTE_FORK works exactly when this kernel lets an unprivileged process subscribe to the
     connector (Linux 6.6+ does); otherwise the change fails with EPERM."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to become another user")
     p = subprocess.run(
         [sys.executable, "-c", _UNPRIVILEGED_SNIPPET], capture_output=True, text=True, timeout=20, cwd="/"
     )
