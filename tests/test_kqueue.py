@@ -709,6 +709,26 @@ def test_sigalrm_handler_that_raises_interrupts_control(kq, restore_signals):
     assert time.monotonic() - t0 < 4
 
 
+@pytest.mark.parametrize("timeout", [None, 30])
+def test_signal_at_a_slice_boundary_of_a_long_wait_still_interrupts(kq, restore_signals, timeout):
+    """A wait longer than a second goes in one-second slices (to notice an os.close() of the kqueue fd).
+    A signal that lands between two slices interrupts no epoll_wait: its handler must still run at once,
+    not when the whole wait is over (CPython's test_selectors test_select_interrupt_exc: alarm(1))."""
+
+    class Boom(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Boom
+
+    signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)  # the end of the first slice
+    t0 = time.monotonic()
+    with pytest.raises(Boom):
+        kq.control(None, 1, timeout)
+    assert time.monotonic() - t0 < 2.5
+
+
 def test_signal_handler_that_does_not_raise_lets_control_wait_out_its_timeout(kq, restore_signals):
     """PEP 475: EINTR is retried with the time left; the total wait is at least the timeout."""
     calls = []

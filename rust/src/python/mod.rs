@@ -495,6 +495,9 @@ pub(crate) fn kevent_py(py: Python<'_>, kq: &Kqueue, changes: &[Kevent], out: &m
                 res = py.detach(|| kq.collect(out, slice(wait)));
             }
             Ok(0) if sliced && !expired(wait) => {
+                // A signal that came between two slices interrupted no wait: its handlers run now (an
+                // exception from one ends the call), as they would have at the EINTR of one long wait.
+                py.check_signals()?;
                 if kq.closed_behind() {
                     return Err(os_error(Errno(libc::EBADF)));
                 }
