@@ -1516,21 +1516,10 @@ def _connector_ports() -> dict[int, int]:
     return out
 
 
-def _connector_available() -> bool:
-    try:
-        with kqrs.kqueue() as q:
-            got = q.control([kevent(os.getpid(), PROC, ADD, NOTE_EXIT | NOTE_FORK)], 1, 0)
-            return got == []
-    except OSError:
-        return False
-
-
 @pytest.fixture
-def watched_child():
+def watched_child(connector):
     """A blocked child watched with NOTE_EXIT|NOTE_FORK (so the kqueue has its connector socket); yields
-    (kq, pid, port of the kqueue's connector socket)."""
-    if not _kqrs._filter_supported(PROC) or not _connector_available():
-        pytest.skip("no process connector for this process")
+    (kq, pid, port of the kqueue's connector socket). Skips only without CAP_NET_ADMIN (tests/conftest.py)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:

@@ -349,9 +349,7 @@ def test_trace_without_double_dash():
     assert r.returncode == 0 and r.stderr.splitlines()[-1].startswith("summary: 1 process")
 
 
-def test_trace_without_the_connector_shows_the_exit_only():
-    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
-        pytest.skip("cannot create a network namespace here")
+def test_trace_without_the_connector_shows_the_exit_only(network_namespace):
     p = subprocess.run(["unshare", "-n", *KQRS, "trace", "--", "sh", "-c", SCRIPT], capture_output=True, text=True,
                        timeout=20)
     assert p.returncode == 3

@@ -192,6 +192,75 @@ def test_absolute_with_clear_is_reported_once(kq):
     assert kq.control(None, 1, 0.05) == []
 
 
+# --- NOTE_ABSOLUTE when the realtime clock is stepped ------------------------------------------------
+#
+# CLOCK_REALTIME cannot be namespaced: these tests step this machine's real clock by a few seconds (root,
+# CAP_SYS_TIME) and put it back at once, to where it would have been (the monotonic time that passed).
+
+CAP_SYS_TIME = 25
+
+
+def _effective_caps() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1], 16) for ln in f if ln.startswith("CapEff:"))
+
+
+@pytest.fixture
+def step_clock():
+    """step_clock(seconds) moves CLOCK_REALTIME by that much; the clock is restored after the test."""
+    if not _effective_caps() >> CAP_SYS_TIME & 1:
+        pytest.skip("stepping the realtime clock needs CAP_SYS_TIME")
+    r0, m0 = time.clock_gettime_ns(time.CLOCK_REALTIME), time.monotonic_ns()
+    offset = 0
+
+    def step(seconds: float) -> None:
+        nonlocal offset
+        offset += int(seconds * 1e9)
+        time.clock_settime_ns(time.CLOCK_REALTIME, r0 + (time.monotonic_ns() - m0) + offset)
+
+    try:
+        yield step
+    finally:
+        time.clock_settime_ns(time.CLOCK_REALTIME, r0 + (time.monotonic_ns() - m0))
+
+
+def test_absolute_fires_at_once_when_the_clock_is_stepped_past_its_deadline(kq, step_clock):
+    deadline_ms = int((time.time() + 5) * 1000)
+    add(kq, timer(6, deadline_ms, fflags=ABSOLUTE, udata=6))
+    assert kq.control(None, 1, 0.1) == []
+    step_clock(+10)
+    t0 = time.monotonic()
+    ev = wait_one(kq, 1.0)
+    assert time.monotonic() - t0 < 0.5, "the timer waited for its old monotonic instant"
+    assert (ev.ident, ev.data, ev.udata) == (6, 1, 6)
+    assert time.time() * 1000 >= deadline_ms
+
+
+def test_absolute_waits_for_the_clock_when_it_is_stepped_back(kq, step_clock):
+    """The deadline is a wall-clock time: stepped back 3 s, the clock reaches it 3 s later than planned, so
+    the timer has not fired when its original instant has passed; stepped forward again, it fires at once."""
+    deadline_ms = int((time.time() + 0.5) * 1000)
+    add(kq, timer(7, deadline_ms, fflags=ABSOLUTE))
+    step_clock(-3)
+    assert kq.control(None, 1, 1.0) == [], "fired before the realtime clock reached its deadline"
+    assert time.time() * 1000 < deadline_ms
+    step_clock(+3)
+    t0 = time.monotonic()
+    ev = wait_one(kq, 1.0)
+    assert time.monotonic() - t0 < 0.5
+    assert (ev.ident, ev.data) == (7, 1)
+
+
+def test_relative_timers_ignore_a_realtime_step(kq, step_clock):
+    """Relative timers run on CLOCK_MONOTONIC: a step of the wall clock past their length changes nothing."""
+    add(kq, timer(8, 2000, ADD | ONESHOT))
+    step_clock(+10)
+    assert kq.control(None, 1, 0.3) == []
+    step_clock(-10)
+    assert kq.control(None, 1, 0.1) == []
+    add(kq, timer(8, 0, DELETE))
+
+
 # --- periodic / oneshot / data --------------------------------------------------------------------
 
 

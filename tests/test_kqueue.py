@@ -153,6 +153,73 @@ def test_second_failure_once_the_room_is_used_up_raises(kq):
     assert kq._stats()[0] == 0
 
 
+def _closed_fd() -> int:
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    return r
+
+
+def _exists(kq, ident) -> bool:
+    return kq.control([user(ident, flags=DELETE | RECEIPT)], 1, 0)[0].data == 0
+
+
+# FreeBSD kqueue_kevent(): each failing change (or EV_RECEIPT change) takes one slot of the eventlist; the
+# first one that finds no slot left ends the call at once with `return (error)`: kevent() fails with that
+# change's errno (Python: OSError), the changes before it stay applied, the ones after it are not, and the
+# entries already written are not returned (kevent() returns -1). No pending event is collected.
+
+
+def test_more_failures_than_room_partway_through(kq):
+    apply(kq, user(100), trigger(100))  # pending: must not be collected, nor lost
+    bad = _closed_fd()
+    changes = [
+        user(1),  # applied
+        user(77, flags=DELETE),  # ENOENT: slot 1
+        user(2),  # applied
+        timer(5, -1),  # EINVAL: slot 2
+        user(3),  # applied
+        kevent(bad, READ, ADD),  # EBADF: no slot left, the call fails with it
+        user(4),  # not applied
+        user(78, flags=DELETE),  # not looked at
+    ]
+    with pytest.raises(OSError) as ei:
+        kq.control(changes, 2, 0)
+    assert ei.value.errno == errno.EBADF
+    assert [i for i in (1, 2, 3, 4) if _exists(kq, i)] == [1, 2, 3]
+    assert [e.ident for e in kq.control(None, 8, 0)] == [100]
+
+
+def test_more_receipts_and_failures_than_room(kq):
+    """Receipts of successes use slots too: the failure that finds none fails the call."""
+    changes = [
+        user(1, flags=ADD | RECEIPT),  # slot 1
+        user(2, flags=ADD | RECEIPT),  # slot 2
+        user(3),  # applied, no receipt asked
+        user(79, flags=DELETE | RECEIPT),  # ENOENT: no slot left
+        user(4, flags=ADD | RECEIPT),  # not applied
+    ]
+    with pytest.raises(FileNotFoundError):
+        kq.control(changes, 2, 0)
+    assert [i for i in (1, 2, 3, 4) if _exists(kq, i)] == [1, 2, 3]
+
+
+def test_receipt_of_a_success_without_room_ends_the_call(kq):
+    """A successful change with EV_RECEIPT and no slot left: FreeBSD's `return (error)` with error 0, so
+    kevent() returns 0 (its preset return value), whatever was written; the change itself is applied, the
+    ones after it are not, and nothing pending is collected."""
+    apply(kq, user(100), trigger(100))
+    changes = [
+        user(1, flags=ADD | RECEIPT),  # slot 1
+        user(77, flags=DELETE),  # ENOENT: slot 2
+        user(2, flags=ADD | RECEIPT),  # applied; no slot for its receipt: the call ends, returning 0
+        user(3),  # not applied
+    ]
+    assert kq.control(changes, 2, 0) == []
+    assert [i for i in (1, 2, 3) if _exists(kq, i)] == [1, 2]
+    assert [e.ident for e in kq.control(None, 8, 0)] == [100]
+
+
 @pytest.mark.parametrize("flags", [ENABLE, DISABLE, 0, DELETE, ENABLE | CLEAR])
 @pytest.mark.parametrize("filt", [USER, TIMER])
 def test_enoent_without_add(kq, filt, flags):
@@ -640,6 +707,26 @@ def test_sigalrm_handler_that_raises_interrupts_control(kq, restore_signals):
         with pytest.raises(Boom):
             kq.control(None, 1, 5)
     assert time.monotonic() - t0 < 4
+
+
+@pytest.mark.parametrize("timeout", [None, 30])
+def test_signal_at_a_slice_boundary_of_a_long_wait_still_interrupts(kq, restore_signals, timeout):
+    """A wait longer than a second goes in one-second slices (to notice an os.close() of the kqueue fd).
+    A signal that lands between two slices interrupts no epoll_wait: its handler must still run at once,
+    not when the whole wait is over (CPython's test_selectors test_select_interrupt_exc: alarm(1))."""
+
+    class Boom(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Boom
+
+    signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)  # the end of the first slice
+    t0 = time.monotonic()
+    with pytest.raises(Boom):
+        kq.control(None, 1, timeout)
+    assert time.monotonic() - t0 < 2.5
 
 
 def test_signal_handler_that_does_not_raise_lets_control_wait_out_its_timeout(kq, restore_signals):

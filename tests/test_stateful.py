@@ -189,7 +189,9 @@ class ModelQueue:
             if err == 0 and not ch.flags & RECEIPT:
                 continue
             if len(entries) >= room:
-                return entries, err, False  # stops here: raises err (or returns the entries for a receipt)
+                # stops here: raises err, or, for a receipt, returns nothing (FreeBSD: 0, whatever was
+                # written before)
+                return (entries if err else []), err, False
             entries.append((ch.ident, ch.filter, ERROR, err, ch.udata))
         return entries, 0, not entries and room > 0
 

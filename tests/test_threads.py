@@ -6,6 +6,7 @@ threads at once, on the GIL build and on free-threaded CPython; every test owns 
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
@@ -342,3 +343,58 @@ def test_event_queue_shared_by_an_asyncio_loop_and_threads() -> None:
     everything = sorted(from_loop + from_threads)
     assert everything == sorted(list(range(n)) * 2 + [10 * n + i for i in range(n)])
     q.close()
+def _outcome(kq, timeout):
+    t0 = time.monotonic()
+    try:
+        r = kq.control(None, 1, timeout)
+        out = f"returned {r}"
+    except ValueError:
+        out = "ValueError"
+    except OSError as e:
+        out = f"OSError {e.errno}"
+    return out, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_kqueue_fd_closed_behind_a_waiting_thread(timeout) -> None:
+    """os.close() of the kqueue's fd while a thread waits in control(): close(2) wakes no one (the waiter's
+    epoll_wait holds the file), so the waiter checks its fd after each empty second of waiting: it fails
+    with EBADF within about a second, the kqueue reads as closed, and closing it later leaves alone the
+    number, which another file may have taken meanwhile."""
+    kq = kqueue()
+    kq.control([kevent(1, USER, ADD)], 0)
+    got: list = []
+    t = threading.Thread(target=lambda: got.append(_outcome(kq, timeout)))
+    t.start()
+    time.sleep(0.1)
+    os.close(kq.fileno())
+    t.join(5)
+    assert not t.is_alive(), "the waiter never woke up"
+    (out, took), = got
+    assert out == f"OSError {errno.EBADF}", out
+    assert took < 2.5
+    assert kq.closed
+    with pytest.raises(ValueError):
+        kq.control(None, 1, 0)
+    r, w = os.pipe()  # may take the kqueue's old number
+    try:
+        kq.close()
+        os.fstat(r)
+        os.fstat(w)  # still open: close() did not close a number that is not the kqueue's any more
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_kqueue_fd_closed_behind_several_waiting_threads() -> None:
+    kq = kqueue()
+    outcomes: list = []
+    ts = _run(3, lambda: outcomes.append(_outcome(kq, None)))
+    time.sleep(0.1)
+    os.close(kq.fileno())
+    _join(ts)
+    # the waiter that finds the fd gone fails with EBADF; the others see the kqueue closed by then
+    assert {o for o, _ in outcomes} <= {f"OSError {errno.EBADF}", "ValueError"}, outcomes
+    assert f"OSError {errno.EBADF}" in {o for o, _ in outcomes}
+    assert max(took for _, took in outcomes) < 2.5, outcomes
+    assert kq.closed

@@ -91,16 +91,17 @@ class Tail:
         self.reopen_or_wait()
 
     def reopen_or_wait(self) -> None:
+        # Watch the directory first, then look for the path: a file created between a failed open and
+        # the watch would otherwise go unnoticed (its creation was the directory's last change).
+        if self.waiting_for_path is None:
+            parent = os.path.dirname(os.path.abspath(self.path))
+            self.waiting_for_path = self.kq.file(parent, VnodeNote.WRITE, data="dir")
         try:
             self.open(None)
         except FileNotFoundError:
-            if self.waiting_for_path is None:
-                parent = os.path.dirname(os.path.abspath(self.path))
-                self.waiting_for_path = self.kq.file(parent, VnodeNote.WRITE, data="dir")
-            return
-        if self.waiting_for_path is not None:
-            self.waiting_for_path.remove()
-            self.waiting_for_path = None
+            return  # the directory's next change brings us back here
+        self.waiting_for_path.remove()
+        self.waiting_for_path = None
         self.drain(os.fstat(self.fd).st_size)
 
     def run(self, lines: int) -> int:

@@ -1,11 +1,13 @@
 """``kqrs doctor``: probe this machine and say, filter by filter and feature by feature, what works.
 
-Every row comes from a live probe (nothing is assumed from the kernel version), and a row that does not
-work says why.
+Every verdict comes from a live probe (nothing is assumed from the kernel version), and a row that does not
+work says why. What a row states without having probed it, a property of how kqrs is built, is marked
+"by design:"; everything else in a row was just measured.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
@@ -92,10 +94,12 @@ def probe_read() -> tuple[str, str]:
 
 
 def probe_write() -> tuple[str, str]:
+    W, R = _kqrs.KQ_FILTER_WRITE, _kqrs.KQ_FILTER_READ
+    EOF, LOWAT = _kqrs.KQ_EV_EOF, _kqrs.KQ_NOTE_LOWAT
     with kqueue() as kq:
         a, b = socket.socketpair()
         with a, b:
-            ev = _one(kq, [kevent(a, _kqrs.KQ_FILTER_WRITE)])
+            ev = _one(kq, [kevent(a, W)])
             if not ev or ev[0].data <= 0:
                 return NO, f"socketpair: {ev}"
             free = ev[0].data
@@ -103,40 +107,99 @@ def probe_write() -> tuple[str, str]:
             ev2 = _one(kq, None)
             if not ev2 or ev2[0].data >= free:
                 return PARTIAL, "socket write space does not shrink as data is queued"
+            # NOTE_LOWAT: no report below the mark, one once it is reached
+            kq.control([kevent(a, W, _kqrs.KQ_EV_DELETE), kevent(b, R, _kqrs.KQ_EV_ADD, LOWAT, 1004)], 0)
+            if [e for e in _one(kq, None, 0.05) if e.ident == b.fileno()]:
+                return PARTIAL, "NOTE_LOWAT: READ reported 1000 bytes under a mark of 1004"
+            a.send(b"yyyy")
+            ev = [e for e in _one(kq, None) if e.ident == b.fileno()]
+            if not ev or ev[0].data != 1004:
+                return PARTIAL, f"NOTE_LOWAT: READ did not report once the mark was reached: {ev}"
+            kq.control([kevent(b, R, _kqrs.KQ_EV_DELETE), kevent(a, W, _kqrs.KQ_EV_ADD, LOWAT, 1 << 30)], 0)
+            if _one(kq, None, 0.05):
+                return PARTIAL, "NOTE_LOWAT: WRITE reported less free space than its mark"
+            kq.control([kevent(a, W, _kqrs.KQ_EV_DELETE)], 0)
+            # EV_EOF: the peer is gone
+            b.close()
+            ev = _one(kq, [kevent(a, W)])
+            if not ev or not ev[0].flags & EOF:
+                return PARTIAL, f"socket: no EV_EOF on WRITE once the peer closed: {ev}"
+            kq.control([kevent(a, W, _kqrs.KQ_EV_DELETE)], 0)
         r, w = os.pipe()
         try:
-            ev = _one(kq, [kevent(w, _kqrs.KQ_FILTER_WRITE)])
+            ev = _one(kq, [kevent(w, W)])
             if not ev or ev[0].data <= 0:
                 return NO, f"pipe: {ev}"
-        finally:
+            if ev[0].flags & EOF:
+                return PARTIAL, "pipe: EV_EOF while the reader is still there"
             os.close(r)
+            r = -1
+            ev = _one(kq, None)
+            if not ev or not ev[0].flags & EOF:
+                return PARTIAL, f"pipe: no EV_EOF on WRITE once the reader closed: {ev}"
+        finally:
+            if r >= 0:
+                os.close(r)
             os.close(w)
-    return OK, "sockets and pipes (free space), EV_EOF, NOTE_LOWAT"
+    return OK, "sockets and pipes (free space), EV_EOF when the reader/peer is gone, NOTE_LOWAT (READ and WRITE)"
+
+
+def _fds_for(changes: list[kevent]) -> int:
+    """kqrs's own fds that these changes add to a kqueue that already has its timer source."""
+    with kqueue() as kq:
+        kq.control([kevent(0, _kqrs.KQ_FILTER_TIMER, _kqrs.KQ_EV_ADD, 0, 10**9)], 0)
+        before = _kqrs._owned_fd_count()
+        kq.control(changes, 0)
+        return _kqrs._owned_fd_count() - before
 
 
 def probe_timer() -> tuple[str, str]:
+    T, ADD, ONESHOT = _kqrs.KQ_FILTER_TIMER, _kqrs.KQ_EV_ADD, _kqrs.KQ_EV_ONESHOT
     with kqueue() as kq:
-        t0 = time.monotonic()
-        ev = _one(kq, [kevent(1, _kqrs.KQ_FILTER_TIMER, _kqrs.KQ_EV_ADD | _kqrs.KQ_EV_ONESHOT, 0, 20)])
-        dt = time.monotonic() - t0
-        if not ev or dt < 0.019:
-            return NO, f"20 ms oneshot: {ev} after {dt:.4f}s"
+        # each unit: 20 ms written in it fires after 20 ms, not before, and within a second
+        for name, unit, value in (("ms", 0, 20), ("us", _kqrs.KQ_NOTE_USECONDS, 20_000),
+                                  ("ns", _kqrs.KQ_NOTE_NSECONDS, 20_000_000)):
+            t0 = time.monotonic()
+            ev = _one(kq, [kevent(1, T, ADD | ONESHOT, unit, value)])
+            dt = time.monotonic() - t0
+            if not ev or not 0.019 <= dt < 1.0:
+                return NO, f"20 ms one-shot in {name}: {ev} after {dt:.4f} s"
+        # 1 in NOTE_SECONDS is a second: it has not fired after 0.1 s
+        if _one(kq, [kevent(2, T, ADD | ONESHOT, _kqrs.KQ_NOTE_SECONDS, 1)], 0.1):
+            return NO, "a 1 s one-shot in NOTE_SECONDS fired within 0.1 s"
+        kq.control([kevent(2, T, _kqrs.KQ_EV_DELETE)], 0)
+        # overruns: a 5 ms periodic timer left alone for 60 ms reports about 12 expirations at once
+        kq.control([kevent(3, T, ADD, 0, 5)], 0)
+        time.sleep(0.06)
+        ev = _one(kq, None)
+        kq.control([kevent(3, T, _kqrs.KQ_EV_DELETE)], 0)
+        if not ev or ev[0].data < 10:
+            return PARTIAL, f"overruns: a 5 ms timer after 60 ms reported {ev and ev[0].data} expirations"
         dl = int((time.time() + 0.02) * 1e6)
-        ev = _one(kq, [kevent(2, _kqrs.KQ_FILTER_TIMER, _kqrs.KQ_EV_ADD,
-                              _kqrs.KQ_NOTE_ABSOLUTE | _kqrs.KQ_NOTE_USECONDS, dl)])
-        if not ev:
-            return PARTIAL, "NOTE_ABSOLUTE did not fire"
+        ev = _one(kq, [kevent(4, T, ADD, _kqrs.KQ_NOTE_ABSOLUTE | _kqrs.KQ_NOTE_USECONDS, dl)])
+        if not ev or time.time() * 1e6 < dl:
+            return PARTIAL, f"NOTE_ABSOLUTE: {ev} before its deadline" if ev else "NOTE_ABSOLUTE did not fire"
+    extra = _fds_for([kevent(100 + i, T, ADD, 0, 10**9) for i in range(100)])
+    if extra:
+        return PARTIAL, f"100 more timers took {extra} more fds"
     pw2 = "ns-precision waits (epoll_pwait2)" if _kqrs._has_epoll_pwait2() else "ms-precision waits (no epoll_pwait2)"
-    return OK, f"timerfd per timer; all units, NOTE_ABSOLUTE, overrun counts; {pw2}"
+    return OK, f"no fd per timer (100 timers: 0 fds); s/ms/us/ns units, NOTE_ABSOLUTE, overrun counts; {pw2}"
 
 
 def probe_user() -> tuple[str, str]:
+    U = _kqrs.KQ_FILTER_USER
+    TRIGGER = _kqrs.KQ_NOTE_TRIGGER
     with kqueue() as kq:
-        ev = _one(kq, [kevent(7, _kqrs.KQ_FILTER_USER, _kqrs.KQ_EV_ADD | _kqrs.KQ_EV_CLEAR)], 0)
-        ev = _one(kq, [kevent(7, _kqrs.KQ_FILTER_USER, 0, _kqrs.KQ_NOTE_TRIGGER | _kqrs.KQ_NOTE_FFCOPY | 5)], 0)
-        if not ev or ev[0].fflags != 5:
-            return NO, f"trigger: {ev}"
-    return OK, "no fd per knote; NOTE_FF* operations"
+        _one(kq, [kevent(7, U, _kqrs.KQ_EV_ADD | _kqrs.KQ_EV_CLEAR)], 0)
+        for op, ff, want in ((_kqrs.KQ_NOTE_FFCOPY, 0b1101, 0b1101), (_kqrs.KQ_NOTE_FFAND, 0b0111, 0b0101),
+                             (_kqrs.KQ_NOTE_FFOR, 0b1000, 0b1101)):
+            ev = _one(kq, [kevent(7, U, 0, TRIGGER | op | ff)], 0)
+            if not ev or ev[0].fflags != want:
+                return NO, f"trigger with fflags operation {op:#x}: {ev}, expected fflags {want:#x}"
+    extra = _fds_for([kevent(100 + i, U, _kqrs.KQ_EV_ADD) for i in range(100)])
+    if extra:
+        return PARTIAL, f"100 USER knotes took {extra} more fds"
+    return OK, "no fd per knote (100 knotes: 0 fds); NOTE_FFCOPY, NOTE_FFAND, NOTE_FFOR"
 
 
 def probe_unbuilt(name: str, filt: int) -> tuple[str, str]:
@@ -150,23 +213,56 @@ def probe_unbuilt(name: str, filt: int) -> tuple[str, str]:
 def probe_proc() -> tuple[str, str]:
     import subprocess
 
+    P, ADD, EXIT, FORK = _kqrs.KQ_FILTER_PROC, _kqrs.KQ_EV_ADD, _kqrs.KQ_NOTE_EXIT, _kqrs.KQ_NOTE_FORK
     pidfd, _getinfo, conn = _kqrs._proc_support()
     if not pidfd:
         return NO, "pidfd_open(2) is missing (Linux < 5.3): NOTE_EXIT cannot be watched without reaping"
     notes = []
+    partial = False
     with kqueue() as kq:
         p = subprocess.Popen(["sh", "-c", "exit 3"])
-        ev = _one(kq, [kevent(p.pid, _kqrs.KQ_FILTER_PROC, _kqrs.KQ_EV_ADD, _kqrs.KQ_NOTE_EXIT)], 5)
+        ev = _one(kq, [kevent(p.pid, P, ADD, EXIT)], 5)
         if not ev or ev[0].data != 3 << 8:
             return NO, f"child exit: {ev}"
         if p.wait() != 3:
             return NO, "kqrs reaped the child: waitpid() lost its status"
-        notes.append("NOTE_EXIT with wait status for children and non-children, never reaping")
+        notes.append("NOTE_EXIT with the wait status of a child, never reaping it")
+        # a process that is not ours, reaped by its own parent
+        q = subprocess.Popen(["sh", "-c", 'sh -c "read x; exit 5" & echo $!; wait'], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE)
+        assert q.stdin is not None and q.stdout is not None
+        with q.stdin, q.stdout:
+            other = int(q.stdout.readline())
+            kq.control([kevent(other, P, ADD, EXIT)], 0)
+            q.stdin.write(b"\n")
+            q.stdin.flush()
+            ev = _one(kq, None, 5)
+        q.wait()
+        if ev and ev[0].data == 5 << 8 and not ev[0].flags & _kqrs.KQ_EV_ERROR:
+            notes.append("and of a non-child reaped by its parent")
+        else:
+            partial = True
+            notes.append(f"a non-child reaped by its parent: {ev} (status {'lost' if ev else 'never reported'})")
+        if conn == 0:
+            r = subprocess.Popen(["sh", "-c", "read x; (exit 0); exit 3"], stdin=subprocess.PIPE)
+            assert r.stdin is not None
+            with r.stdin:
+                kq.control([kevent(r.pid, P, ADD, EXIT | FORK)], 0)
+                r.stdin.write(b"\n")
+            evs: list[kevent] = []
+            deadline = time.monotonic() + 5
+            while not any(e.fflags & EXIT for e in evs) and time.monotonic() < deadline:
+                evs += kq.control(None, 8, 1)
+            r.wait()
+            if any(e.fflags & FORK for e in evs):
+                notes.append("NOTE_FORK seen (NOTE_FORK/NOTE_EXEC/NOTE_TRACK use the process connector)")
+            else:
+                partial = True
+                notes.append(f"NOTE_FORK: the connector opened, but a fork was not reported: {evs}")
     reaped, _ = reaped_status_readable()
     notes.append("status of processes reaped by others" + ("" if reaped else ": no (needs PIDFD_INFO_EXIT, Linux 6.15)"))
     if conn == 0:
-        notes.append("NOTE_FORK/NOTE_EXEC/NOTE_TRACK via the process connector")
-        return OK, "; ".join(notes)
+        return (PARTIAL if partial else OK), "; ".join(notes)
     why = "needs CAP_NET_ADMIN" if conn == errno.EPERM else _errname(conn)
     notes.append(f"NOTE_FORK/NOTE_EXEC/NOTE_TRACK: no, the process connector says {_errname(conn)} ({why}); such changes fail with that errno")
     return PARTIAL, "; ".join(notes)
@@ -206,30 +302,59 @@ def probe_vnode() -> tuple[str, str]:
                 return PARTIAL, f"opt-in NOTE_OPEN|NOTE_READ|NOTE_CLOSE: {ev}"
         finally:
             os.close(fd)
-    return OK, ("inotify, one instance per kqueue; follows the open file; FreeBSD's notes and order per "
-                "operation, plus libkqueue's NOTE_TRUNCATE (0x80); no wake-up on open/read/close unless asked: "
-                "opt-in NOTE_OPEN 0x800 (FreeBSD's 0x80 is NOTE_TRUNCATE here), NOTE_CLOSE 0x100, "
-                "NOTE_CLOSE_WRITE 0x200, NOTE_READ 0x400")
+    return OK, ("write, rename and unlink reported with FreeBSD's notes; no wake-up on open/read/close unless "
+                "asked: opt-in NOTE_OPEN, NOTE_READ, NOTE_CLOSE work; by design: inotify, one instance per "
+                "kqueue, following the open file; libkqueue's NOTE_TRUNCATE (0x80); NOTE_OPEN is 0x800 "
+                "(FreeBSD's 0x80 is NOTE_TRUNCATE here), NOTE_CLOSE 0x100, NOTE_CLOSE_WRITE 0x200, NOTE_READ 0x400")
 
 
 def probe_signal() -> tuple[str, str]:
     import signal as sig
 
-    seen = []
+    S = _kqrs.KQ_FILTER_SIGNAL
+    seen: list[int] = []
+    tasks = len(os.listdir("/proc/self/task"))
+    mask = sig.pthread_sigmask(sig.SIG_BLOCK, [])
     old = sig.signal(sig.SIGUSR2, lambda s, f: seen.append(s))
+    limits = []
     try:
         with kqueue() as kq:
-            kq.control([kevent(sig.SIGUSR2, _kqrs.KQ_FILTER_SIGNAL, _kqrs.KQ_EV_ADD)], 0)
+            kq.control([kevent(sig.SIGUSR2, S, _kqrs.KQ_EV_ADD)], 0)
             os.kill(os.getpid(), sig.SIGUSR2)
             os.kill(os.getpid(), sig.SIGUSR2)
             ev = _one(kq, None)
             if not ev or ev[0].data != 2:
                 return NO, f"two deliveries: {ev}"
-        if seen != [sig.SIGUSR2, sig.SIGUSR2]:
-            return PARTIAL, "deliveries counted, but the application's handler did not run each time"
+            if seen != [sig.SIGUSR2, sig.SIGUSR2]:
+                return PARTIAL, "deliveries counted, but the application's handler did not run each time"
+            if len(os.listdir("/proc/self/task")) != tasks or sig.pthread_sigmask(sig.SIG_BLOCK, []) != mask:
+                return PARTIAL, "watching a signal started a thread or changed the signal mask"
+            # blocked: FreeBSD counts each signal sent, and the signal stays pending for the application
+            sig.pthread_sigmask(sig.SIG_BLOCK, [sig.SIGUSR2])
+            try:
+                os.kill(os.getpid(), sig.SIGUSR2)
+                ev = _one(kq, None, 0.5)
+                if not ev or ev[0].data != 1:
+                    return PARTIAL, f"a signal sent while blocked: {ev and ev[0].data} counted (FreeBSD: 1)"
+                os.kill(os.getpid(), sig.SIGUSR2)
+                os.kill(os.getpid(), sig.SIGUSR2)
+                got = sum(e.data for e in _one(kq, None, 0.1))
+                if got != 2:
+                    limits.append(f"a signal sent twice more while one is pending (blocked) counts {got}, "
+                                  "FreeBSD 2: Linux keeps one pending instance")
+            finally:
+                sig.pthread_sigmask(sig.SIG_SETMASK, mask)
+            if seen != [sig.SIGUSR2] * 3:
+                return PARTIAL, "a blocked signal did not reach the application's handler once unblocked"
+            if _one(kq, None, 0.05):
+                return PARTIAL, "a blocked signal counted again when it was delivered"
     finally:
         sig.signal(sig.SIGUSR2, old)
-    return OK, "counted by a chaining handler: the application's handlers still run, no mask, no thread"
+    what = ("counted by a chaining handler: the application's handlers still run, no mask, no thread; a "
+            "blocked signal is counted when sent and stays pending for the application")
+    if limits:
+        return PARTIAL, what + "; not like FreeBSD: " + "; ".join(limits)
+    return OK, what
 
 
 def probe_nesting() -> tuple[str, str]:
@@ -246,7 +371,7 @@ def probe_nesting() -> tuple[str, str]:
         p.register(inner.fileno(), select.POLLIN)
         if not p.poll(0):
             return PARTIAL, "poll() does not see the pending event"
-    return OK, "the kqueue fd is an epoll fd: poll/select/epoll and EVFILT_READ see it"
+    return OK, "poll() and another kqueue's EVFILT_READ see the kqueue fd readable exactly while it has an event"
 
 
 def probe_fork() -> tuple[str, str]:
@@ -265,7 +390,7 @@ def probe_fork() -> tuple[str, str]:
         _, status = os.waitpid(pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             return NO, "the child saw the parent's kqueue open"
-        return OK, "a kqueue is closed in the child (pthread_atfork generation)"
+        return OK, "a kqueue reads as closed in a fork child, which can make new ones"
     finally:
         kq.close()
 
@@ -278,16 +403,33 @@ def probe_pidfd() -> tuple[str, str]:
     except OSError as e:
         return NO, f"pidfd_open: {_errname(e.errno or 0)} (kernel < 5.3?)"
     os.close(fd)
-    return OK, "pidfd_open works (EVFILT_PROC's NOTE_EXIT will use it)"
+    return OK, "pidfd_open works (by design: EVFILT_PROC's NOTE_EXIT uses one per knote)"
 
 
 def probe_inotify() -> tuple[str, str]:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_CLOEXEC | os.O_NONBLOCK)
+    if fd < 0:
+        e = ctypes.get_errno()
+        return NO, f"inotify_init1: {_errname(e)}: no EVFILT_VNODE, and READ on regular files is not re-armed"
     try:
-        with open("/proc/sys/fs/inotify/max_user_watches") as f:
-            watches = f.read().strip()
-    except OSError:
-        watches = "?"
-    return OK, f"inotify available (max_user_watches={watches})"
+        with tempfile.TemporaryDirectory() as d:
+            wd = libc.inotify_add_watch(fd, d.encode(), 0x100)  # IN_CREATE
+            if wd < 0:
+                return NO, f"inotify_add_watch: {_errname(ctypes.get_errno())}"
+            open(os.path.join(d, "f"), "w").close()
+            if not os.read(fd, 4096):
+                return PARTIAL, "inotify watch added, but no event for a file created"
+    finally:
+        os.close(fd)
+    limits = []
+    for name in ("max_user_instances", "max_user_watches"):
+        try:
+            with open(f"/proc/sys/fs/inotify/{name}") as f:
+                limits.append(f"{name}={f.read().strip()}")
+        except OSError:
+            pass
+    return OK, f"inotify works ({', '.join(limits)}; by design: one instance per kqueue that needs it)"
 
 
 class KernelFeature(NamedTuple):
@@ -437,10 +579,27 @@ def probe_build(info: dict[str, Any]) -> tuple[str, str]:
 
 
 def probe_threads() -> tuple[str, str]:
+    import threading
+
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    # a thread blocked in control() must let this one run: it triggers the event the other waits for
+    got: list[Any] = []
+    with kqueue() as kq:
+        kq.control([kevent(1, _kqrs.KQ_FILTER_USER, _kqrs.KQ_EV_ADD | _kqrs.KQ_EV_CLEAR)], 0)
+        t = threading.Thread(target=lambda: got.append(kq.control(None, 1, 5)))
+        t0 = time.monotonic()
+        t.start()
+        time.sleep(0.05)
+        kq.control([kevent(1, _kqrs.KQ_FILTER_USER, 0, _kqrs.KQ_NOTE_TRIGGER)], 0)
+        t.join(10)
+        dt = time.monotonic() - t0
+    if not got or len(got[0]) != 1 or dt > 2:
+        return NO, f"a thread blocked in control() was not woken by another's trigger ({got}, {dt:.2f} s)"
     if gil:
-        return OK, "GIL build: the GIL is released while control() blocks"
-    return OK, "free-threaded build: the GIL stays disabled with kqrs imported"
+        return OK, "GIL build: another thread runs while one is blocked in control(), and wakes it"
+    if getattr(sys, "_is_gil_enabled", lambda: True)():
+        return PARTIAL, "free-threaded build, but the GIL is enabled now that kqrs is loaded"
+    return OK, "free-threaded build: the GIL stays disabled with kqrs loaded; a blocked control() is woken by another thread"
 
 
 PROBES: list[tuple[str, Callable[[], tuple[str, str]]]] = [

@@ -126,6 +126,9 @@ pub struct Kqueue {
     closed: AtomicBool,
     /// Threads inside the wait path that found no hazard slot of their own.
     slotless: AtomicUsize,
+    /// A private duplicate of `fd`, made by the first wait long enough to be cut in slices (`watch_own_fd`),
+    /// to tell whether `fd` was closed behind the kqueue's back (`closed_behind`); -1 until then.
+    own_dup: AtomicI32,
     state: Mutex<State>,
 }
 
@@ -168,6 +171,7 @@ impl Kqueue {
             fork_gen: fork_generation(),
             closed: AtomicBool::new(false),
             slotless: AtomicUsize::new(0),
+            own_dup: AtomicI32::new(-1),
             state: Mutex::new(state),
         })
     }
@@ -209,6 +213,9 @@ impl Kqueue {
             self.closed.store(true, Ordering::Release);
             return;
         }
+        if self.closed_behind() {
+            return; // its number was closed already, and may name another file now: left alone
+        }
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -230,6 +237,10 @@ impl Kqueue {
             }
         }
         self.lock().close_all();
+        let d = self.own_dup.swap(-1, Ordering::AcqRel);
+        if d >= 0 {
+            sys::close(d);
+        }
     }
 
     /// Closes a kqueue whose fd number its owner already closed (C code closes a kqueue with close(2)):
@@ -257,6 +268,49 @@ impl Kqueue {
             std::thread::sleep(Duration::from_micros(50));
         }
         self.lock().close_all();
+        let d = self.own_dup.swap(-1, Ordering::AcqRel);
+        if d >= 0 {
+            sys::close(d);
+        }
+    }
+
+    /// Before a wait that may be long: makes (once) the private duplicate of the kqueue's fd that
+    /// `closed_behind` compares it with. A waiter cuts a long wait in slices and calls `closed_behind` after
+    /// each empty one: close(2) / os.close() of the fd by another thread wakes nobody (the waiter's
+    /// epoll_wait holds the file), so without this a waiter with no timeout would sleep forever.
+    pub fn watch_own_fd(&self) {
+        if self.own_dup.load(Ordering::Acquire) >= 0 || self.is_closed() {
+            return;
+        }
+        if let Ok(d) = sys::dup_cloexec(self.fd) {
+            if self.own_dup.compare_exchange(-1, d, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                sys::close(d);
+            }
+        }
+    }
+
+    /// Whether the kqueue's fd was closed behind its back (its number closed, or now naming another file),
+    /// as far as `watch_own_fd`'s duplicate can tell. If so the kqueue is closed here, without touching that
+    /// number (`close_detached`): threads waiting in it wake and fail with EBADF.
+    pub fn closed_behind(&self) -> bool {
+        let d = self.own_dup.load(Ordering::Acquire);
+        if d < 0 || self.is_closed() {
+            return false;
+        }
+        let ours = match sys::same_file(self.fd, d) {
+            Ok(same) => same,
+            Err(_) => sys::fd_is_open(self.fd), // no kcmp: only a closed number can be told
+        };
+        if ours {
+            return false;
+        }
+        // One thread detaches it; the duplicate stays open until then (it wakes the other waiters).
+        let d = self.own_dup.swap(-1, Ordering::AcqRel);
+        if d >= 0 {
+            self.close_detached(d);
+            sys::close(d);
+        }
+        true
     }
 
     /// kevent(2): applies `changes` in order, then (unless a change produced an entry) collects pending
@@ -280,9 +334,10 @@ impl Kqueue {
     /// signal handlers and retries `collect` with the time left, C returns it (as BSD does).
     pub fn kevent_once(&self, changes: &[Kevent], events: &mut [Kevent], wait: Wait) -> Result<usize> {
         if !changes.is_empty() {
-            let n = self.apply_then_collect(changes, events)?;
-            if n > 0 || events.is_empty() {
-                return Ok(n);
+            match self.apply_then_collect(changes, events)? {
+                Some(n) => return Ok(n),
+                None if events.is_empty() => return Ok(0),
+                None => {}
             }
         } else if events.is_empty() {
             if self.is_closed() {
@@ -306,9 +361,10 @@ impl Kqueue {
     /// `resume_step`. `alias` is another fd of this kqueue's epoll, used when its own number may be gone.
     pub fn begin_step(&self, changes: &[Kevent], events: &mut [Kevent], wait: Wait, alias: RawFd) -> Result<Step> {
         if !changes.is_empty() {
-            let n = self.apply_then_collect(changes, events)?;
-            if n > 0 || events.is_empty() {
-                return Ok(Step::Done(n));
+            match self.apply_then_collect(changes, events)? {
+                Some(n) => return Ok(Step::Done(n)),
+                None if events.is_empty() => return Ok(Step::Done(0)),
+                None => {}
             }
         } else if events.is_empty() {
             if self.is_closed() {
@@ -382,21 +438,22 @@ impl Kqueue {
         }
         let r = Self::apply_locked(&mut st, changes, events);
         self.after_changes(&mut st);
-        r
+        r.map(|n| n.unwrap_or(0))
     }
 
-    /// `apply` for a caller that collects right after (with the same `events`) when this returns 0: a
+    /// `apply` for a caller that collects right after (with the same `events`) when this returns None: a
     /// knote a change makes ready is left for that collect instead of waking other threads through the
-    /// kick (which would cost a syscall now and another in the collect).
-    pub fn apply_then_collect(&self, changes: &[Kevent], events: &mut [Kevent]) -> Result<usize> {
+    /// kick (which would cost a syscall now and another in the collect). `Some(n)`: the call is over, with
+    /// `n` entries to return (0 too: see `apply_locked`).
+    pub fn apply_then_collect(&self, changes: &[Kevent], events: &mut [Kevent]) -> Result<Option<usize>> {
         let mut st = self.lock_open()?;
         if changes.is_empty() {
-            return Ok(0);
+            return Ok(None);
         }
         st.defer_kick = !events.is_empty();
         let r = Self::apply_locked(&mut st, changes, events);
         st.defer_kick = false;
-        if !matches!(r, Ok(0)) || events.is_empty() {
+        if !matches!(r, Ok(None)) || events.is_empty() {
             // No collect follows: whatever is queued must be visible to others now.
             st.flush_kick();
         }
@@ -408,19 +465,23 @@ impl Kqueue {
     /// caller that makes it with other threads free to run (the Python layer: with the GIL released, so
     /// the thread it wakes does not find the GIL taken). The fd stays open until the kick is fired or
     /// dropped.
-    pub fn apply_deferring_kick(&self, changes: &[Kevent], events: &mut [Kevent]) -> (Result<usize>, PendingKick<'_>) {
+    pub fn apply_deferring_kick(
+        &self,
+        changes: &[Kevent],
+        events: &mut [Kevent],
+    ) -> (Result<Option<usize>>, PendingKick<'_>) {
         let mut pending = PendingKick { kick: None, _hz: hazard::enter(self.id, &self.slotless) };
         let mut st = match self.lock_open() {
             Ok(st) => st,
             Err(e) => return (Err(e), pending),
         };
         if changes.is_empty() {
-            return (Ok(0), pending);
+            return (Ok(None), pending);
         }
         st.defer_kick = !events.is_empty();
         let r = Self::apply_locked(&mut st, changes, events);
         st.defer_kick = false;
-        if !matches!(r, Ok(0)) || events.is_empty() {
+        if !matches!(r, Ok(None)) || events.is_empty() {
             st.flush_kick();
         }
         self.after_changes(&mut st);
@@ -435,7 +496,9 @@ impl Kqueue {
         }
     }
 
-    fn apply_locked(st: &mut State, changes: &[Kevent], events: &mut [Kevent]) -> Result<usize> {
+    /// Applies `changes`, writing an entry for each failure and each EV_RECEIPT. `Some(n)`: the call ends
+    /// with `n` entries (n > 0, or 0 when a receipt found no room); None: no entry, the call collects.
+    fn apply_locked(st: &mut State, changes: &[Kevent], events: &mut [Kevent]) -> Result<Option<usize>> {
         if changes.len() > 64 {
             st.reserve_for(changes);
         }
@@ -446,7 +509,7 @@ impl Kqueue {
                 // receipt is).
                 let answer = crate::filter::libkqueue::answer(ch);
                 if n >= events.len() {
-                    return answer.map(|_| n);
+                    return answer.map(|_| Some(n));
                 }
                 events[n] = answer.unwrap_or_else(|Errno(e)| Kevent { flags: EV_ERROR, data: e as isize, ..*ch });
                 n += 1;
@@ -458,9 +521,11 @@ impl Kqueue {
                 continue;
             }
             if n >= events.len() {
-                // No room for the entry: FreeBSD stops here, failing with the errno (or returning what
-                // it has, for a receipt); the remaining changes are not applied.
-                return r.map(|()| n);
+                // No room for the entry: FreeBSD's kqueue_kevent() stops here with `return (error)`, the
+                // remaining changes not applied. For a failure the call fails with its errno; for a
+                // receipt of a success error is 0 and the syscall returns 0, its preset return value: the
+                // entries already written are not counted.
+                return r.map(|()| Some(0));
             }
             let mut e = *ch;
             // FreeBSD answers with EV_ERROR alone; libkqueue keeps the change's flags (the C face).
@@ -472,7 +537,7 @@ impl Kqueue {
             events[n] = e;
             n += 1;
         }
-        Ok(n)
+        Ok(if n > 0 { Some(n) } else { None })
     }
 
     /// Waits for and collects pending events into `events` as `wait` says. Returns 0 only once the
@@ -667,7 +732,14 @@ impl Drop for Kqueue {
             return; // close() already closed everything
         }
         // &mut self: no other thread can be inside.
+        let d = *self.own_dup.get_mut();
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if d >= 0 {
+            if matches!(sys::same_file(self.fd, d), Ok(false)) || !sys::fd_is_open(self.fd) {
+                st.own_kq = false; // closed behind its back: the number may name another file now
+            }
+            sys::close(d);
+        }
         st.close_all();
     }
 }

@@ -25,3 +25,12 @@ pub use filter::is_supported;
 pub use kevent::Kevent;
 pub use kqueue::{fork_generation, Kqueue, PendingKick, Stats, Step, Wait};
 pub use sys::Errno;
+
+/// What the engine's own tests (rust/tests) reach below the public API: the process connector's parser,
+/// fed hostile input there. Not an API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::sys::{
+        connector_datagram, ConnectorRead, ProcEvent, PROC_EVENT_EXEC, PROC_EVENT_EXIT, PROC_EVENT_FORK,
+    };
+}

@@ -472,6 +472,26 @@ fn receipt_echoes_every_change_and_collects_nothing() {
 }
 
 #[test]
+fn receipt_without_room_after_entries_returns_zero_and_stops() {
+    // FreeBSD kqueue_kevent(): a receipt with no room left ends the call with `return (error)`, error
+    // being 0 for a success: kevent() returns 0 although entries were written, and the changes after it
+    // are not applied (the one with the receipt is).
+    let q = kq();
+    let mut out = [Kevent::default(); 2];
+    let changes = [
+        kev(1, EVFILT_USER, EV_ADD | EV_RECEIPT, 0, 0, 10),
+        kev(9, EVFILT_USER, EV_DELETE, 0, 0, 90), // ENOENT: the second entry
+        kev(2, EVFILT_USER, EV_ADD | EV_RECEIPT, 0, 0, 20), // applied, no room for its receipt
+        user_add(3, 0, 30),                       // not applied
+    ];
+    assert_eq!(q.kevent(&changes, &mut out, Some(SHORT)), Ok(0));
+    assert_eq!(out[0], kev(1, EVFILT_USER, EV_ERROR, 0, 0, 10));
+    assert_eq!(out[1], kev(9, EVFILT_USER, EV_ERROR, 0, libc::ENOENT as isize, 90));
+    assert_eq!(q.knote_count(), 2);
+    assert_eq!(q.kevent(&[kev(3, EVFILT_USER, EV_DELETE, 0, 0, 0)], &mut [], None), Err(Errno(libc::ENOENT)));
+}
+
+#[test]
 fn receipt_is_sticky() {
     let q = kq();
     change(&q, &[kev(1, EVFILT_USER, EV_ADD | EV_CLEAR | EV_RECEIPT, 0, 0, 0)]);
@@ -890,4 +910,461 @@ fn vnode_rmdir_of_an_open_directory_with_the_parent_not_watched() {
     assert_eq!(wait(&q, 4, SHORT), vec![kev(fd, EVFILT_VNODE, EV_CLEAR, NOTE_DELETE, 0, 5)]);
     drop(dir);
     std::fs::remove_dir(&top).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// EVFILT_PROC and EVFILT_PROCDESC (children are made with std::process::Command: the test harness runs
+// threads, so nothing forks by hand)
+// ---------------------------------------------------------------------------------------------------
+
+use std::io::Write as _;
+use std::process::{Child, Command, Stdio};
+
+const LONG: Duration = Duration::from_secs(5);
+const EXITED: u16 = EV_CLEAR | EV_EOF | EV_ONESHOT;
+
+/// `sh` that waits for a line on stdin, then runs `script`.
+fn child(script: &str) -> Child {
+    Command::new("sh").arg("-c").arg(format!("read x; {script}")).stdin(Stdio::piped()).spawn().expect("spawn sh")
+}
+
+fn release(c: &mut Child) {
+    let mut stdin = c.stdin.take().expect("stdin");
+    stdin.write_all(b"\n").expect("write to the child");
+}
+
+/// Events until `done` says so, or `LONG` passed.
+fn collect_until(q: &Kqueue, done: impl Fn(&[Kevent]) -> bool) -> Vec<Kevent> {
+    let deadline = Instant::now() + LONG;
+    let mut evs = Vec::new();
+    while !done(&evs) && Instant::now() < deadline {
+        evs.extend(wait(q, 16, Duration::from_millis(200)));
+    }
+    evs
+}
+
+fn effective_cap(bit: u32) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status.lines().find(|l| l.starts_with("CapEff:")).expect("CapEff");
+    let caps = u64::from_str_radix(line.split_whitespace().nth(1).expect("CapEff value"), 16).expect("hex");
+    caps >> bit & 1 == 1
+}
+
+/// What EVFILT_PROC and EVFILT_PROCDESC rest on (scripts/valgrind.sh asks it of the valgrind it runs).
+#[test]
+fn pidfd_open_is_available() {
+    // SAFETY: pidfd_open takes integers only.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid() as libc::c_long, 0) } as i32;
+    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    drop(Fd(fd));
+}
+
+#[test]
+fn proc_exit_reports_the_wait_status_and_leaves_the_child_unreaped() {
+    let q = kq();
+    let mut c = child("exit 3");
+    let pid = c.id() as usize;
+    change(&q, &[kev(pid, EVFILT_PROC, EV_ADD, NOTE_EXIT, 0, 7)]);
+    assert_eq!(q.knote_count(), 1);
+    assert!(pending(&q).is_empty(), "a running child must not fire");
+    release(&mut c);
+    assert_eq!(wait(&q, 4, LONG), vec![kev(pid, EVFILT_PROC, EXITED, NOTE_EXIT, 3 << 8, 7)]);
+    assert_eq!(q.knote_count(), 0, "the knote goes with the exit");
+    assert_eq!(c.wait().expect("wait").code(), Some(3), "kqrs reaped the child");
+}
+
+#[test]
+fn proc_death_by_signal_and_delete_before_exit() {
+    let q = kq();
+    let mut a = child("exit 0");
+    let mut b = child("exit 0");
+    let (pa, pb) = (a.id() as usize, b.id() as usize);
+    change(&q, &[kev(pa, EVFILT_PROC, EV_ADD, NOTE_EXIT, 0, 1), kev(pb, EVFILT_PROC, EV_ADD, NOTE_EXIT, 0, 2)]);
+    change(&q, &[kev(pb, EVFILT_PROC, EV_DELETE, 0, 0, 0)]);
+    // SAFETY: kill(2) takes integers only; pa and pb are children this test made.
+    unsafe {
+        libc::kill(pa as i32, libc::SIGKILL);
+        libc::kill(pb as i32, libc::SIGKILL);
+    }
+    assert_eq!(wait(&q, 4, LONG), vec![kev(pa, EVFILT_PROC, EXITED, NOTE_EXIT, libc::SIGKILL as isize, 1)]);
+    assert!(wait(&q, 4, Duration::from_millis(100)).is_empty(), "a deleted knote reported");
+    a.wait().expect("wait");
+    b.wait().expect("wait");
+    assert_eq!(q.knote_count(), 0);
+}
+
+#[test]
+fn proc_of_no_process_is_esrch_and_bad_fflags_einval() {
+    let q = kq();
+    let mut out = [Kevent::default(); 4];
+    let n = q
+        .kevent(
+            &[
+                kev(0x3fff_fff0, EVFILT_PROC, EV_ADD, NOTE_EXIT, 0, 0),
+                kev(std::process::id() as usize, EVFILT_PROC, EV_ADD, NOTE_EXIT | 0x10, 0, 0),
+            ],
+            &mut out,
+            None,
+        )
+        .expect("kevent");
+    assert_eq!(n, 2);
+    assert_eq!((out[0].flags, out[0].data), (EV_ERROR, libc::ESRCH as isize));
+    assert_eq!((out[1].flags, out[1].data), (EV_ERROR, libc::EINVAL as isize));
+    assert_eq!(q.knote_count(), 0);
+}
+
+#[test]
+fn procdesc_reports_the_exit_through_a_pidfd() {
+    let q = kq();
+    let mut c = child("exit 4");
+    // SAFETY: pidfd_open takes integers only; the child is this test's.
+    let pidfd = Fd(unsafe { libc::syscall(libc::SYS_pidfd_open, c.id() as libc::c_long, 0) } as i32);
+    assert!(pidfd.raw() >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    change(&q, &[kev(pidfd.id(), EVFILT_PROCDESC, EV_ADD, NOTE_EXIT, 0, 9)]);
+    // NOTE_FORK is not for process descriptors
+    let mut out = [Kevent::default(); 1];
+    assert_eq!(q.kevent(&[kev(pidfd.id(), EVFILT_PROCDESC, EV_ADD, NOTE_FORK, 0, 0)], &mut out, None), Ok(1));
+    assert_eq!((out[0].flags, out[0].data), (EV_ERROR, libc::EINVAL as isize));
+    release(&mut c);
+    let evs = wait(&q, 4, LONG);
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    let e = evs[0];
+    assert_eq!((e.ident, e.filter, e.fflags, e.data, e.udata), (pidfd.id(), EVFILT_PROCDESC, NOTE_EXIT, 4 << 8, 9));
+    assert_eq!(e.flags & (EV_EOF | EV_ONESHOT), EV_EOF | EV_ONESHOT, "{e:?}");
+    assert_eq!(q.knote_count(), 0);
+    assert_eq!(c.wait().expect("wait").code(), Some(4));
+}
+
+#[test]
+fn proc_fork_and_track_through_the_process_connector() {
+    let q = kq();
+    let mut c = child("(exit 5); exit 1"); // the subshell is a fork of the shell
+    let pid = c.id() as usize;
+    let mut out = [Kevent::default(); 1];
+    let n = q
+        .kevent(
+            &[kev(pid, EVFILT_PROC, EV_ADD, NOTE_EXIT | NOTE_FORK | NOTE_TRACK, 0, 11)],
+            &mut out,
+            Some(Duration::ZERO),
+        )
+        .expect("kevent");
+    if !effective_cap(12) {
+        // Without CAP_NET_ADMIN the connector may refuse (before Linux 6.6): then the change says so.
+        if n == 1 {
+            assert!(matches!(out[0].data as i32, libc::EPERM | libc::EOPNOTSUPP), "{:?}", out[0]);
+            release(&mut c);
+            c.wait().expect("wait");
+            return;
+        }
+    }
+    assert_eq!(n, 0, "with CAP_NET_ADMIN the connector must work: {:?}", out[0]);
+    release(&mut c);
+    let evs = collect_until(&q, |e| e.iter().filter(|x| x.fflags & NOTE_EXIT != 0).count() >= 2);
+    assert!(evs.iter().all(|e| e.udata == 11 && e.fflags & NOTE_TRACKERR == 0), "{evs:?}");
+    let parent: Vec<_> = evs.iter().filter(|e| e.ident == pid).collect();
+    let kid: Vec<_> = evs.iter().filter(|e| e.ident != pid).collect();
+    let forks = parent.iter().fold(0, |a, e| a | e.fflags);
+    assert_eq!(forks, NOTE_FORK | NOTE_EXIT, "{parent:?}");
+    assert_eq!(parent.last().map(|e| (e.flags, e.data)), Some((EXITED, 1 << 8)));
+    assert!(!kid.is_empty(), "no event for the tracked child: {evs:?}");
+    assert_eq!((kid[0].fflags & NOTE_CHILD, kid[0].data), (NOTE_CHILD, pid as isize), "{kid:?}");
+    let last = kid.last().expect("child events");
+    assert_eq!((last.fflags & NOTE_EXIT, last.flags, last.data), (NOTE_EXIT, EXITED, 5 << 8), "{kid:?}");
+    assert_eq!(q.knote_count(), 0);
+    c.wait().expect("wait");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The process connector's parser, fed hostile datagrams directly (the kernel is its only sender, so this
+// is the only way to reach it with malformed input)
+// ---------------------------------------------------------------------------------------------------
+
+use kqrs::testing::{connector_datagram, ConnectorRead, ProcEvent, PROC_EVENT_EXEC, PROC_EVENT_EXIT, PROC_EVENT_FORK};
+
+/// One netlink message: nlmsghdr + cn_msg (id `idx`/1) + proc_event (`what`, then `fields`).
+fn cn_msg(idx: u32, what: u32, fields: &[i32]) -> Vec<u8> {
+    let mut ev = Vec::new();
+    ev.extend_from_slice(&what.to_ne_bytes());
+    ev.extend_from_slice(&0u32.to_ne_bytes()); // cpu
+    ev.extend_from_slice(&0u64.to_ne_bytes()); // timestamp
+    for f in fields {
+        ev.extend_from_slice(&f.to_ne_bytes());
+    }
+    let mut cn = Vec::new();
+    for v in [idx, 1, 0, 0] {
+        cn.extend_from_slice(&v.to_ne_bytes());
+    }
+    cn.extend_from_slice(&(ev.len() as u16).to_ne_bytes());
+    cn.extend_from_slice(&0u16.to_ne_bytes());
+    cn.extend_from_slice(&ev);
+    let mut m = Vec::new();
+    m.extend_from_slice(&((16 + cn.len()) as u32).to_ne_bytes());
+    m.extend_from_slice(&3u16.to_ne_bytes()); // NLMSG_DONE
+    m.extend_from_slice(&0u16.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(&cn);
+    while m.len() % 4 != 0 {
+        m.push(0);
+    }
+    m
+}
+
+fn fork_msg(parent: i32, child: i32) -> Vec<u8> {
+    cn_msg(1, PROC_EVENT_FORK, &[parent, parent, child, child])
+}
+
+fn parse(buf: &[u8], from: u32) -> ConnectorRead {
+    let mut out = ConnectorRead::default();
+    connector_datagram(buf, from, &mut out);
+    out
+}
+
+#[test]
+fn connector_parser_reads_fork_exec_exit_from_the_kernel_only() {
+    let mut d = fork_msg(10, 11);
+    d.extend(cn_msg(1, PROC_EVENT_EXEC, &[11, 11]));
+    d.extend(cn_msg(1, PROC_EVENT_EXIT, &[11, 11, 5 << 8, 17, 10, 10]));
+    d.extend(cn_msg(1, 0x4, &[11, 11, 0, 0])); // PROC_EVENT_UID: a kind not asked for, skipped quietly
+    let r = parse(&d, 0);
+    assert_eq!(
+        r.events,
+        vec![
+            ProcEvent::Fork { parent_tgid: 10, child_pid: 11, child_tgid: 11 },
+            ProcEvent::Exec { tgid: 11 },
+            ProcEvent::Exit { pid: 11, tgid: 11, status: 5 << 8 },
+        ]
+    );
+    assert_eq!((r.ignored, r.overflowed), (0, false));
+    // the same bytes from any other port id: forged, ignored whole
+    let r = parse(&d, 4242);
+    assert!(r.events.is_empty());
+    assert_eq!(r.ignored, 1);
+}
+
+#[test]
+fn connector_parser_rejects_every_truncation() {
+    let full = fork_msg(20, 21);
+    assert_eq!(parse(&full, 0).events.len(), 1);
+    for cut in 1..full.len() {
+        let r = parse(&full[..cut], 0);
+        assert!(r.events.is_empty(), "cut at {cut}: {:?}", r.events);
+        assert_eq!(r.ignored, 1, "cut at {cut} not counted as malformed");
+    }
+    assert_eq!(parse(&[], 0).ignored, 0, "an empty datagram holds nothing, wrong or right");
+}
+
+#[test]
+fn connector_parser_rejects_lengths_that_lie() {
+    let good = fork_msg(30, 31);
+    let with_len = |len: u32| {
+        let mut m = good.clone();
+        m[..4].copy_from_slice(&len.to_ne_bytes());
+        m
+    };
+    for len in [0, 1, 15, good.len() as u32 + 1, 1 << 20, u32::MAX] {
+        let r = parse(&with_len(len), 0);
+        assert!(r.events.is_empty(), "nlmsg_len {len}");
+        assert_eq!(r.ignored, 1, "nlmsg_len {len}");
+    }
+    // a good message, then one whose length runs past the datagram: the first is kept, the fault counted
+    let mut d = fork_msg(1, 2);
+    d.extend(with_len(1000));
+    let r = parse(&d, 0);
+    assert_eq!(r.events, vec![ProcEvent::Fork { parent_tgid: 1, child_pid: 2, child_tgid: 2 }]);
+    assert_eq!(r.ignored, 1);
+    // bytes left over after a message that cannot hold a header
+    let mut d = fork_msg(1, 2);
+    d.extend([0u8; 8]);
+    assert_eq!(parse(&d, 0).ignored, 1);
+}
+
+#[test]
+fn connector_parser_rejects_forged_ids_and_short_events() {
+    // another connector's id (idx 2): not the process connector
+    let r = parse(&cn_msg(2, PROC_EVENT_FORK, &[1, 1, 2, 2]), 0);
+    assert!(r.events.is_empty());
+    assert_eq!(r.ignored, 1);
+    // a fork with only two of its four fields, an exec with none, an exit without its status
+    for m in [cn_msg(1, PROC_EVENT_FORK, &[1, 1]), cn_msg(1, PROC_EVENT_EXEC, &[]), cn_msg(1, PROC_EVENT_EXIT, &[7, 7])]
+    {
+        let r = parse(&m, 0);
+        assert!(r.events.is_empty(), "{:?}", r.events);
+        assert_eq!(r.ignored, 1);
+    }
+    // a cn_msg too short to hold a proc_event header
+    let mut m = cn_msg(1, PROC_EVENT_FORK, &[]);
+    m.truncate(16 + 20 + 8);
+    let len = m.len() as u32;
+    m[..4].copy_from_slice(&len.to_ne_bytes());
+    assert_eq!(parse(&m, 0).ignored, 1);
+}
+
+#[test]
+fn connector_parser_survives_random_and_mutated_datagrams() {
+    // A fixed-seed generator: the same hostile inputs every run (and under valgrind).
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut seed = fork_msg(40, 41);
+    seed.extend(cn_msg(1, PROC_EVENT_EXIT, &[41, 41, 0, 17, 40, 40]));
+    for i in 0..20_000 {
+        let buf: Vec<u8> = if i % 2 == 0 {
+            let len = (next() % 200) as usize;
+            (0..len).map(|_| next() as u8).collect()
+        } else {
+            let mut m = seed.clone();
+            for _ in 0..=next() % 4 {
+                let at = (next() as usize) % m.len();
+                m[at] = next() as u8;
+            }
+            m.truncate(1 + (next() as usize) % m.len());
+            m
+        };
+        let r = parse(&buf, 0);
+        assert!(r.events.len() <= buf.len() / 52, "more events than messages fit: {i}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// EVFILT_SIGNAL (SIGURG: its default action is to ignore, so a stray one is harmless to the harness)
+// ---------------------------------------------------------------------------------------------------
+
+static URG_SEEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+extern "C" fn on_urg(_: libc::c_int) {
+    URG_SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn sigaction_of(sig: i32) -> libc::sigaction {
+    // SAFETY: sigaction is plain old data; all-zero is a valid value.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action and a valid, writable old one.
+    assert_eq!(unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) }, 0);
+    old
+}
+
+#[test]
+fn signal_deliveries_are_counted_and_the_application_handler_still_runs() {
+    use std::sync::atomic::Ordering::SeqCst;
+    // SAFETY: sigaction is plain old data; all-zero is a valid value.
+    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+    act.sa_sigaction = on_urg as *const () as usize;
+    // SAFETY: act is a valid sigaction whose handler is an extern "C" fn that only touches atomics.
+    assert_eq!(unsafe { libc::sigaction(libc::SIGURG, &act, std::ptr::null_mut()) }, 0);
+    let before = sigaction_of(libc::SIGURG).sa_sigaction;
+    let q = kq();
+    change(&q, &[kev(libc::SIGURG as usize, EVFILT_SIGNAL, EV_ADD, 0, 0, 5)]);
+    assert_ne!(sigaction_of(libc::SIGURG).sa_sigaction, before, "kqrs's counting handler is not in front");
+    let seen0 = URG_SEEN.load(SeqCst);
+    for i in 1..=2 {
+        // SAFETY: kill(2) to our own pid takes integers only; SIGURG is caught by the handler installed above.
+        assert_eq!(unsafe { libc::kill(libc::getpid(), libc::SIGURG) }, 0);
+        // one at a time: two standard signals pending at once would merge into one delivery
+        let deadline = Instant::now() + LONG;
+        while URG_SEEN.load(SeqCst) < seen0 + i && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let evs = collect_until(&q, |e| e.iter().map(|x| x.data).sum::<isize>() >= 2);
+    assert!(
+        evs.iter()
+            .all(|e| (e.ident, e.filter, e.flags, e.udata) == (libc::SIGURG as usize, EVFILT_SIGNAL, EV_CLEAR, 5)),
+        "{evs:?}"
+    );
+    assert_eq!(evs.iter().map(|e| e.data).sum::<isize>(), 2, "{evs:?}");
+    assert_eq!(URG_SEEN.load(SeqCst) - seen0, 2, "the application's handler did not run for each");
+    change(&q, &[kev(libc::SIGURG as usize, EVFILT_SIGNAL, EV_DELETE, 0, 0, 0)]);
+    assert_eq!(sigaction_of(libc::SIGURG).sa_sigaction, before, "the disposition was not restored");
+    let mut out = [Kevent::default(); 2];
+    let n = q
+        .kevent(
+            &[kev(libc::SIGKILL as usize, EVFILT_SIGNAL, EV_ADD, 0, 0, 0), kev(65, EVFILT_SIGNAL, EV_ADD, 0, 0, 0)],
+            &mut out,
+            None,
+        )
+        .expect("kevent");
+    assert_eq!(n, 2);
+    assert!(out.iter().all(|e| (e.flags, e.data) == (EV_ERROR, libc::EINVAL as isize)), "{out:?}");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// EVFILT_VNODE
+// ---------------------------------------------------------------------------------------------------
+
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("kqrs-engine-{}-{tag}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("mkdir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn open_rw(path: &std::path::Path) -> Fd {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: c is a NUL-terminated path that outlives the call.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC, 0o644) };
+    assert!(fd >= 0, "open: {}", std::io::Error::last_os_error());
+    Fd(fd)
+}
+
+#[test]
+fn vnode_reports_write_attrib_rename_delete() {
+    let dir = TempDir::new("vnode");
+    let path = dir.0.join("f");
+    let f = open_rw(&path);
+    let notes = NOTE_WRITE | NOTE_EXTEND | NOTE_ATTRIB | NOTE_RENAME | NOTE_DELETE | NOTE_LINK;
+    let q = kq();
+    change(&q, &[kev(f.id(), EVFILT_VNODE, EV_ADD | EV_CLEAR, notes, 0, 3)]);
+    assert!(pending(&q).is_empty());
+    write_all(&f, b"hello");
+    assert_eq!(wait(&q, 4, SHORT), vec![kev(f.id(), EVFILT_VNODE, EV_CLEAR, NOTE_WRITE | NOTE_EXTEND, 0, 3)]);
+    // SAFETY: fchmod takes an fd this test owns and a mode.
+    assert_eq!(unsafe { libc::fchmod(f.raw(), 0o600) }, 0);
+    assert_eq!(wait(&q, 4, SHORT), vec![kev(f.id(), EVFILT_VNODE, EV_CLEAR, NOTE_ATTRIB, 0, 3)]);
+    std::fs::rename(&path, dir.0.join("g")).expect("rename");
+    assert_eq!(wait(&q, 4, SHORT), vec![kev(f.id(), EVFILT_VNODE, EV_CLEAR, NOTE_RENAME, 0, 3)]);
+    std::fs::remove_file(dir.0.join("g")).expect("unlink");
+    assert_eq!(wait(&q, 4, SHORT), vec![kev(f.id(), EVFILT_VNODE, EV_CLEAR, NOTE_DELETE, 0, 3)]);
+    assert!(wait(&q, 4, Duration::from_millis(50)).is_empty(), "reported twice");
+    change(&q, &[kev(f.id(), EVFILT_VNODE, EV_DELETE, 0, 0, 0)]);
+    assert_eq!(q.knote_count(), 0);
+}
+
+#[test]
+fn vnode_on_a_directory_and_bad_fflags() {
+    let dir = TempDir::new("vdir");
+    let d = {
+        let c = std::ffi::CString::new(dir.0.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: c is a NUL-terminated path that outlives the call.
+        Fd(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })
+    };
+    assert!(d.raw() >= 0);
+    let q = kq();
+    let mut out = [Kevent::default(); 1];
+    assert_eq!(q.kevent(&[kev(d.id(), EVFILT_VNODE, EV_ADD, 0x0100_0000, 0, 0)], &mut out, None), Ok(1));
+    assert_eq!((out[0].flags, out[0].data), (EV_ERROR, libc::EINVAL as isize));
+    change(&q, &[kev(d.id(), EVFILT_VNODE, EV_ADD | EV_CLEAR, NOTE_WRITE | NOTE_LINK, 0, 4)]);
+    drop(open_rw(&dir.0.join("new"))); // an entry created: the directory is written
+    let evs = wait(&q, 4, SHORT);
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    assert_eq!((evs[0].ident, evs[0].fflags & NOTE_WRITE, evs[0].udata), (d.id(), NOTE_WRITE, 4));
+    std::fs::create_dir(dir.0.join("sub")).expect("mkdir"); // a subdirectory: one more link too
+    let evs = wait(&q, 4, SHORT);
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    assert_eq!(evs[0].fflags, NOTE_WRITE | NOTE_LINK, "{evs:?}");
 }

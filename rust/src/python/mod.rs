@@ -12,6 +12,7 @@ use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyTuple, PyType};
 use crate::consts::*;
 use crate::kqueue::{Kqueue, Wait};
 
+mod heap;
 mod queue;
 mod selector;
 use crate::sys::Errno;
@@ -35,8 +36,11 @@ fn as_index<'py>(o: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyInt>> {
     if let Ok(i) = o.cast::<PyInt>() {
         return Ok(i.clone());
     }
-    if !o.is_instance_of::<PyFloat>() && o.hasattr("__index__")? {
-        let v = o.call_method0("__index__")?;
+    // Interned names: a fresh string per call would be kept alive by CPython's type attribute cache (one
+    // entry per string object), which the soak tests count as Python blocks that keep growing.
+    let name = pyo3::intern!(o.py(), "__index__");
+    if !o.is_instance_of::<PyFloat>() && o.hasattr(name)? {
+        let v = o.call_method0(name)?;
         if let Ok(i) = v.cast_into::<PyInt>() {
             return Ok(i);
         }
@@ -63,10 +67,11 @@ fn ident_of(o: &Bound<'_, PyAny>) -> PyResult<usize> {
             .map(|v| v as usize)
             .map_err(|_| PyOverflowError::new_err("Python int too large to convert to C size_t"));
     }
-    if !o.hasattr("fileno")? {
+    let name = pyo3::intern!(o.py(), "fileno"); // (interned: see as_index)
+    if !o.hasattr(name)? {
         return Err(PyTypeError::new_err("argument must be an int, or have a fileno() method."));
     }
-    let r = o.call_method0("fileno")?;
+    let r = o.call_method0(name)?;
     let Ok(i) = r.cast::<PyInt>() else {
         return Err(PyTypeError::new_err("fileno() returned a non-integer"));
     };
@@ -449,19 +454,55 @@ pub(crate) fn kevent_py(
             drop(kick);
         }
         return match r {
-            Ok(0) if !out.is_empty() => kq.collect(out, Wait::Poll).map_err(|e| map_err(kq, e)),
-            r => r.map_err(|e| map_err(kq, e)),
+            Ok(None) if !out.is_empty() => kq.collect(out, Wait::Poll).map_err(|e| map_err(kq, e)),
+            r => r.map(|n| n.unwrap_or(0)).map_err(|e| map_err(kq, e)),
         };
     }
-    let mut res = py.detach(|| kq.kevent_once(changes, out, wait));
+    // A long wait goes in slices; after an empty one the kqueue checks that its fd was not closed behind
+    // its back (os.close() of it by another thread wakes no one): then the wait fails with EBADF.
+    let sliced = !out.is_empty() && slice(wait) != wait;
+    if sliced {
+        kq.watch_own_fd();
+    }
+    let mut res = py.detach(|| kq.kevent_once(changes, out, slice(wait)));
     loop {
         match res {
             Err(Errno(libc::EINTR)) => {
                 py.check_signals()?;
-                res = py.detach(|| kq.collect(out, wait));
+                res = py.detach(|| kq.collect(out, slice(wait)));
+            }
+            Ok(0) if sliced && !expired(wait) => {
+                // A signal that came between two slices interrupted no wait: its handlers run now (an
+                // exception from one ends the call), as they would have at the EINTR of one long wait.
+                py.check_signals()?;
+                if kq.closed_behind() {
+                    return Err(os_error(Errno(libc::EBADF)));
+                }
+                res = py.detach(|| kq.collect(out, slice(wait)));
             }
             r => return r.map_err(|e| map_err(kq, e)),
         }
+    }
+}
+
+/// How long a blocked control() waits before it checks that its kqueue's fd is still open.
+const OWN_FD_CHECK_NS: u64 = 1_000_000_000;
+
+/// The next slice of `wait`: at most OWN_FD_CHECK_NS from now.
+fn slice(wait: Wait) -> Wait {
+    let end = crate::sys::clock_ns(false).saturating_add(OWN_FD_CHECK_NS);
+    match wait {
+        Wait::Forever => Wait::Until(end),
+        Wait::Until(d) if d > end => Wait::Until(end),
+        w => w,
+    }
+}
+
+fn expired(wait: Wait) -> bool {
+    match wait {
+        Wait::Poll => true,
+        Wait::Forever => false,
+        Wait::Until(d) => crate::sys::clock_ns(false) >= d,
     }
 }
 
@@ -745,6 +786,12 @@ fn _owned_fd_count() -> usize {
     crate::sys::owned_fd_count()
 }
 
+/// (bytes, blocks) of Rust heap the extension holds now (every kqueue, knote and table together).
+#[pyfunction]
+fn _heap() -> (isize, isize) {
+    heap::live()
+}
+
 /// What this machine offers EVFILT_PROC: (pidfd works, PIDFD_GET_INFO works, connector errno or 0).
 #[pyfunction]
 fn _proc_support(py: Python<'_>) -> (bool, bool, i32) {
@@ -793,6 +840,7 @@ fn _kqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_filter_supported, m)?)?;
     m.add_function(wrap_pyfunction!(_proc_support, m)?)?;
     m.add_function(wrap_pyfunction!(_owned_fd_count, m)?)?;
+    m.add_function(wrap_pyfunction!(_heap, m)?)?;
     m.add_function(wrap_pyfunction!(_signal_reassert, m)?)?;
     m.add_function(wrap_pyfunction!(_signal_hooked, m)?)?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;

@@ -90,7 +90,7 @@ fn fileobj_to_fd(fileobj: &Bound<'_, PyAny>) -> PyResult<i64> {
             ))
         };
         let py = fileobj.py();
-        let r = fileobj.call_method0("fileno").and_then(|v| py.get_type::<PyInt>().call1((v,)));
+        let r = fileobj.call_method0(pyo3::intern!(py, "fileno")).and_then(|v| py.get_type::<PyInt>().call1((v,)));
         match r {
             Ok(v) => v.extract::<i64>().unwrap_or(i64::MAX),
             Err(e)

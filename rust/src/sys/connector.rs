@@ -231,14 +231,13 @@ fn parse_cn(buf: &[u8], mut f: impl FnMut(u32, &[u8])) -> bool {
         }
         off += (len + 3) & !3;
     }
-    ok
+    // Bytes left that cannot hold a header: a truncated message.
+    ok && off >= buf.len()
 }
 
 /// Reads everything waiting on a connector socket; only messages from the kernel (port id 0) count.
 pub fn connector_read(fd: RawFd, buf: &mut [u8]) -> ConnectorRead {
     let mut out = ConnectorRead::default();
-    let rd =
-        |b: &[u8], o: usize| -> Option<i32> { b.get(o..o + 4).map(|s| i32::from_ne_bytes([s[0], s[1], s[2], s[3]])) };
     loop {
         let (n, from) = match recv_from(fd, buf) {
             Ok(x) => x,
@@ -248,32 +247,42 @@ pub fn connector_read(fd: RawFd, buf: &mut [u8]) -> ConnectorRead {
             }
             Err(_) => return out,
         };
-        if from != 0 {
-            out.ignored += 1;
-            continue;
-        }
-        let mut evs = Vec::new();
-        let ok = parse_cn(&buf[..n], |what, d| match what {
-            PROC_EVENT_FORK => {
-                if let (Some(pt), Some(cp), Some(ct)) = (rd(d, 4), rd(d, 8), rd(d, 12)) {
-                    evs.push(ProcEvent::Fork { parent_tgid: pt, child_pid: cp, child_tgid: ct });
-                }
+        connector_datagram(&buf[..n], from, &mut out);
+    }
+}
+
+/// One datagram read from a connector socket, sent by port id `from`: its fork, exec and exit events are
+/// added to `out`; a datagram not from the kernel, or malformed in any way (truncated, a length that runs
+/// past its end, bytes left over, another connector's id), counts in `out.ignored` (what was well formed
+/// before the fault is kept). Public for the engine's tests, which feed it hostile input.
+#[doc(hidden)]
+pub fn connector_datagram(buf: &[u8], from: u32, out: &mut ConnectorRead) {
+    let rd =
+        |b: &[u8], o: usize| -> Option<i32> { b.get(o..o + 4).map(|s| i32::from_ne_bytes([s[0], s[1], s[2], s[3]])) };
+    if from != 0 {
+        out.ignored += 1;
+        return;
+    }
+    let mut short = false; // an event too short for the fields its kind has
+    let ok = parse_cn(buf, |what, d| match what {
+        PROC_EVENT_FORK => match (rd(d, 4), rd(d, 8), rd(d, 12)) {
+            (Some(pt), Some(cp), Some(ct)) => {
+                out.events.push(ProcEvent::Fork { parent_tgid: pt, child_pid: cp, child_tgid: ct });
             }
-            PROC_EVENT_EXEC => {
-                if let Some(t) = rd(d, 4) {
-                    evs.push(ProcEvent::Exec { tgid: t });
-                }
-            }
-            PROC_EVENT_EXIT => {
-                if let (Some(p), Some(t), Some(c)) = (rd(d, 0), rd(d, 4), rd(d, 8)) {
-                    evs.push(ProcEvent::Exit { pid: p, tgid: t, status: c });
-                }
-            }
-            _ => {}
-        });
-        if !ok {
-            out.ignored += 1;
-        }
-        out.events.extend(evs);
+            _ => short = true,
+        },
+        PROC_EVENT_EXEC => match rd(d, 4) {
+            Some(t) => out.events.push(ProcEvent::Exec { tgid: t }),
+            None => short = true,
+        },
+        PROC_EVENT_EXIT => match (rd(d, 0), rd(d, 4), rd(d, 8)) {
+            (Some(p), Some(t), Some(c)) => out.events.push(ProcEvent::Exit { pid: p, tgid: t, status: c }),
+            _ => short = true,
+        },
+        _ => {} // an event kind not asked for (kernels before 6.6 send every kind)
+    });
+    let ok = ok && !short;
+    if !ok {
+        out.ignored += 1;
     }
 }
