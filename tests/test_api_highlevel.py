@@ -123,6 +123,32 @@ def test_enum_values_are_the_kq_constants():
     assert Filter.PROCDESC == -13
 
 
+# The KQ_* constants no enum has a member for: EV_SYSFLAGS (reserved), the masks of EVFILT_PROC and
+# EVFILT_USER, NOTE_EXITSTATUS (ExitStatus decodes it), NOTE_LOWAT (a threshold) and EVFILT_NETDEV's LINK*.
+_NOT_IN_AN_ENUM = {
+    "KQ_EV_SYSFLAGS",
+    "KQ_NOTE_EXITSTATUS",
+    "KQ_NOTE_FFCTRLMASK",
+    "KQ_NOTE_LINKDOWN",
+    "KQ_NOTE_LINKINV",
+    "KQ_NOTE_LINKUP",
+    "KQ_NOTE_LOWAT",
+    "KQ_NOTE_PCTRLMASK",
+    "KQ_NOTE_PDATAMASK",
+}
+
+
+def test_enums_name_every_kq_constant():
+    """The enums' members are written out (for type checkers) with values read from the extension; each
+    KQ_* constant of the extension is a member of one of them, or one of the few listed above."""
+    members = {f"KQ_FILTER_{n}" for n in Filter.__members__} | {f"KQ_EV_{n}" for n in Flag.__members__}
+    for cls in (VnodeNote, ProcNote, UserNote, TimerNote):
+        members |= {f"KQ_NOTE_{n}" for n in cls.__members__}
+    ext = {n for n in dir(kqrs._kqrs) if n.startswith("KQ_")}
+    assert members <= ext
+    assert ext - members == _NOT_IN_AN_ENUM
+
+
 def test_filter_supported_is_the_engine_matrix():
     for f in Filter:
         assert f.supported is kqrs._kqrs._filter_supported(f)

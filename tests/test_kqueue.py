@@ -831,6 +831,66 @@ def test_constants_module_matches_the_extension():
     assert {n: getattr(kqrs, n) for n in ext} == ext == kqrs.CONSTANTS
 
 
+def test_stub_constants_are_the_extensions():
+    """_kqrs.pyi must stay written (type checkers read it): its KQ_* names, in __all__ and as annotated
+    ints, are exactly the extension's, and each of those is an int."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(kqrs.__file__).parent / "_kqrs.pyi").read_text())
+    annotated, listed = {}, set()
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            annotated[node.target.id] = ast.unparse(node.annotation)
+        elif isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == ["__all__"]:
+            listed = {e.value for e in node.value.elts if isinstance(e, ast.Constant)}
+    ext = {n: getattr(_kqrs, n) for n in dir(_kqrs) if n.startswith("KQ_")}
+    assert {n: t for n, t in annotated.items() if n.startswith("KQ_")} == dict.fromkeys(ext, "int")
+    assert {n for n in listed if n.startswith("KQ_")} == set(ext)
+    assert all(type(v) is int for v in ext.values())
+
+
+_RS_PREFIX = {"KQ_FILTER_": "EVFILT_", "KQ_EV_": "EV_", "KQ_NOTE_": "NOTE_"}
+
+
+def test_extension_constants_are_consts_rs():
+    """rust/src/consts.rs is the one source of the values: every KQ_* name of the extension is the
+    consts.rs constant of the same name (KQ_FILTER_ -> EVFILT_, KQ_EV_ -> EV_, KQ_NOTE_ -> NOTE_), with its
+    value; _constants.py, the enums and the stubs are held to the extension by the tests around this one."""
+    import re
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parent.parent / "rust" / "src" / "consts.rs"
+    if not src.exists():
+        pytest.skip("no rust/src/consts.rs beside the tests (an installed-wheel run)")
+    rs = {
+        m.group(1): int(m.group(2).replace("_", ""), 0)
+        for m in re.finditer(r"^pub const (\w+): [iu]\d+ = (-?(?:0x[0-9A-Fa-f_]+|[0-9_]+));", src.read_text(), re.M)
+    }
+    for name in (n for n in dir(_kqrs) if n.startswith("KQ_")):
+        prefix = next(p for p in _RS_PREFIX if name.startswith(p))
+        rs_name = _RS_PREFIX[prefix] + name[len(prefix):]
+        assert rs.get(rs_name) == getattr(_kqrs, name), (name, rs_name)
+
+
+def test_lazy_names_are_the_type_checking_imports():
+    """__init__.py's _LAZY is the one list of the names it loads on first use; the imports it writes out
+    for type checkers under TYPE_CHECKING must name the same things from the same modules."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(kqrs.__file__).read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    imported = {
+        a.asname or a.name: node.module.lstrip(".") if node.module else None
+        for node in block.body
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+        for a in node.names
+    }
+    assert imported == kqrs._LAZY
+    assert set(kqrs._LAZY) <= set(kqrs.__all__)
+
+
 def test_import_kqrs_loads_no_extension():
     code = "import sys; import kqrs; print(sorted(m for m in sys.modules if m.startswith('kqrs')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)

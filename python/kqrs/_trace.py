@@ -45,9 +45,10 @@ import sys
 import time
 from typing import IO, Any, NamedTuple
 
+from ._cli import EX_OK, EX_USAGE, Exit, fail
+
 PROG = "kqrs trace"
 USAGE = f"usage: {PROG} [--json] [-o FILE] [--] COMMAND [ARG...]"
-EX_USAGE = 64
 
 
 class Snapshot(NamedTuple):
@@ -571,35 +572,34 @@ def _parse(argv: list[str]) -> tuple[bool, str | None, list[str]]:
             json_out = True
         elif a in ("-o", "--output"):
             if i + 1 >= len(argv):
-                raise SystemExit(_usage_error(f"{a} needs a file name"))
+                raise _usage_error(f"{a} needs a file name")
             output = argv[i + 1]
             i += 1
         elif a.startswith("--output="):
             output = a.split("=", 1)[1]
         elif a in ("-h", "--help"):
             print(__doc__.split("\n\n", 1)[1].strip())
-            raise SystemExit(0)
+            raise Exit(EX_OK)
         elif a.startswith("-") and a != "-":
-            raise SystemExit(_usage_error(f"unknown option {a}"))
+            raise _usage_error(f"unknown option {a}")
         else:
             break
         i += 1
     cmd = argv[i:]
     if not cmd:
-        raise SystemExit(_usage_error("no command given"))
+        raise _usage_error("no command given")
     return json_out, output, cmd
 
 
-def _usage_error(msg: str) -> int:
-    print(f"{PROG}: {msg}\n{USAGE}", file=sys.stderr)
-    return EX_USAGE
+def _usage_error(msg: str) -> Exit:
+    return fail(PROG, EX_USAGE, f"{msg}\n{USAGE}")
 
 
 def main(argv: list[str]) -> int:
     try:
         json_out, output, cmd = _parse(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
+    except Exit as e:
+        return e.code
     out = open(output, "w") if output else sys.stderr
     try:
         return _trace(cmd, out, json_out)
