@@ -21,10 +21,17 @@ import json
 import select
 
 import pytest
+from _util import (
+    METRICS_PATH,
+    PR_GET_CHILD_SUBREAPER,
+    PR_SET_CHILD_SUBREAPER,
+    Blocked,
+    EventfdSet,
+    SocketSet,
+    raise_nofile,
+)
 
 import kqrs
-from _util import (METRICS_PATH, PR_GET_CHILD_SUBREAPER, PR_SET_CHILD_SUBREAPER, Blocked, EventfdSet, SocketSet,
-                   raise_nofile)
 
 raise_nofile()
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import select
 
-import kqrs
 from _util import interleaved, record_all, scaled
+
+import kqrs
 
 N = 10000
 

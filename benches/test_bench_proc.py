@@ -24,12 +24,11 @@ import os
 import select
 import shutil
 import subprocess
-import sys
 
 import pytest
+from _util import Blocked, free_fds, interleaved_rounds, record_all, scaled
 
 import kqrs
-from _util import Blocked, free_fds, interleaved_rounds, record_all, scaled
 
 PROC = kqrs.KQ_FILTER_PROC
 ADD = kqrs.KQ_EV_ADD

@@ -15,9 +15,9 @@ import select
 import time
 
 import pytest
+from _util import on_kqrs, percentile, scaled
 
 import kqrs
-from _util import on_kqrs, percentile, scaled
 
 MS = 1_000_000
 

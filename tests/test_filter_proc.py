@@ -89,7 +89,7 @@ def proc_event(what: int, *fields: int) -> bytes:
     return struct.pack("=IIQ", what, 0, 0) + struct.pack(f"={len(fields)}i", *fields).ljust(24, b"\0")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def connector_errno() -> int:
     """0 when this process can subscribe to the process connector, else the errno that stops it."""
     try:
@@ -967,7 +967,7 @@ def test_track_a_three_level_tree(kq, spawn, pipes):
     assert ff == {a.pid: NOTE_FORK | NOTE_EXIT, b: NOTE_CHILD | NOTE_FORK | NOTE_EXIT, c: NOTE_CHILD | NOTE_EXIT}
     status = {p: es[-1].data for p, es in by.items()}
     assert status == {a.pid: 1 << 8, b: 2 << 8, c: 3 << 8}
-    for p, es in by.items():
+    for _p, es in by.items():
         assert es[-1].flags == EXIT_FLAGS and all(e.udata == 7 for e in es)
     assert knotes(kq) == 0
 

@@ -677,9 +677,8 @@ def test_context_manager_closes():
         fd = q.fileno()
     assert q.closed
     assert fd not in _fds() or not os.readlink(f"/proc/self/fd/{fd}").endswith("[eventpoll]")
-    with pytest.raises(RuntimeError):
-        with kqrs.kqueue() as q2:
-            raise RuntimeError
+    with pytest.raises(RuntimeError), kqrs.kqueue() as q2:
+        raise RuntimeError
     assert q2.closed
 
 

@@ -6,7 +6,6 @@ threads at once, on the GIL build and on free-threaded CPython; every test owns 
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import sysconfig
@@ -51,10 +50,10 @@ def test_oneshot_and_dispatch_reach_exactly_one_waiter(flag: int) -> None:
             start = threading.Barrier(5)
 
             def waiter() -> None:
-                start.wait()
+                start.wait()  # noqa: B023
                 evs = kq.control(None, 4, 0.05)
-                with lock:
-                    got.extend(e.ident for e in evs)
+                with lock:  # noqa: B023
+                    got.extend(e.ident for e in evs)  # noqa: B023
 
             ts = _run(4, waiter)
             start.wait()

@@ -26,7 +26,6 @@ import sys
 
 import kqrs
 
-
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 

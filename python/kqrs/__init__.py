@@ -9,16 +9,14 @@ and every ``KQ_*`` constant is here. ``kqrs.install()`` puts them into the ``sel
 # kqueue, kevent or anything else, and every module a process loads is copied by each of its fork()s. No
 # `from __future__`, no typing at run time (TYPE_CHECKING is spelled out for type checkers; the names it
 # imports `as` themselves are those re-exported, since __all__ is built at run time).
-from ._constants import *  # noqa: F403
 from . import _constants
+from ._constants import *  # noqa: F403
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from . import _kqrs
-    from ._kqrs import kevent as kevent, kqueue as kqueue
-    from ._selector import KqueueSelector as KqueueSelector
+    from . import _kqrs as _kqrs
     from ._api import (
         Event as Event,
         ExitStatus as ExitStatus,
@@ -42,7 +40,9 @@ if TYPE_CHECKING:
         UserNote as UserNote,
         VnodeNote as VnodeNote,
     )
+    from ._kqrs import kevent as kevent, kqueue as kqueue
     from ._queue import Empty as Empty, EventQueue as EventQueue, Full as Full
+    from ._selector import KqueueSelector as KqueueSelector
 
 # The high-level API and EventQueue are imported on first use: a plain `import kqrs` stays small, which
 # keeps fork() of a process that imported it as cheap as without (fork copies every imported module).
@@ -160,10 +160,10 @@ def install() -> None:
     _reload_selectors()
     import selectors
 
-    from ._selector import KqueueSelector as KqueueSelector
+    from ._selector import KqueueSelector
 
-    setattr(selectors, "KqueueSelector", KqueueSelector)
-    setattr(selectors, "DefaultSelector", KqueueSelector)
+    setattr(selectors, "KqueueSelector", KqueueSelector)  # noqa: B010
+    setattr(selectors, "DefaultSelector", KqueueSelector)  # noqa: B010
 
 
 def uninstall() -> None:

@@ -2,8 +2,7 @@
 
 from collections.abc import Coroutine, Iterable
 from selectors import SelectorKey
-from types import TracebackType
-from types import GenericAlias
+from types import GenericAlias, TracebackType
 from typing import Any, Generic, Protocol, TypeVar, final
 
 from typing_extensions import Self, disjoint_base
