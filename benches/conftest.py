@@ -21,6 +21,9 @@ import json
 import select
 
 import pytest
+
+import kqrs
+
 from _util import (
     METRICS_PATH,
     PR_GET_CHILD_SUBREAPER,
@@ -30,8 +33,6 @@ from _util import (
     SocketSet,
     raise_nofile,
 )
-
-import kqrs
 
 raise_nofile()
 

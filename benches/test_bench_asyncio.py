@@ -10,9 +10,10 @@ import asyncio
 import socket
 
 import pytest
-from _util import interleaved, on_kqrs, record_all, scaled
 
 import kqrs
+
+from _util import interleaved, on_kqrs, record_all, scaled
 
 ROUND_TRIPS = 100
 

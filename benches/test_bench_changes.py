@@ -10,9 +10,10 @@ from __future__ import annotations
 import select
 
 import pytest
-from _util import Queues, interleaved_rounds, record_all, scaled
 
 import kqrs
+
+from _util import Queues, interleaved_rounds, record_all, scaled
 
 SIZES = (1000, 10000)
 READ, ADD, DELETE = kqrs.KQ_FILTER_READ, kqrs.KQ_EV_ADD, kqrs.KQ_EV_DELETE

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import select
 
-from _util import interleaved, record_all, scaled
-
 import kqrs
+
+from _util import interleaved, record_all, scaled
 
 N = 10000
 

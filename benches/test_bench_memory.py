@@ -9,6 +9,7 @@ may), so they are measured at as many knotes as the hard RLIMIT_NOFILE allows (1
 from __future__ import annotations
 
 import pytest
+
 from _util import SMOKE, probe, probe_fd_budget
 
 COUNTS = {"user": 100_000, "timer": probe_fd_budget(), "read": probe_fd_budget()}

@@ -9,9 +9,10 @@ import select
 import termios
 
 import pytest
-from _util import SIZES, fionread_buffer, interleaved, record_all, scaled
 
 import kqrs
+
+from _util import SIZES, fionread_buffer, interleaved, record_all, scaled
 
 ROUNDS = scaled(600, 3)
 

@@ -26,9 +26,10 @@ import shutil
 import subprocess
 
 import pytest
-from _util import Blocked, free_fds, interleaved_rounds, record_all, scaled
 
 import kqrs
+
+from _util import Blocked, free_fds, interleaved_rounds, record_all, scaled
 
 PROC = kqrs.KQ_FILTER_PROC
 ADD = kqrs.KQ_EV_ADD

@@ -22,10 +22,11 @@ import threading
 import time
 
 import pytest
-from _util import Waiter, interleaved, interleaved_rounds, percentile, record_all, scaled
 
 import kqrs
 import kqrs.asyncio
+
+from _util import Waiter, interleaved, interleaved_rounds, percentile, record_all, scaled
 
 SIDES = {"kqrs": kqrs.EventQueue, "simplequeue": queue.SimpleQueue, "queue": queue.Queue}
 

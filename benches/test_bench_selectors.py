@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+
 from _util import SIZES, interleaved, on_kqrs, record_all, scaled
 
 ROUNDS = scaled(600, 3)

@@ -15,9 +15,10 @@ import select
 import time
 
 import pytest
-from _util import on_kqrs, percentile, scaled
 
 import kqrs
+
+from _util import on_kqrs, percentile, scaled
 
 MS = 1_000_000
 

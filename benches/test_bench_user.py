@@ -9,9 +9,10 @@ import os
 import select
 
 import pytest
-from _util import Waiter, interleaved, percentile, record_all, scaled
 
 import kqrs
+
+from _util import Waiter, interleaved, percentile, record_all, scaled
 
 USER = kqrs.KQ_FILTER_USER
 

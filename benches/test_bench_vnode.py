@@ -22,9 +22,10 @@ import os
 import struct
 
 import pytest
-from _util import Waiter, interleaved, percentile, record_all, scaled
 
 import kqrs
+
+from _util import Waiter, interleaved, percentile, record_all, scaled
 
 watchfiles = pytest.importorskip("watchfiles")
 
