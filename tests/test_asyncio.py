@@ -26,19 +26,10 @@ import kqrs
 import kqrs.asyncio as kaio
 from kqrs import ExitStatus, Filter, KQueue, KQueueError, VnodeNote
 
+from kqhelpers import open_fds
+
 HAVE_VNODE = kqrs._kqrs._filter_supported(kqrs.KQ_FILTER_VNODE)
 needs_vnode = pytest.mark.skipif(not HAVE_VNODE, reason="EVFILT_VNODE is not built yet")
-
-
-def open_fds() -> set[int]:
-    fds = set()
-    for n in os.listdir("/proc/self/fd"):
-        try:
-            os.fstat(int(n))
-        except OSError:
-            continue
-        fds.add(int(n))
-    return fds
 
 
 def hub_count() -> int:

@@ -23,20 +23,23 @@ import pytest
 import kqrs
 from kqrs import kevent
 
-R = kqrs.KQ_FILTER_READ
-W = kqrs.KQ_FILTER_WRITE
-USER = kqrs.KQ_FILTER_USER
-ADD = kqrs.KQ_EV_ADD
-DELETE = kqrs.KQ_EV_DELETE
-ENABLE = kqrs.KQ_EV_ENABLE
-DISABLE = kqrs.KQ_EV_DISABLE
-ONESHOT = kqrs.KQ_EV_ONESHOT
-CLEAR = kqrs.KQ_EV_CLEAR
-DISPATCH = kqrs.KQ_EV_DISPATCH
-EOF = kqrs.KQ_EV_EOF
-ERROR = kqrs.KQ_EV_ERROR
-LOWAT = kqrs.KQ_NOTE_LOWAT
-TRIGGER = kqrs.KQ_NOTE_TRIGGER
+from kqhelpers import (
+    ADD,
+    CLEAR,
+    DELETE,
+    DISABLE,
+    DISPATCH,
+    ENABLE,
+    EOF,
+    ERROR,
+    LOWAT,
+    ONESHOT,
+    READ as R,
+    TRIGGER,
+    USER,
+    WRITE as W,
+    open_fds,
+)
 
 F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 SIOCOUTQ = termios.TIOCOUTQ  # the same ioctl number on Linux
@@ -217,11 +220,6 @@ def is_open(n) -> bool:
         return True
     except OSError:
         return False
-
-
-def open_fds() -> set:
-    """Open fds of this process (without the one listdir uses for a moment)."""
-    return {n for n in map(int, os.listdir("/proc/self/fd")) if is_open(n)}
 
 
 def closed_fd_number(res):

@@ -35,17 +35,10 @@ import pytest
 import kqrs
 from kqrs import kevent
 
+from kqhelpers import ADD, CLEAR, DELETE, DISABLE, DISPATCH, ENABLE, ONESHOT, SIGNAL, apply, errno_of
+
 pytestmark = pytest.mark.thread_unsafe
 
-SIGNAL = kqrs.KQ_FILTER_SIGNAL
-ADD = kqrs.KQ_EV_ADD
-DELETE = kqrs.KQ_EV_DELETE
-ENABLE = kqrs.KQ_EV_ENABLE
-DISABLE = kqrs.KQ_EV_DISABLE
-ONESHOT = kqrs.KQ_EV_ONESHOT
-DISPATCH = kqrs.KQ_EV_DISPATCH
-CLEAR = kqrs.KQ_EV_CLEAR
-ERROR = kqrs.KQ_EV_ERROR
 
 SIGRT = signal.SIGRTMIN + 2
 TOUCHED = (
@@ -169,16 +162,6 @@ def kq(kqs):
 
 def sig(ident, flags=ADD, fflags=0, data=0, udata=0):
     return kevent(ident, SIGNAL, flags, fflags, data, udata)
-
-
-def apply(kq, *changes):
-    assert kq.control(list(changes), 0) == []
-
-
-def errno_of(kq, change):
-    [ev] = kq.control([change], 1, 0)
-    assert ev.flags & ERROR
-    return ev.data
 
 
 def collect(kq, timeout=0):

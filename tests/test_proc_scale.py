@@ -20,8 +20,8 @@ import pytest
 
 import kqrs
 
-PROC = kqrs.KQ_FILTER_PROC
-NOTE_EXIT = kqrs.KQ_NOTE_EXIT
+from kqhelpers import NOTE_EXIT, PROC
+
 EXIT_FLAGS = kqrs.KQ_EV_CLEAR | kqrs.KQ_EV_EOF | kqrs.KQ_EV_ONESHOT
 WANT = 10000
 HEADROOM = 300  # fds kept free for pytest, the kqueue's own fds and the pipe
