@@ -143,7 +143,7 @@ def test_queue_handoff_latency(record):
     lat: dict[str, list[float]] = {name: [] for name in qs}
     try:
         for i in range(n):
-            for name in (list(qs) if i % 2 == 0 else list(qs)[::-1]):
+            for name in list(qs) if i % 2 == 0 else list(qs)[::-1]:
                 put = qs[name].put
                 lat[name].append(waiters[name].sample(lambda: put(1)) / 1000)  # noqa: B023
     finally:

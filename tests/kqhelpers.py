@@ -99,4 +99,3 @@ def open_fds() -> set[int]:
             continue
         fds.add(int(n))
     return fds
-

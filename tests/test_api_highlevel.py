@@ -724,10 +724,14 @@ def test_process_track_follows_children_under_the_same_handle(kq, popen):
     gate_r, gate_w = os.pipe()
     try:
         p = subprocess.Popen(
-            [sys.executable, "-c",
-             "import os,sys; os.read(int(sys.argv[1]), 1); pid = os.fork()\n"
-             "if pid == 0: os._exit(6)\n"
-             "os.waitpid(pid, 0); sys.exit(2)", str(gate_r)],
+            [
+                sys.executable,
+                "-c",
+                "import os,sys; os.read(int(sys.argv[1]), 1); pid = os.fork()\n"
+                "if pid == 0: os._exit(6)\n"
+                "os.waitpid(pid, 0); sys.exit(2)",
+                str(gate_r),
+            ],
             pass_fds=[gate_r],
         )
         h = kq.process(p, fork=True, track=True, data="tree")
@@ -1043,9 +1047,16 @@ def test_example_supervisor_restarts_then_gives_up(example):
     assert p.wait(5) == 1
     verbs = [" ".join(w for w in line.split() if not w.startswith("pid=")) for line in lines]
     assert verbs == [
-        "start svc0", "exit svc0 code=3", "restart svc0 in=0.01s",
-        "start svc0", "exit svc0 code=3", "restart svc0 in=0.01s",
-        "start svc0", "exit svc0 code=3", "giveup svc0 runs=3", "done all gave_up=1",
+        "start svc0",
+        "exit svc0 code=3",
+        "restart svc0 in=0.01s",
+        "start svc0",
+        "exit svc0 code=3",
+        "restart svc0 in=0.01s",
+        "start svc0",
+        "exit svc0 code=3",
+        "giveup svc0 runs=3",
+        "done all gave_up=1",
     ]
     pids = [int(line.split("pid=")[1]) for line in lines if line.startswith("start")]
     assert len(set(pids)) == 3
@@ -1091,8 +1102,11 @@ def test_example_tail_follows_growth(example, tmp_path):
 
 
 @needs_vnode
-@pytest.mark.xfail(strict=False, reason="flaky, under investigation: about 1 run in 10 the example's one-shot idle "
-                   "timer is reported right after the rotation, so tail.py exits early (exit 0, no error)")
+@pytest.mark.xfail(
+    strict=False,
+    reason="flaky, under investigation: about 1 run in 10 the example's one-shot idle "
+    "timer is reported right after the rotation, so tail.py exits early (exit 0, no error)",
+)
 def test_example_tail_follows_rotation(example, tmp_path):
     log = tmp_path / "app.log"
     log.write_text("old\n")

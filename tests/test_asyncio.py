@@ -453,9 +453,7 @@ def test_cpython_selector_suite_on_kqrs_selector():
         SELECTOR = kaio.KqueueSelector
 
     slow = {"test_timeout", "test_select_interrupt_exc", "test_select_interrupt_noraise"}
-    suite = unittest.TestSuite(
-        T(name) for name in unittest.TestLoader().getTestCaseNames(T) if name not in slow
-    )
+    suite = unittest.TestSuite(T(name) for name in unittest.TestLoader().getTestCaseNames(T) if name not in slow)
     result = unittest.TextTestRunner(verbosity=0, stream=open(os.devnull, "w")).run(suite)
     assert result.testsRun >= 15
     assert not result.failures and not result.errors, result.failures + result.errors

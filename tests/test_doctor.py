@@ -54,9 +54,13 @@ def test_doctor_names_the_build() -> None:
     assert isinstance(build["debug_assertions"], bool) and build["glibc"]
     row = {r["feature"]: r for r in report["rows"]}["build"]
     assert row["works"] == "yes", row
-    for part in (f"kqrs {kqrs.__version__}", f"linked for glibc {build['glibc']}", build["python_abi"],
-                 "free-threaded" if build["free_threaded"] else "GIL",
-                 "debug assertions ON" if build["debug_assertions"] else "debug assertions off"):
+    for part in (
+        f"kqrs {kqrs.__version__}",
+        f"linked for glibc {build['glibc']}",
+        build["python_abi"],
+        "free-threaded" if build["free_threaded"] else "GIL",
+        "debug assertions ON" if build["debug_assertions"] else "debug assertions off",
+    ):
         assert part in row["detail"], (part, row["detail"])
     text = _doctor().stdout
     assert any(ln.split()[:2] == ["build", "yes"] for ln in text.splitlines()), text

@@ -989,8 +989,11 @@ def test_track_child_that_exits_before_collection_keeps_its_parent_pid(kq, spawn
     apply(kq, proc(c.pid, NOTE_TRACK | NOTE_FORK | NOTE_EXIT))
     c.release()
     (g,) = struct.unpack("i", os.read(ready_r, 4))
-    evs = collect(kq, lambda e: any(x.ident == g and x.fflags & NOTE_EXIT for x in e)
-                  or any(x.fflags & NOTE_TRACKERR for x in e), timeout=2)
+    evs = collect(
+        kq,
+        lambda e: any(x.ident == g and x.fflags & NOTE_EXIT for x in e) or any(x.fflags & NOTE_TRACKERR for x in e),
+        timeout=2,
+    )
     skip_if_trackerr(evs)
     by = _by_pid(evs)
     assert g in by, evs

@@ -357,7 +357,10 @@ def test_clear_reports_eof_once_when_peer_closes(kq, res):
     assert_quiet(kq, 0.1)
 
 
-@pytest.mark.xfail(strict=True, reason="known deviation (docs/design.md): reading SO_ERROR on Linux clears it, so kqrs reports fflags 0")
+@pytest.mark.xfail(
+    strict=True,
+    reason="known deviation (docs/design.md): reading SO_ERROR on Linux clears it, so kqrs reports fflags 0",
+)
 def test_tcp_reset_gives_eof_and_socket_error_in_fflags(kq, res):
     c, s = res.tcp_pair()
     ch(kq, s)

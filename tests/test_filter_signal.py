@@ -188,8 +188,14 @@ def python(code, tmp_path, timeout=10):
     """Runs `code` in a fresh interpreter (no core dumps, no faulthandler)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONFAULTHANDLER")}
     prelude = "import os, signal, sys, resource, kqrs\nresource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout, cwd=tmp_path, env=env)
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+        env=env,
+    )
 
 
 # ---- data, EV_CLEAR, several kqueues ---------------------------------------------------------------

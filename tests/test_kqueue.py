@@ -101,9 +101,7 @@ def start_thread(target, *args):
 
 
 def test_changes_applied_in_order_before_collection(kq):
-    got = kq.control(
-        [user(1), trigger(1, FFCOPY | 0x1), trigger(1, FFCOPY | 0x2), user(2), trigger(2, data=5)], 8, 0
-    )
+    got = kq.control([user(1), trigger(1, FFCOPY | 0x1), trigger(1, FFCOPY | 0x2), user(2), trigger(2, data=5)], 8, 0)
     assert sorted((e.ident, e.fflags, e.data) for e in got) == [(1, 0x2, 0), (2, 0, 5)]
 
 
@@ -746,7 +744,15 @@ def test_bad_max_events(kq):
 
 @pytest.mark.parametrize(
     "timeout,name",
-    [("1", "str"), (float("nan"), "float"), (1e300, "float"), (2**70, "int"), (-(2**40), "int"), (b"", "bytes"), ([], "list")],
+    [
+        ("1", "str"),
+        (float("nan"), "float"),
+        (1e300, "float"),
+        (2**70, "int"),
+        (-(2**40), "int"),
+        (b"", "bytes"),
+        ([], "list"),
+    ],
 )
 def test_bad_timeout_type(kq, timeout, name):
     with pytest.raises(TypeError, match=rf"^timeout argument must be a number or None, got {name}$"):
@@ -808,7 +814,9 @@ def test_control_arity_messages_match_cpython(kq):
         kq.control(None)
     with pytest.raises(TypeError, match=r"^control expected at most 3 arguments, got 4$"):
         kq.control(None, 1, 0, 0)
-    with pytest.raises(TypeError, match=r"^(kqueue\.)?control\(\) .*keyword argument"):  # wording: PyO3's (docs/design.md)
+    with pytest.raises(
+        TypeError, match=r"^(kqueue\.)?control\(\) .*keyword argument"
+    ):  # wording: PyO3's (docs/design.md)
         kq.control(None, 1, timeout=0)
 
 
@@ -868,7 +876,7 @@ def test_extension_constants_are_consts_rs():
     }
     for name in (n for n in dir(_kqrs) if n.startswith("KQ_")):
         prefix = next(p for p in _RS_PREFIX if name.startswith(p))
-        rs_name = _RS_PREFIX[prefix] + name[len(prefix):]
+        rs_name = _RS_PREFIX[prefix] + name[len(prefix) :]
         assert rs.get(rs_name) == getattr(_kqrs, name), (name, rs_name)
 
 

@@ -691,8 +691,9 @@ OPS = st.sampled_from(["get", "get_nowait", "get_timeout", "get_many"])
     maxsize=st.sampled_from([0, 1, 3, 50]),
     batch=st.integers(min_value=1, max_value=8),
 )
-def test_every_item_is_delivered_once_in_fifo_order_per_producer(producers: list[int], consumers: list[str],
-                                                                 maxsize: int, batch: int) -> None:
+def test_every_item_is_delivered_once_in_fifo_order_per_producer(
+    producers: list[int], consumers: list[str], maxsize: int, batch: int
+) -> None:
     q: EventQueue[tuple[int, int] | None] = EventQueue(maxsize)
     received: list[list[tuple[int, int]]] = [[] for _ in consumers]
 

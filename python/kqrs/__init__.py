@@ -100,12 +100,14 @@ def __getattr__(name: str) -> "Any":
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
+
 __all__ = [*_LAZY, "install", "uninstall", "CONSTANTS"]
 __version__ = "0.1.0"
 
 #: Every KQ_* name this build exports, with its value.
 CONSTANTS: dict[str, int] = {n: getattr(_constants, n) for n in _constants.__all__}
 __all__ += sorted(CONSTANTS)
+
 
 def _hook_signal_module() -> None:
     """Keeps EVFILT_SIGNAL counting when the application calls signal.signal(). The extension calls this

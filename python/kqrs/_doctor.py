@@ -122,8 +122,9 @@ def probe_timer() -> tuple[str, str]:
         if not ev or dt < 0.019:
             return NO, f"20 ms oneshot: {ev} after {dt:.4f}s"
         dl = int((time.time() + 0.02) * 1e6)
-        ev = _one(kq, [kevent(2, _kqrs.KQ_FILTER_TIMER, _kqrs.KQ_EV_ADD,
-                              _kqrs.KQ_NOTE_ABSOLUTE | _kqrs.KQ_NOTE_USECONDS, dl)])
+        ev = _one(
+            kq, [kevent(2, _kqrs.KQ_FILTER_TIMER, _kqrs.KQ_EV_ADD, _kqrs.KQ_NOTE_ABSOLUTE | _kqrs.KQ_NOTE_USECONDS, dl)]
+        )
         if not ev:
             return PARTIAL, "NOTE_ABSOLUTE did not fire"
     pw2 = "ns-precision waits (epoll_pwait2)" if _kqrs._has_epoll_pwait2() else "ms-precision waits (no epoll_pwait2)"
@@ -163,19 +164,29 @@ def probe_proc() -> tuple[str, str]:
             return NO, "kqrs reaped the child: waitpid() lost its status"
         notes.append("NOTE_EXIT with wait status for children and non-children, never reaping")
     reaped, _ = reaped_status_readable()
-    notes.append("status of processes reaped by others" + ("" if reaped else ": no (needs PIDFD_INFO_EXIT, Linux 6.15)"))
+    notes.append(
+        "status of processes reaped by others" + ("" if reaped else ": no (needs PIDFD_INFO_EXIT, Linux 6.15)")
+    )
     if conn == 0:
         notes.append("NOTE_FORK/NOTE_EXEC/NOTE_TRACK via the process connector")
         return OK, "; ".join(notes)
     why = "needs CAP_NET_ADMIN" if conn == errno.EPERM else _errname(conn)
-    notes.append(f"NOTE_FORK/NOTE_EXEC/NOTE_TRACK: no, the process connector says {_errname(conn)} ({why}); such changes fail with that errno")
+    notes.append(
+        f"NOTE_FORK/NOTE_EXEC/NOTE_TRACK: no, the process connector says {_errname(conn)} ({why}); such changes fail with that errno"
+    )
     return PARTIAL, "; ".join(notes)
 
 
 def probe_vnode() -> tuple[str, str]:
     V = _kqrs.KQ_FILTER_VNODE
-    notes = (_kqrs.KQ_NOTE_WRITE | _kqrs.KQ_NOTE_EXTEND | _kqrs.KQ_NOTE_RENAME | _kqrs.KQ_NOTE_DELETE
-             | _kqrs.KQ_NOTE_ATTRIB | _kqrs.KQ_NOTE_LINK)
+    notes = (
+        _kqrs.KQ_NOTE_WRITE
+        | _kqrs.KQ_NOTE_EXTEND
+        | _kqrs.KQ_NOTE_RENAME
+        | _kqrs.KQ_NOTE_DELETE
+        | _kqrs.KQ_NOTE_ATTRIB
+        | _kqrs.KQ_NOTE_LINK
+    )
     with tempfile.TemporaryDirectory() as d, kqueue() as kq:
         path = os.path.join(d, "f")
         with open(path, "w"):
@@ -206,10 +217,12 @@ def probe_vnode() -> tuple[str, str]:
                 return PARTIAL, f"opt-in NOTE_OPEN|NOTE_READ|NOTE_CLOSE: {ev}"
         finally:
             os.close(fd)
-    return OK, ("inotify, one instance per kqueue; follows the open file; FreeBSD's notes and order per "
-                "operation, plus libkqueue's NOTE_TRUNCATE (0x80); no wake-up on open/read/close unless asked: "
-                "opt-in NOTE_OPEN 0x800 (FreeBSD's 0x80 is NOTE_TRUNCATE here), NOTE_CLOSE 0x100, "
-                "NOTE_CLOSE_WRITE 0x200, NOTE_READ 0x400")
+    return OK, (
+        "inotify, one instance per kqueue; follows the open file; FreeBSD's notes and order per "
+        "operation, plus libkqueue's NOTE_TRUNCATE (0x80); no wake-up on open/read/close unless asked: "
+        "opt-in NOTE_OPEN 0x800 (FreeBSD's 0x80 is NOTE_TRUNCATE here), NOTE_CLOSE 0x100, "
+        "NOTE_CLOSE_WRITE 0x200, NOTE_READ 0x400"
+    )
 
 
 def probe_signal() -> tuple[str, str]:
@@ -300,19 +313,37 @@ class KernelFeature(NamedTuple):
 # The supported kernel range, one row per kernel facility kqrs adapts to. The README's "Supported kernels"
 # section is checked against this table (tests/test_release.py), and `kqrs doctor` probes each row live.
 KERNEL_FEATURES: tuple[KernelFeature, ...] = (
-    KernelFeature("pidfd", "5.3", "EVFILT_PROC NOTE_EXIT and EVFILT_PROCDESC for any visible process, nothing reaped",
-                  "EVFILT_PROC and EVFILT_PROCDESC fail: kqrs needs 5.3"),
-    KernelFeature("waitid P_PIDFD", "5.4", "a child's wait status read through its pidfd, without reaping it",
-                  "the status is read from /proc/PID/stat while the child is a zombie (same result)"),
-    KernelFeature("epoll_pwait2", "5.11", "kevent() timeouts with nanosecond precision",
-                  "timeouts are rounded up to whole milliseconds (epoll_wait)"),
-    KernelFeature("PIDFD_GET_INFO", "6.13", "the pidfd ioctl that PIDFD_INFO_EXIT extends",
-                  "nothing lost by itself"),
-    KernelFeature("PIDFD_INFO_EXIT", "6.15", "the wait status of a process someone else reaped before kqrs read it",
-                  "such a NOTE_EXIT comes with EV_ERROR and ECHILD in data"),
-    KernelFeature("process connector", "any, with CONFIG_PROC_EVENTS",
-                  "NOTE_FORK, NOTE_EXEC, NOTE_TRACK (needs CAP_NET_ADMIN in the initial namespaces)",
-                  "EV_ADD with those notes fails with EPERM (EOPNOTSUPP where there is no connector)"),
+    KernelFeature(
+        "pidfd",
+        "5.3",
+        "EVFILT_PROC NOTE_EXIT and EVFILT_PROCDESC for any visible process, nothing reaped",
+        "EVFILT_PROC and EVFILT_PROCDESC fail: kqrs needs 5.3",
+    ),
+    KernelFeature(
+        "waitid P_PIDFD",
+        "5.4",
+        "a child's wait status read through its pidfd, without reaping it",
+        "the status is read from /proc/PID/stat while the child is a zombie (same result)",
+    ),
+    KernelFeature(
+        "epoll_pwait2",
+        "5.11",
+        "kevent() timeouts with nanosecond precision",
+        "timeouts are rounded up to whole milliseconds (epoll_wait)",
+    ),
+    KernelFeature("PIDFD_GET_INFO", "6.13", "the pidfd ioctl that PIDFD_INFO_EXIT extends", "nothing lost by itself"),
+    KernelFeature(
+        "PIDFD_INFO_EXIT",
+        "6.15",
+        "the wait status of a process someone else reaped before kqrs read it",
+        "such a NOTE_EXIT comes with EV_ERROR and ECHILD in data",
+    ),
+    KernelFeature(
+        "process connector",
+        "any, with CONFIG_PROC_EVENTS",
+        "NOTE_FORK, NOTE_EXEC, NOTE_TRACK (needs CAP_NET_ADMIN in the initial namespaces)",
+        "EV_ADD with those notes fails with EPERM (EOPNOTSUPP where there is no connector)",
+    ),
 )
 OLDEST_KERNEL = "5.3"
 
@@ -393,8 +424,11 @@ def kernel_features() -> list[dict[str, Any]]:
 
 
 def probe_kernel(features: list[dict[str, Any]]) -> tuple[str, str]:
-    have = [f"{f['name']} ({f['since'].split(',')[0]}): {'yes' if f['present'] else 'no'}"
-            + (f" [{f['note']}]" if f["note"] and not f["present"] else "") for f in features]
+    have = [
+        f"{f['name']} ({f['since'].split(',')[0]}): {'yes' if f['present'] else 'no'}"
+        + (f" [{f['note']}]" if f["note"] and not f["present"] else "")
+        for f in features
+    ]
     missing = [f for f in features if not f["present"]]
     summary = f"Linux {platform.release()}; kqrs supports {OLDEST_KERNEL}+. " + ", ".join(have)
     if any(f["name"] == "pidfd" for f in missing):
@@ -464,7 +498,9 @@ def collect() -> dict[str, Any]:
     build = build_info()
     features = kernel_features()
     probes: list[tuple[str, Callable[[], tuple[str, str]]]] = [
-        ("build", lambda: probe_build(build)), *PROBES, ("kernel", lambda: probe_kernel(features))
+        ("build", lambda: probe_build(build)),
+        *PROBES,
+        ("kernel", lambda: probe_kernel(features)),
     ]
     rows = []
     for name, fn in probes:

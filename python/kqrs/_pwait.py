@@ -112,7 +112,7 @@ def _run(argv: list[str]) -> int:
 
     with kq:
         for arg in args:
-            s = arg[len("/proc/"):] if arg.startswith("/proc/") else arg  # Solaris compatibility
+            s = arg[len("/proc/") :] if arg.startswith("/proc/") else arg  # Solaris compatibility
             if not s.isascii() or not s.isdigit() or int(s) > 0x7FFFFFFF:
                 _warn(f"{s}: bad process id")
                 continue

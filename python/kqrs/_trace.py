@@ -449,7 +449,9 @@ class Tracer:
                 self.lost += 1
                 self._line(p, t, "trackerr", "lost track of some of its children (NOTE_TRACKERR)")
 
-    def _line(self, proc: Proc, now: float, event: str, text: str, *, about: Proc | None = None, **fields: object) -> None:
+    def _line(
+        self, proc: Proc, now: float, event: str, text: str, *, about: Proc | None = None, **fields: object
+    ) -> None:
         """One line: the text indented at `proc`'s depth, or a JSON record about `about` (default proc)."""
         t = max(now - self.t0, self.last_time)  # a line held back for its parent's never goes back in time
         self.last_time = t
@@ -485,8 +487,9 @@ class Tracer:
             text += f"  [{shlex.join(argv)}]"
         if gone:
             text += f" [{' and '.join(gone)} gone]"
-        self._line(p, now, "exec", text, program=program, argv=argv, comm=snap.comm, argv_gone=not argv,
-                   program_source=source)
+        self._line(
+            p, now, "exec", text, program=program, argv=argv, comm=snap.comm, argv_gone=not argv, program_source=source
+        )
 
     def _exit(self, p: Proc, now: float, status: int | None) -> None:
         self.live.discard(p.pid)
@@ -661,8 +664,9 @@ def _collect(kq: Any, timeout: float | None, k: Any) -> list[tuple[Any, float, S
     out: list[tuple[Any, float, Snapshot | None]] = []
     evs = kq.control(None, 256, timeout)
     while evs:
-        snaps = [_snapshot(ev.ident) if ev.filter == k.KQ_FILTER_PROC and ev.fflags & k.KQ_NOTE_EXEC else None
-                 for ev in evs]
+        snaps = [
+            _snapshot(ev.ident) if ev.filter == k.KQ_FILTER_PROC and ev.fflags & k.KQ_NOTE_EXEC else None for ev in evs
+        ]
         now = time.monotonic()
         out.extend(zip(evs, [now] * len(evs), snaps))
         if len(out) >= 16384:  # a flood: print what we have, come back for the rest
@@ -691,8 +695,9 @@ def _trace(cmd: list[str], out: IO[str], json_out: bool) -> int:
         except OSError as e:
             if e.errno == errno.ESRCH:
                 raise
-            print(f"{PROG}: forks and execs cannot be traced here ({e.strerror}); showing the exit only",
-                  file=sys.stderr)
+            print(
+                f"{PROG}: forks and execs cannot be traced here ({e.strerror}); showing the exit only", file=sys.stderr
+            )
             tracking = False
             kq.control([kevent(root, PROC, kqrs.KQ_EV_ADD, EXIT)], 0)
         if tracking:
@@ -759,4 +764,3 @@ def _trace(cmd: list[str], out: IO[str], json_out: bool) -> int:
     if os.WIFSIGNALED(root_status):
         return 128 + os.WTERMSIG(root_status)
     return 1
-

@@ -139,8 +139,7 @@ def _line(json_out: bool, path: str, fflags: int, eof: bool, now: float) -> str:
     stamp = datetime.datetime.fromtimestamp(now).isoformat(timespec="microseconds")
     names = decode(fflags)
     if json_out:
-        return json.dumps({"time": stamp, "timestamp": now, "path": path, "notes": names, "fflags": fflags,
-                           "eof": eof})
+        return json.dumps({"time": stamp, "timestamp": now, "path": path, "notes": names, "fflags": fflags, "eof": eof})
     return f"{stamp} {path} {'|'.join(names)}{' (EOF)' if eof else ''}"
 
 
@@ -169,8 +168,9 @@ def _run(argv: list[str]) -> int:
                     raise _fail(EX_NOINPUT, f"{p}: {e.strerror}") from None
                 opened.append(fd)
                 try:
-                    kq.control([kevent(fd, kqrs.KQ_FILTER_VNODE, kqrs.KQ_EV_ADD | kqrs.KQ_EV_CLEAR, all_notes,
-                                       0, fd)], 0)
+                    kq.control(
+                        [kevent(fd, kqrs.KQ_FILTER_VNODE, kqrs.KQ_EV_ADD | kqrs.KQ_EV_CLEAR, all_notes, 0, fd)], 0
+                    )
                 except OSError as e:
                     raise _fail(EX_NOINPUT, f"{p}: cannot watch: {e.strerror}") from None
                 by_fd[fd] = p

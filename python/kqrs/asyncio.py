@@ -319,4 +319,3 @@ def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:
         finally:
             asyncio.set_event_loop(None)
             loop.close()
-
