@@ -154,8 +154,13 @@ def fork(mode: str, forks: int, modules: list[str]) -> dict:
         _, status = os.waitpid(pid, 0)
         lat.append(time.perf_counter_ns() - t0)
         assert status == 0
-    return {"mode": mode, "ns": lat, "rss": rss(), "imported_kqrs": "kqrs" in sys.modules,
-            "modules": sorted(sys.modules)}
+    return {
+        "mode": mode,
+        "ns": lat,
+        "rss": rss(),
+        "imported_kqrs": "kqrs" in sys.modules,
+        "modules": sorted(sys.modules),
+    }
 
 
 def nthreads() -> int:
@@ -177,8 +182,10 @@ def threads() -> dict:
     kq = kqs[0]
     counts.append(nthreads())
     closers: list = []
-    changes = [K.kevent(1, K.KQ_FILTER_USER, K.KQ_EV_ADD | K.KQ_EV_CLEAR),
-               K.kevent(1, K.KQ_FILTER_TIMER, K.KQ_EV_ADD | K.KQ_EV_ONESHOT, 0, 1)]
+    changes = [
+        K.kevent(1, K.KQ_FILTER_USER, K.KQ_EV_ADD | K.KQ_EV_CLEAR),
+        K.kevent(1, K.KQ_FILTER_TIMER, K.KQ_EV_ADD | K.KQ_EV_ONESHOT, 0, 1),
+    ]
     want = {K.KQ_FILTER_USER, K.KQ_FILTER_TIMER}
     a, b = socket.socketpair()
     closers += [a.close, b.close]
@@ -241,8 +248,14 @@ def threads() -> dict:
     for c in reversed(closers):
         c()
     names = {getattr(K, n): n for n in dir(K) if n.startswith("KQ_FILTER_")}
-    return {"before": t0, "counts": counts, "started": max(counts) - t0,
-            "polls": polls, "filters": sorted(names[f] for f in want), "missing": sorted(names[f] for f in want - seen)}
+    return {
+        "before": t0,
+        "counts": counts,
+        "started": max(counts) - t0,
+        "polls": polls,
+        "filters": sorted(names[f] for f in want),
+        "missing": sorted(names[f] for f in want - seen),
+    }
 
 
 def main() -> None:
@@ -251,7 +264,9 @@ def main() -> None:
     if what == "memory":
         out = memory(sys.argv[2], int(sys.argv[3]))
     elif what == "fork":
-        out = fork(sys.argv[2], int(sys.argv[3]), [m for m in (sys.argv[4] if len(sys.argv) > 4 else "").split(",") if m])
+        out = fork(
+            sys.argv[2], int(sys.argv[3]), [m for m in (sys.argv[4] if len(sys.argv) > 4 else "").split(",") if m]
+        )
     elif what == "threads":
         out = threads()
     elif what == "deps":

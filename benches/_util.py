@@ -87,8 +87,9 @@ def interleaved(sides: dict[str, tuple[str, dict]], rounds: int, iters: int) -> 
     return {n: statistics.median(v) for n, v in samples.items()}
 
 
-def interleaved_rounds(sides: dict[str, tuple[Callable[[], Any], Callable[[Any], Any]]], rounds: int,
-                       warmup: int = 1) -> dict[str, float]:
+def interleaved_rounds(
+    sides: dict[str, tuple[Callable[[], Any], Callable[[Any], Any]]], rounds: int, warmup: int = 1
+) -> dict[str, float]:
     """Like interleaved() for operations that need a fresh state each time: each side is (setup, run);
     setup() is untimed and its result is passed to run(), which is timed once per round."""
     names = list(sides)
@@ -264,8 +265,13 @@ class Blocked:
     def __init__(self, n: int):
         r, self.w = os.pipe()
         try:
-            out = subprocess.run([sys.executable, "-S", "-c", FORKER, str(r), str(n)], pass_fds=(r,),
-                                 capture_output=True, text=True, timeout=120)
+            out = subprocess.run(
+                [sys.executable, "-S", "-c", FORKER, str(r), str(n)],
+                pass_fds=(r,),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
         finally:
             os.close(r)
         line, err = out.stdout.split("\n", 1) if "\n" in out.stdout else ("", out.stdout)

@@ -23,8 +23,16 @@ import select
 import pytest
 
 import kqrs
-from _util import (METRICS_PATH, PR_GET_CHILD_SUBREAPER, PR_SET_CHILD_SUBREAPER, Blocked, EventfdSet, SocketSet,
-                   raise_nofile)
+
+from _util import (
+    METRICS_PATH,
+    PR_GET_CHILD_SUBREAPER,
+    PR_SET_CHILD_SUBREAPER,
+    Blocked,
+    EventfdSet,
+    SocketSet,
+    raise_nofile,
+)
 
 raise_nofile()
 

@@ -55,134 +55,493 @@ def _rows() -> list[Row]:
     r: list[Row] = []
     a = r.append
     # -- Python: polling (both sides ask for one event slot)
-    a(Row("empty", "nothing ready: `kq.control(None, 1, 0)` vs `ep.poll(0, 1)`", "empty/kqrs", "empty/epoll", "time",
-          1.05))
+    a(
+        Row(
+            "empty",
+            "nothing ready: `kq.control(None, 1, 0)` vs `ep.poll(0, 1)`",
+            "empty/kqrs",
+            "empty/epoll",
+            "time",
+            1.05,
+        )
+    )
     for n in (1, 1000, 10000):
-        a(Row(f"ready{n}.epoll", f"one ready socket among {n:,}: `kq.control(None, 1, 0)` vs `ep.poll(0, 1)`",
-              f"ready{n}/kqrs", f"ready{n}/epoll", "time"))
-    a(Row("ready10000.eventfd", "one ready eventfd among 10,000 eventfds: `kq.control(None, 1, 0)` vs `ep.poll(0, 1)`",
-          "ready10000_eventfd/kqrs", "ready10000_eventfd/epoll", "time", 1.10))
-    a(Row("ready.data", "one ready socket and its readable bytes: `kq.control(None, 1, 0)` + `ev.data` vs "
-          "`ep.poll(0, 1)` + `fcntl.ioctl(fd, FIONREAD, buf)` (reused buffer)",
-          "ready_data/kqrs", "ready_data/epoll_fionread", "time", 0.90))
+        a(
+            Row(
+                f"ready{n}.epoll",
+                f"one ready socket among {n:,}: `kq.control(None, 1, 0)` vs `ep.poll(0, 1)`",
+                f"ready{n}/kqrs",
+                f"ready{n}/epoll",
+                "time",
+            )
+        )
+    a(
+        Row(
+            "ready10000.eventfd",
+            "one ready eventfd among 10,000 eventfds: `kq.control(None, 1, 0)` vs `ep.poll(0, 1)`",
+            "ready10000_eventfd/kqrs",
+            "ready10000_eventfd/epoll",
+            "time",
+            1.10,
+        )
+    )
+    a(
+        Row(
+            "ready.data",
+            "one ready socket and its readable bytes: `kq.control(None, 1, 0)` + `ev.data` vs "
+            "`ep.poll(0, 1)` + `fcntl.ioctl(fd, FIONREAD, buf)` (reused buffer)",
+            "ready_data/kqrs",
+            "ready_data/epoll_fionread",
+            "time",
+            0.90,
+        )
+    )
     # -- Python: selectors, as a user writes them
     for n in (1, 1000, 10000):
-        a(Row(f"selector.ready{n}", f"`select(0)`, one ready among {n:,} sockets: `selectors.KqueueSelector` "
-              "(after `kqrs.install()`) vs `selectors.EpollSelector`", f"selector{n}/kqrs", f"selector{n}/epoll",
-              "time", 0.80))
-    a(Row("selector.register", "`register(sock, EVENT_READ)` + `unregister(sock)`: `KqueueSelector` (kqrs) vs "
-          "`EpollSelector`", "selector_register/kqrs", "selector_register/epoll", "time", 1.00))
+        a(
+            Row(
+                f"selector.ready{n}",
+                f"`select(0)`, one ready among {n:,} sockets: `selectors.KqueueSelector` "
+                "(after `kqrs.install()`) vs `selectors.EpollSelector`",
+                f"selector{n}/kqrs",
+                f"selector{n}/epoll",
+                "time",
+                0.80,
+            )
+        )
+    a(
+        Row(
+            "selector.register",
+            "`register(sock, EVENT_READ)` + `unregister(sock)`: `KqueueSelector` (kqrs) vs `EpollSelector`",
+            "selector_register/kqrs",
+            "selector_register/epoll",
+            "time",
+            1.00,
+        )
+    )
     # -- Python: changelists
     for n in (1000, 10000):
         t = 0.90 if n == 10000 else None
-        a(Row(f"changes{n}", f"{n:,} EV_ADD then {n:,} EV_DELETE (two prebuilt changelists) vs {n:,} "
-              "`epoll.register` then as many `epoll.unregister`, per fd", f"cycle{n}/kqrs", f"cycle{n}/epoll", "time", t))
+        a(
+            Row(
+                f"changes{n}",
+                f"{n:,} EV_ADD then {n:,} EV_DELETE (two prebuilt changelists) vs {n:,} "
+                "`epoll.register` then as many `epoll.unregister`, per fd",
+                f"cycle{n}/kqrs",
+                f"cycle{n}/epoll",
+                "time",
+                t,
+            )
+        )
     for n in (1000, 10000):
-        a(Row(f"add{n}", f"register {n:,} sockets: one changelist (prebuilt kevents) vs {n:,} `epoll.register`",
-              f"add{n}/kqrs", f"add{n}/epoll", "time"))
-        a(Row(f"add{n}.build", f"register {n:,} sockets: one changelist built in the loop vs {n:,} `epoll.register`",
-              f"add{n}/kqrs_build", f"add{n}/epoll", "time"))
-        a(Row(f"del{n}", f"delete {n:,}: one prebuilt changelist of EV_DELETE vs {n:,} `epoll.unregister`",
-              f"del{n}/kqrs", f"del{n}/epoll", "time"))
+        a(
+            Row(
+                f"add{n}",
+                f"register {n:,} sockets: one changelist (prebuilt kevents) vs {n:,} `epoll.register`",
+                f"add{n}/kqrs",
+                f"add{n}/epoll",
+                "time",
+            )
+        )
+        a(
+            Row(
+                f"add{n}.build",
+                f"register {n:,} sockets: one changelist built in the loop vs {n:,} `epoll.register`",
+                f"add{n}/kqrs_build",
+                f"add{n}/epoll",
+                "time",
+            )
+        )
+        a(
+            Row(
+                f"del{n}",
+                f"delete {n:,}: one prebuilt changelist of EV_DELETE vs {n:,} `epoll.unregister`",
+                f"del{n}/kqrs",
+                f"del{n}/epoll",
+                "time",
+            )
+        )
     # -- Python: EVFILT_USER
-    a(Row("user", "USER trigger + retrieve in one `control()` vs `os.eventfd_write` + `ep.poll(0, 1)` + "
-          "`os.eventfd_read`", "user/kqrs", "user/eventfd", "time"))
-    a(Row("user.two_calls", "USER trigger, then `control(None, 1, 0)` vs `os.eventfd_write` + `ep.poll(0, 1)` + "
-          "`os.eventfd_read`", "user/kqrs_two_calls", "user/eventfd", "time"))
+    a(
+        Row(
+            "user",
+            "USER trigger + retrieve in one `control()` vs `os.eventfd_write` + `ep.poll(0, 1)` + `os.eventfd_read`",
+            "user/kqrs",
+            "user/eventfd",
+            "time",
+        )
+    )
+    a(
+        Row(
+            "user.two_calls",
+            "USER trigger, then `control(None, 1, 0)` vs `os.eventfd_write` + `ep.poll(0, 1)` + `os.eventfd_read`",
+            "user/kqrs_two_calls",
+            "user/eventfd",
+            "time",
+        )
+    )
     for p, t in (("p50", 1.00), ("p99", None)):
-        a(Row(f"xthread.{p}", f"cross-thread wake-up latency {p}: a thread in `kq.control(None, 1, None)` woken by a "
-              "USER trigger vs a thread in `ep.poll(-1, 1)` woken by `os.eventfd_write`",
-              f"xthread/kqrs.{p}", f"xthread/eventfd.{p}", "us", t))
+        a(
+            Row(
+                f"xthread.{p}",
+                f"cross-thread wake-up latency {p}: a thread in `kq.control(None, 1, None)` woken by a "
+                "USER trigger vs a thread in `ep.poll(-1, 1)` woken by `os.eventfd_write`",
+                f"xthread/kqrs.{p}",
+                f"xthread/eventfd.{p}",
+                "us",
+                t,
+            )
+        )
     # -- Python: asyncio
-    a(Row("asyncio.pingpong", "asyncio socket ping-pong (100 round trips): `SelectorEventLoop(KqueueSelector())` "
-          "on kqrs vs the default loop (`EpollSelector`)", "pingpong/kqrs", "pingpong/epoll", "time", 0.95))
-    a(Row("asyncio.reader", "asyncio `add_reader` + `remove_reader`: kqrs loop vs the default loop",
-          "reader/kqrs", "reader/epoll", "time", 1.00))
+    a(
+        Row(
+            "asyncio.pingpong",
+            "asyncio socket ping-pong (100 round trips): `SelectorEventLoop(KqueueSelector())` "
+            "on kqrs vs the default loop (`EpollSelector`)",
+            "pingpong/kqrs",
+            "pingpong/epoll",
+            "time",
+            0.95,
+        )
+    )
+    a(
+        Row(
+            "asyncio.reader",
+            "asyncio `add_reader` + `remove_reader`: kqrs loop vs the default loop",
+            "reader/kqrs",
+            "reader/epoll",
+            "time",
+            1.00,
+        )
+    )
     # -- Python: timers
     for p in ("p50", "p99"):
-        a(Row(f"timer.timerfd.{p}", f"1 ms timer lateness {p}: EVFILT_TIMER vs timerfd + `ep.poll(-1, 1)`",
-              f"timer/kqrs.{p}", f"timer/timerfd.{p}", "us"))
-        a(Row(f"timer.asyncio_kqrs.{p}", f"1 ms timer lateness {p}: asyncio `call_later` on the kqrs loop vs on "
-              "the default loop", f"timer/asyncio_kqrs.{p}", f"timer/asyncio.{p}", "us"))
+        a(
+            Row(
+                f"timer.timerfd.{p}",
+                f"1 ms timer lateness {p}: EVFILT_TIMER vs timerfd + `ep.poll(-1, 1)`",
+                f"timer/kqrs.{p}",
+                f"timer/timerfd.{p}",
+                "us",
+            )
+        )
+        a(
+            Row(
+                f"timer.asyncio_kqrs.{p}",
+                f"1 ms timer lateness {p}: asyncio `call_later` on the kqrs loop vs on the default loop",
+                f"timer/asyncio_kqrs.{p}",
+                f"timer/asyncio.{p}",
+                "us",
+            )
+        )
     # -- Python: EVFILT_VNODE
-    a(Row("vnode.inotify", "write to a watched file → the event, one thread: EVFILT_VNODE `control()` vs inotify + `os.read`",
-          "vnode/kqrs", "vnode/inotify", "time"))
-    a(Row("vnode.watchfiles", "write to a watched file → the event, one thread: EVFILT_VNODE `control()` vs "
-          "`watchfiles.watch(debounce=0, step=1)`", "vnode/kqrs_beside_watchfiles", "vnode/watchfiles", "time"))
+    a(
+        Row(
+            "vnode.inotify",
+            "write to a watched file → the event, one thread: EVFILT_VNODE `control()` vs inotify + `os.read`",
+            "vnode/kqrs",
+            "vnode/inotify",
+            "time",
+        )
+    )
+    a(
+        Row(
+            "vnode.watchfiles",
+            "write to a watched file → the event, one thread: EVFILT_VNODE `control()` vs "
+            "`watchfiles.watch(debounce=0, step=1)`",
+            "vnode/kqrs_beside_watchfiles",
+            "vnode/watchfiles",
+            "time",
+        )
+    )
     for p in ("p50", "p99"):
-        a(Row(f"vnode.xthread.inotify.{p}", f"write → a blocked thread wakes with the event, {p}: EVFILT_VNODE vs inotify + `os.read`",
-              f"vnode_xthread/kqrs.{p}", f"vnode_xthread/inotify.{p}", "us"))
-        a(Row(f"vnode.xthread.watchfiles.{p}", f"write → a blocked thread wakes with the event, {p}: EVFILT_VNODE vs watchfiles",
-              f"vnode_xthread/kqrs.{p}", f"vnode_xthread/watchfiles.{p}", "us"))
+        a(
+            Row(
+                f"vnode.xthread.inotify.{p}",
+                f"write → a blocked thread wakes with the event, {p}: EVFILT_VNODE vs inotify + `os.read`",
+                f"vnode_xthread/kqrs.{p}",
+                f"vnode_xthread/inotify.{p}",
+                "us",
+            )
+        )
+        a(
+            Row(
+                f"vnode.xthread.watchfiles.{p}",
+                f"write → a blocked thread wakes with the event, {p}: EVFILT_VNODE vs watchfiles",
+                f"vnode_xthread/kqrs.{p}",
+                f"vnode_xthread/watchfiles.{p}",
+                "us",
+            )
+        )
     # -- resources (values)
     a(Row("mem.user", "bytes per USER knote (user-space RSS, at 100,000 knotes)", "mem/user.bytes", None, "B", 128))
-    a(Row("mem.timer", "bytes per TIMER knote (user-space RSS, at as many as the fd limit allows)", "mem/timer.bytes",
-          None, "B"))
-    a(Row("mem.read", "bytes per READ knote (user-space RSS; one socket each, so at the fd limit)", "mem/read.bytes",
-          None, "B"))
+    a(
+        Row(
+            "mem.timer",
+            "bytes per TIMER knote (user-space RSS, at as many as the fd limit allows)",
+            "mem/timer.bytes",
+            None,
+            "B",
+        )
+    )
+    a(
+        Row(
+            "mem.read",
+            "bytes per READ knote (user-space RSS; one socket each, so at the fd limit)",
+            "mem/read.bytes",
+            None,
+            "B",
+        )
+    )
     a(Row("fds.kqueue", "fds per kqueue (a second kqueue in the process)", "mem/kqueue.fds", None, "fds", 1))
-    a(Row("fds.process", "fds per process, made with its first kqueue (the fd close() wakes waiters with)",
-          "mem/process.fds", None, "fds"))
+    a(
+        Row(
+            "fds.process",
+            "fds per process, made with its first kqueue (the fd close() wakes waiters with)",
+            "mem/process.fds",
+            None,
+            "fds",
+        )
+    )
     a(Row("fds.user", "fds per USER knote", "mem/user.fds", None, "fds"))
     a(Row("fds.timer", "fds per TIMER knote (beyond the kqueue's one timer source)", "mem/timer.fds", None, "fds", 0))
     a(Row("fds.read", "fds per READ knote (beyond the watched fd)", "mem/read.fds", None, "fds"))
-    a(Row("threads", "threads started by kqrs (/proc/self/task, before `import kqrs` vs after USER, TIMER, READ, "
-          "WRITE, PROC, SIGNAL and VNODE knotes fired)", "threads/kqrs", None, "threads", 0))
+    a(
+        Row(
+            "threads",
+            "threads started by kqrs (/proc/self/task, before `import kqrs` vs after USER, TIMER, READ, "
+            "WRITE, PROC, SIGNAL and VNODE knotes fired)",
+            "threads/kqrs",
+            None,
+            "threads",
+            0,
+        )
+    )
     # -- fork
-    a(Row("fork.user", "fork + `_exit` + `waitpid`, 10 kqueues × 1,000 USER knotes vs a process that never imported "
-          "kqrs (nor the modules it imports)", "fork/user.median", "fork/bare.median", "us", 1.05))
-    a(Row("fork.import", "fork + `_exit` + `waitpid`, `import kqrs` only vs a process that never imported kqrs (nor the "
-          "modules it imports)", "fork/import.median", "fork/bare.median", "us", 1.02))
-    a(Row("fork.import.samedeps", "fork + `_exit` + `waitpid`, `import kqrs` only vs no kqrs, both holding the modules "
-          "kqrs imports", "fork/import.median", "fork/base.median", "us"))
-    a(Row("fork.read", "fork + `_exit` + `waitpid`, 1,000 sockets in 10 kqueues (READ) vs in 10 `select.epoll`",
-          "fork/read_kqrs.median", "fork/read_epoll.median", "us"))
+    a(
+        Row(
+            "fork.user",
+            "fork + `_exit` + `waitpid`, 10 kqueues × 1,000 USER knotes vs a process that never imported "
+            "kqrs (nor the modules it imports)",
+            "fork/user.median",
+            "fork/bare.median",
+            "us",
+            1.05,
+        )
+    )
+    a(
+        Row(
+            "fork.import",
+            "fork + `_exit` + `waitpid`, `import kqrs` only vs a process that never imported kqrs (nor the "
+            "modules it imports)",
+            "fork/import.median",
+            "fork/bare.median",
+            "us",
+            1.02,
+        )
+    )
+    a(
+        Row(
+            "fork.import.samedeps",
+            "fork + `_exit` + `waitpid`, `import kqrs` only vs no kqrs, both holding the modules kqrs imports",
+            "fork/import.median",
+            "fork/base.median",
+            "us",
+        )
+    )
+    a(
+        Row(
+            "fork.read",
+            "fork + `_exit` + `waitpid`, 1,000 sockets in 10 kqueues (READ) vs in 10 `select.epoll`",
+            "fork/read_kqrs.median",
+            "fork/read_epoll.median",
+            "us",
+        )
+    )
     # -- process exits (EVFILT_PROC)
-    a(Row("proc.1000", "1,000 child exits: NOTE_EXIT knotes vs `os.pidfd_open` + `select.epoll` by hand "
-          "(registration to the last exit seen, status read and reaped)", "proc/kqrs.1000", "proc/pidfd.1000", "time", 1.00))
-    a(Row("proc.per_exit", "one exit → its event (EVFILT_PROC), 10,000 vs 100 processes watched in the kqueue",
-          "proc/kqrs.per_exit.10000", "proc/kqrs.per_exit.100", "time", 1.10))
-    a(Row("proc.asyncio", "spawn 1,000 `true` and wait for all: `subprocess.Popen` + NOTE_EXIT vs "
-          "`asyncio.create_subprocess_exec` + `wait()`", "proc/kqrs_spawn.1000", "proc/asyncio.1000", "time"))
+    a(
+        Row(
+            "proc.1000",
+            "1,000 child exits: NOTE_EXIT knotes vs `os.pidfd_open` + `select.epoll` by hand "
+            "(registration to the last exit seen, status read and reaped)",
+            "proc/kqrs.1000",
+            "proc/pidfd.1000",
+            "time",
+            1.00,
+        )
+    )
+    a(
+        Row(
+            "proc.per_exit",
+            "one exit → its event (EVFILT_PROC), 10,000 vs 100 processes watched in the kqueue",
+            "proc/kqrs.per_exit.10000",
+            "proc/kqrs.per_exit.100",
+            "time",
+            1.10,
+        )
+    )
+    a(
+        Row(
+            "proc.asyncio",
+            "spawn 1,000 `true` and wait for all: `subprocess.Popen` + NOTE_EXIT vs "
+            "`asyncio.create_subprocess_exec` + `wait()`",
+            "proc/kqrs_spawn.1000",
+            "proc/asyncio.1000",
+            "time",
+        )
+    )
     # -- kqrs.EventQueue (issue 17)
     for alt, name in (("simplequeue", "`queue.SimpleQueue`"), ("queue", "`queue.Queue`")):
-        a(Row(f"queue.{alt}", f"`put` + `get` of one item, one thread: `kqrs.EventQueue` vs {name}",
-              "queue/kqrs", f"queue/{alt}", "time"))
-        a(Row(f"queue.xthread.{alt}", f"1 producer thread / 1 consumer thread, `put` + `get` per item: "
-              f"`kqrs.EventQueue` vs {name}", "queue_xthread/kqrs", f"queue_xthread/{alt}", "time",
-              1.10 if alt == "simplequeue" else None))
-    a(Row("queue.4x4.simplequeue", "4 producer / 4 consumer threads, time per item: `kqrs.EventQueue` vs "
-          "`queue.SimpleQueue` (target ≤ 1.00 on free-threaded CPython)", "queue_4x4/kqrs", "queue_4x4/simplequeue",
-          "time", 1.25, target_ft=1.00))
-    a(Row("queue.4x4.queue", "4 producer / 4 consumer threads, time per item: `kqrs.EventQueue` vs `queue.Queue`",
-          "queue_4x4/kqrs", "queue_4x4/queue", "time", 0.20))
+        a(
+            Row(
+                f"queue.{alt}",
+                f"`put` + `get` of one item, one thread: `kqrs.EventQueue` vs {name}",
+                "queue/kqrs",
+                f"queue/{alt}",
+                "time",
+            )
+        )
+        a(
+            Row(
+                f"queue.xthread.{alt}",
+                f"1 producer thread / 1 consumer thread, `put` + `get` per item: `kqrs.EventQueue` vs {name}",
+                "queue_xthread/kqrs",
+                f"queue_xthread/{alt}",
+                "time",
+                1.10 if alt == "simplequeue" else None,
+            )
+        )
+    a(
+        Row(
+            "queue.4x4.simplequeue",
+            "4 producer / 4 consumer threads, time per item: `kqrs.EventQueue` vs "
+            "`queue.SimpleQueue` (target ≤ 1.00 on free-threaded CPython)",
+            "queue_4x4/kqrs",
+            "queue_4x4/simplequeue",
+            "time",
+            1.25,
+            target_ft=1.00,
+        )
+    )
+    a(
+        Row(
+            "queue.4x4.queue",
+            "4 producer / 4 consumer threads, time per item: `kqrs.EventQueue` vs `queue.Queue`",
+            "queue_4x4/kqrs",
+            "queue_4x4/queue",
+            "time",
+            0.20,
+        )
+    )
     for p, t in (("p50", 1.00), ("p99", None)):
-        a(Row(f"queue.handoff.{p}", f"cross-thread hand-off latency {p}: `put()` → a thread blocked in `get()` "
-              "returns with it: `kqrs.EventQueue` vs `queue.SimpleQueue`", f"queue_handoff/kqrs.{p}",
-              f"queue_handoff/simplequeue.{p}", "us", t))
-    a(Row("queue.asyncio", "asyncio, items put by another thread, time per item on the default loop: `q.put` → "
-          "`await q.async_get()` vs `loop.call_soon_threadsafe(aq.put_nowait, x)` → `await aq.get()` "
-          "(`asyncio.Queue`)", "queue_asyncio/kqrs", "queue_asyncio/asyncio", "time", 0.80))
-    a(Row("queue.asyncio.kqrsloop", "the same on kqrs's loop (`kqrs.asyncio.new_event_loop()`)",
-          "queue_asyncio_kqrsloop/kqrs", "queue_asyncio_kqrsloop/asyncio", "time"))
-    a(Row("queue.asyncio.pingpong", "the same on the default loop, one item at a time (the thread waits until "
-          "the coroutine has taken each item before putting the next: every item wakes the loop)",
-          "queue_asyncio_pingpong/kqrs", "queue_asyncio_pingpong/asyncio", "time"))
+        a(
+            Row(
+                f"queue.handoff.{p}",
+                f"cross-thread hand-off latency {p}: `put()` → a thread blocked in `get()` "
+                "returns with it: `kqrs.EventQueue` vs `queue.SimpleQueue`",
+                f"queue_handoff/kqrs.{p}",
+                f"queue_handoff/simplequeue.{p}",
+                "us",
+                t,
+            )
+        )
+    a(
+        Row(
+            "queue.asyncio",
+            "asyncio, items put by another thread, time per item on the default loop: `q.put` → "
+            "`await q.async_get()` vs `loop.call_soon_threadsafe(aq.put_nowait, x)` → `await aq.get()` "
+            "(`asyncio.Queue`)",
+            "queue_asyncio/kqrs",
+            "queue_asyncio/asyncio",
+            "time",
+            0.80,
+        )
+    )
+    a(
+        Row(
+            "queue.asyncio.kqrsloop",
+            "the same on kqrs's loop (`kqrs.asyncio.new_event_loop()`)",
+            "queue_asyncio_kqrsloop/kqrs",
+            "queue_asyncio_kqrsloop/asyncio",
+            "time",
+        )
+    )
+    a(
+        Row(
+            "queue.asyncio.pingpong",
+            "the same on the default loop, one item at a time (the thread waits until "
+            "the coroutine has taken each item before putting the next: every item wakes the loop)",
+            "queue_asyncio_pingpong/kqrs",
+            "queue_asyncio_pingpong/asyncio",
+            "time",
+        )
+    )
     # -- engine alone (Rust)
-    a(Row("engine.empty", "engine: `kevent()` timeout 0, nothing ready vs `epoll_wait` on an epoll with nothing ready",
-          "engine.empty/kqrs", "engine.empty/base", "ns", 1.10))
-    a(Row("engine.one_ready", "engine: one ready socket vs `epoll_wait`", "engine.one_ready/kqrs",
-          "engine.one_ready/base", "ns"))
-    a(Row("engine.one_ready_data", "engine: one ready socket with `data` vs `epoll_wait` + FIONREAD",
-          "engine.one_ready_data/kqrs", "engine.one_ready_data/base", "ns", 1.00))
-    a(Row("engine.ev_add", "engine: EV_ADD per change (1,000 in one changelist) vs `epoll_ctl(ADD)`",
-          "engine.ev_add/kqrs", "engine.ev_add/base", "ns"))
-    a(Row("engine.ev_delete", "engine: EV_DELETE per change vs `epoll_ctl(DEL)`", "engine.ev_delete/kqrs",
-          "engine.ev_delete/base", "ns"))
-    a(Row("engine.ev_add_single", "engine: EV_ADD, one change per `kevent()` call vs `epoll_ctl(ADD)`",
-          "engine.ev_add_single/kqrs", "engine.ev_add_single/base", "ns"))
-    a(Row("engine.user", "engine: USER trigger + retrieve vs eventfd write + `epoll_wait` + read", "engine.user/kqrs",
-          "engine.user/base", "ns"))
+    a(
+        Row(
+            "engine.empty",
+            "engine: `kevent()` timeout 0, nothing ready vs `epoll_wait` on an epoll with nothing ready",
+            "engine.empty/kqrs",
+            "engine.empty/base",
+            "ns",
+            1.10,
+        )
+    )
+    a(
+        Row(
+            "engine.one_ready",
+            "engine: one ready socket vs `epoll_wait`",
+            "engine.one_ready/kqrs",
+            "engine.one_ready/base",
+            "ns",
+        )
+    )
+    a(
+        Row(
+            "engine.one_ready_data",
+            "engine: one ready socket with `data` vs `epoll_wait` + FIONREAD",
+            "engine.one_ready_data/kqrs",
+            "engine.one_ready_data/base",
+            "ns",
+            1.00,
+        )
+    )
+    a(
+        Row(
+            "engine.ev_add",
+            "engine: EV_ADD per change (1,000 in one changelist) vs `epoll_ctl(ADD)`",
+            "engine.ev_add/kqrs",
+            "engine.ev_add/base",
+            "ns",
+        )
+    )
+    a(
+        Row(
+            "engine.ev_delete",
+            "engine: EV_DELETE per change vs `epoll_ctl(DEL)`",
+            "engine.ev_delete/kqrs",
+            "engine.ev_delete/base",
+            "ns",
+        )
+    )
+    a(
+        Row(
+            "engine.ev_add_single",
+            "engine: EV_ADD, one change per `kevent()` call vs `epoll_ctl(ADD)`",
+            "engine.ev_add_single/kqrs",
+            "engine.ev_add_single/base",
+            "ns",
+        )
+    )
+    a(
+        Row(
+            "engine.user",
+            "engine: USER trigger + retrieve vs eventfd write + `epoll_wait` + read",
+            "engine.user/kqrs",
+            "engine.user/base",
+            "ns",
+        )
+    )
     return r
 
 
@@ -346,8 +705,10 @@ def chart(rows: list[Row], runs: list[dict[str, float]], title: str, subtitle: s
     y = 0
 
     def t(x, yy, s, size=12, anchor="start", weight="normal", color="#222", family="sans-serif"):
-        out.append(f'<text x="{x:.1f}" y="{yy:.1f}" font-size="{size}" text-anchor="{anchor}" '
-                   f'font-weight="{weight}" fill="{color}" font-family="{family}">{escape(s)}</text>')
+        out.append(
+            f'<text x="{x:.1f}" y="{yy:.1f}" font-size="{size}" text-anchor="{anchor}" '
+            f'font-weight="{weight}" fill="{color}" font-family="{family}">{escape(s)}</text>'
+        )
 
     def xr(v: float) -> float:
         v = min(max(v, LO), HI)
@@ -374,8 +735,10 @@ def chart(rows: list[Row], runs: list[dict[str, float]], title: str, subtitle: s
     bottom = top + ROW_H * len(ratio_rows)
     for g in GRID:
         x = xr(g)
-        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" stroke="{"#888" if g == 1 else "#ddd"}" '
-                   f'stroke-width="1"/>')
+        out.append(
+            f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" stroke="{"#888" if g == 1 else "#ddd"}" '
+            f'stroke-width="1"/>'
+        )
         t(x, bottom + 14, f"{g:g}", size=10, anchor="middle", color="#555")
     for i, row in enumerate(ratio_rows):
         ry = top + i * ROW_H
@@ -385,8 +748,10 @@ def chart(rows: list[Row], runs: list[dict[str, float]], title: str, subtitle: s
         t(LABEL_W, ry + 15, row.id, size=12, anchor="end", family="monospace")
         if w is not None:
             x = xr(w)
-            out.append(f'<rect x="{BAR_X0}" y="{ry + 5}" width="{max(x - BAR_X0, 1):.1f}" height="12" '
-                       f'fill="{COLORS[v]}"><title>{escape(row.measure)}</title></rect>')
+            out.append(
+                f'<rect x="{BAR_X0}" y="{ry + 5}" width="{max(x - BAR_X0, 1):.1f}" height="12" '
+                f'fill="{COLORS[v]}"><title>{escape(row.measure)}</title></rect>'
+            )
             if w > HI or w < LO:  # off the axis: an arrow head at the edge
                 ex = BAR_X0 + BAR_W if w > HI else BAR_X0
                 d = 6 if w > HI else -6
@@ -399,8 +764,13 @@ def chart(rows: list[Row], runs: list[dict[str, float]], title: str, subtitle: s
 
     # -- values
     if value_rows:
-        t(10, y, "resources, worst run (each bar on its own linear scale from 0; lower is better)", size=13,
-          weight="bold")
+        t(
+            10,
+            y,
+            "resources, worst run (each bar on its own linear scale from 0; lower is better)",
+            size=13,
+            weight="bold",
+        )
         y += 14
         for i, row in enumerate(value_rows):
             ry = y + i * ROW_H
@@ -408,23 +778,40 @@ def chart(rows: list[Row], runs: list[dict[str, float]], title: str, subtitle: s
             v = verdict(row, rs)
             w = worst(rs)
             scale = max(2 * row.target, 1.25 * (w or 0), 1.0)
-            out.append(f'<line x1="{BAR_X0}" y1="{ry + 2}" x2="{BAR_X0}" y2="{ry + 20}" stroke="#888" stroke-width="1"/>')
+            out.append(
+                f'<line x1="{BAR_X0}" y1="{ry + 2}" x2="{BAR_X0}" y2="{ry + 20}" stroke="#888" stroke-width="1"/>'
+            )
             t(LABEL_W, ry + 15, row.id, size=12, anchor="end", family="monospace")
             if w is not None and w > 0:
-                out.append(f'<rect x="{BAR_X0}" y="{ry + 5}" width="{max(w / scale * BAR_W, 1):.1f}" height="12" '
-                           f'fill="{COLORS[v]}"><title>{escape(row.measure)}</title></rect>')
+                out.append(
+                    f'<rect x="{BAR_X0}" y="{ry + 5}" width="{max(w / scale * BAR_W, 1):.1f}" height="12" '
+                    f'fill="{COLORS[v]}"><title>{escape(row.measure)}</title></rect>'
+                )
             tx = BAR_X0 + row.target / scale * BAR_W
-            out.append(f'<line x1="{tx:.1f}" y1="{ry + 2}" x2="{tx:.1f}" y2="{ry + 20}" stroke="#000" stroke-width="2"/>')
-            label = "missing" if w is None else f"{fmt(w, row.unit)} {row.unit if row.unit in ('fds', 'threads') else ''}" \
+            out.append(
+                f'<line x1="{tx:.1f}" y1="{ry + 2}" x2="{tx:.1f}" y2="{ry + 20}" stroke="#000" stroke-width="2"/>'
+            )
+            label = (
+                "missing"
+                if w is None
+                else f"{fmt(w, row.unit)} {row.unit if row.unit in ('fds', 'threads') else ''}"
                 f"  ({fmt_target(row)})  {v}"
-            t(text_x, ry + 15, " ".join(label.split()), size=12,
-              color=COLORS[v] if v in ("missed", "mixed", "missing") else "#222")
+            )
+            t(
+                text_x,
+                ry + 15,
+                " ".join(label.split()),
+                size=12,
+                color=COLORS[v] if v in ("missed", "mixed", "missing") else "#222",
+            )
         y += ROW_H * len(value_rows) + 16
     H = y
-    head = (f'<?xml version="1.0" encoding="UTF-8"?>\n'
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">\n'
-            f'<title>{escape(title)}</title>\n'
-            f'<rect x="0" y="0" width="{W}" height="{H}" fill="#fff"/>\n')
+    head = (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">\n'
+        f"<title>{escape(title)}</title>\n"
+        f'<rect x="0" y="0" width="{W}" height="{H}" fill="#fff"/>\n'
+    )
     return head + "\n".join(out) + "\n</svg>\n"
 
 
@@ -440,8 +827,9 @@ def main() -> None:
     ap.add_argument("--python", default=sys.version.split()[0])
     ap.add_argument("--commit", default=None, help="the commit measured (default: HEAD now)")
     ap.add_argument("--dirty", action="store_true", help="the tree had uncommitted changes when measured")
-    ap.add_argument("--require-clean", action="store_true",
-                    help="refuse to write unless the tree is clean and still at --commit")
+    ap.add_argument(
+        "--require-clean", action="store_true", help="refuse to write unless the tree is clean and still at --commit"
+    )
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("runs", nargs="+")
     a = ap.parse_args()
@@ -458,8 +846,10 @@ def main() -> None:
         elif commit != head:
             problem = f"HEAD moved during the run (measured {commit}, now {head})"
         if problem:
-            print(f"report: refusing to write {a.out}: {problem}. Commit first, or write elsewhere with --out.",
-                  file=sys.stderr)
+            print(
+                f"report: refusing to write {a.out}: {problem}. Commit first, or write elsewhere with --out.",
+                file=sys.stderr,
+            )
             sys.exit(3)
 
     rows = rows_for("free-threaded" in a.python)
@@ -478,8 +868,10 @@ def main() -> None:
     if commit is None:
         lines.append("- source: not a git checkout (commit unknown)")
     elif dirty:
-        lines.append(f"- source: commit `{commit}` **with uncommitted changes in tracked files**: these numbers "
-                     "are not that commit's")
+        lines.append(
+            f"- source: commit `{commit}` **with uncommitted changes in tracked files**: these numbers "
+            "are not that commit's"
+        )
     else:
         lines.append(f"- source: commit `{commit}` (clean tree)")
     lines += [f"- command: `{a.command}`", ""]
@@ -495,8 +887,7 @@ def main() -> None:
         "",
     ]
     rcols = " | ".join(f"run {i + 1}" for i in range(nrun))
-    lines += [f"| id | measure | kqrs | alternative | {rcols} | target | status |",
-              "|" + "---|" * (6 + nrun)]
+    lines += [f"| id | measure | kqrs | alternative | {rcols} | target | status |", "|" + "---|" * (6 + nrun)]
     for row in rows:
         v0 = runs[0]
         ratios = [ratio(v, row) for v in runs]
@@ -553,16 +944,21 @@ def main() -> None:
         "",
     ]
     title = f"kqrs benchmarks — commit {short}{' (uncommitted changes)' if dirty else ''}, {when}"
-    subtitle = (f"{'SMOKE RUN (numbers mean nothing) · ' if a.smoke else ''}{nrun} run{'s' if nrun > 1 else ''}; "
-                "bar = worst run; tick = target; met = at or under the target in every run")
+    subtitle = (
+        f"{'SMOKE RUN (numbers mean nothing) · ' if a.smoke else ''}{nrun} run{'s' if nrun > 1 else ''}; "
+        "bar = worst run; tick = target; met = at or under the target in every run"
+    )
     svg = chart(rows, runs, title, subtitle)
     with open(a.out, "w") as f:
         f.write("\n".join(lines))
     with open(chart_path, "w") as f:
         f.write(svg)
     print(f"report: wrote {a.out} and {chart_path}")
-    missing = [row.id for row in rows if not row.pending and any(
-        (v.get(row.kqrs) is None) or (row.base and v.get(row.base) is None) for v in runs)]
+    missing = [
+        row.id
+        for row in rows
+        if not row.pending and any((v.get(row.kqrs) is None) or (row.base and v.get(row.base) is None) for v in runs)
+    ]
     if missing:
         print("report: rows without data: " + ", ".join(missing), file=sys.stderr)
         sys.exit(1)

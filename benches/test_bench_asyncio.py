@@ -12,6 +12,7 @@ import socket
 import pytest
 
 import kqrs
+
 from _util import interleaved, on_kqrs, record_all, scaled
 
 ROUND_TRIPS = 100
@@ -169,8 +170,9 @@ def test_asyncio_add_remove_reader_pair(both_loops, record):
         g = {"fd": a.fileno(), "cb": lambda: None}
         for k, lp in both_loops.items():
             g[f"{k}_add"], g[f"{k}_remove"] = lp.add_reader, lp.remove_reader
-        med = interleaved({k: (f"{k}_add(fd, cb); {k}_remove(fd)", g) for k in both_loops}, scaled(600, 3),
-                          scaled(100, 3))
+        med = interleaved(
+            {k: (f"{k}_add(fd, cb); {k}_remove(fd)", g) for k in both_loops}, scaled(600, 3), scaled(100, 3)
+        )
         for lp in both_loops.values():
             assert a.fileno() not in lp._selector.get_map()
     finally:

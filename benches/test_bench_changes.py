@@ -12,6 +12,7 @@ import select
 import pytest
 
 import kqrs
+
 from _util import Queues, interleaved_rounds, record_all, scaled
 
 SIZES = (1000, 10000)

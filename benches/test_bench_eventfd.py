@@ -10,6 +10,7 @@ from __future__ import annotations
 import select
 
 import kqrs
+
 from _util import interleaved, record_all, scaled
 
 N = 10000
@@ -48,7 +49,8 @@ def test_eventfd_ready_pair(kq, ep, eventfd_set, record):
     s.make_ready()
     _setup(kq, ep, s.fds)
     g = {"kq": kq, "ep": ep}
-    med = interleaved({"kqrs": ("kq.control(None, 1, 0)", g), "epoll": ("ep.poll(0, 1)", g)}, scaled(600, 3),
-                      scaled(200, 3))
+    med = interleaved(
+        {"kqrs": ("kq.control(None, 1, 0)", g), "epoll": ("ep.poll(0, 1)", g)}, scaled(600, 3), scaled(200, 3)
+    )
     assert ep.poll(0, 1) == [(s.fds[0], select.EPOLLIN)]  # still the one ready
     record_all(record, f"ready{N}_eventfd", med)

@@ -18,8 +18,12 @@ import statistics
 
 from _util import probe, scaled
 
-PAIRS = {"user": ("user", "base"), "read": ("read_kqrs", "read_epoll"), "import": ("import", "base"),
-         "import_bare": ("import", "bare")}
+PAIRS = {
+    "user": ("user", "base"),
+    "read": ("read_kqrs", "read_epoll"),
+    "import": ("import", "base"),
+    "import_bare": ("import", "bare"),
+}
 KQRS_MODES = ("user", "read_kqrs", "import")
 
 
@@ -41,12 +45,16 @@ def test_fork_cost(record):
             lat.setdefault(mode, []).extend(r["ns"])
             modules[mode] = r["modules"]
     # the process with `import kqrs` and the one without hold the same modules but kqrs's own
-    assert _kqrs_free(modules["import"]) == set(modules["base"]), (
-        sorted(_kqrs_free(modules["import"]) ^ set(modules["base"])))
+    assert _kqrs_free(modules["import"]) == set(modules["base"]), sorted(
+        _kqrs_free(modules["import"]) ^ set(modules["base"])
+    )
     assert set(modules["base"]) <= _kqrs_free(modules["user"])
     assert set(modules["bare"]) <= set(modules["base"])
     for mode, xs in lat.items():
         assert len(xs) == chunks * forks
         record(f"fork/{mode}.median", statistics.median(xs) / 1000, "us per fork+exit+wait")
-    record("fork/user.extra_modules", len(_kqrs_free(modules["user"]) - set(modules["base"])),
-           "modules besides kqrs's own that 10 kqueues x 1,000 USER knotes import")
+    record(
+        "fork/user.extra_modules",
+        len(_kqrs_free(modules["user"]) - set(modules["base"])),
+        "modules besides kqrs's own that 10 kqueues x 1,000 USER knotes import",
+    )

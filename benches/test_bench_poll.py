@@ -11,6 +11,7 @@ import termios
 import pytest
 
 import kqrs
+
 from _util import SIZES, fionread_buffer, interleaved, record_all, scaled
 
 ROUNDS = scaled(600, 3)
@@ -79,8 +80,14 @@ class ReadyData:
         ep.register(s.fds[0], select.EPOLLIN)
         s.drain()
         s.make_ready()
-        self.g = {"c": kq.control, "p": ep.poll, "io": fcntl.ioctl, "FIONREAD": termios.FIONREAD,
-                  "buf": fionread_buffer(), "n": -1}
+        self.g = {
+            "c": kq.control,
+            "p": ep.poll,
+            "io": fcntl.ioctl,
+            "FIONREAD": termios.FIONREAD,
+            "buf": fionread_buffer(),
+            "n": -1,
+        }
         for stmt in (self.KQRS, self.BY_HAND):
             self.g["n"] = -1
             exec(stmt, self.g)
@@ -113,8 +120,7 @@ def test_ready_data_by_hand(benchmark, kq, ep, socket_sets):
 def test_empty_pair(kq, ep, record):
     assert kq.control(None, 1, 0) == [] and ep.poll(0, 1) == []
     g = {"kq": kq, "ep": ep}
-    med = interleaved({"kqrs": ("kq.control(None, 1, 0)", g), "epoll": ("ep.poll(0, 1)", g)}, ROUNDS,
-                      scaled(500, 5))
+    med = interleaved({"kqrs": ("kq.control(None, 1, 0)", g), "epoll": ("ep.poll(0, 1)", g)}, ROUNDS, scaled(500, 5))
     record_all(record, "empty", med)
 
 
@@ -131,8 +137,9 @@ def test_one_ready_pair(kq, ep, socket_sets, n, record):
         assert (ev.ident, ev.data) == (s.fds[0], 1)
         assert ep.poll(0, 1) == [(s.fds[0], select.EPOLLIN)]
         g = {"kq": kq, "ep": ep}
-        med = interleaved({"kqrs": ("kq.control(None, 1, 0)", g), "epoll": ("ep.poll(0, 1)", g)}, ROUNDS,
-                          scaled(200, 3))
+        med = interleaved(
+            {"kqrs": ("kq.control(None, 1, 0)", g), "epoll": ("ep.poll(0, 1)", g)}, ROUNDS, scaled(200, 3)
+        )
         record_all(record, f"ready{n}", med)
     finally:
         s.drain()
@@ -142,8 +149,9 @@ def test_ready_data_pair(kq, ep, socket_sets, record):
     s = socket_sets(1)
     try:
         g = ReadyData(kq, ep, s).g
-        med = interleaved({"kqrs": (ReadyData.KQRS, g), "epoll_fionread": (ReadyData.BY_HAND, g)}, ROUNDS,
-                          scaled(200, 3))
+        med = interleaved(
+            {"kqrs": (ReadyData.KQRS, g), "epoll_fionread": (ReadyData.BY_HAND, g)}, ROUNDS, scaled(200, 3)
+        )
         assert g["n"] == 1
         record_all(record, "ready_data", med)
     finally:

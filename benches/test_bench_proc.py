@@ -24,11 +24,11 @@ import os
 import select
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 import kqrs
+
 from _util import Blocked, free_fds, interleaved_rounds, record_all, scaled
 
 PROC = kqrs.KQ_FILTER_PROC
@@ -140,10 +140,13 @@ def test_proc_spawn_asyncio_pair(record):
     asyncio.set_event_loop(loop)
     got: dict[str, list[list[int]]] = {"kqrs_spawn": [], "asyncio": []}
     try:
-        med = interleaved_rounds({
-            "kqrs_spawn": (lambda: n, lambda k: got["kqrs_spawn"].append(_spawn_kqrs(k))),
-            "asyncio": (lambda: n, lambda k: got["asyncio"].append(_spawn_asyncio(loop, k))),
-        }, rounds)
+        med = interleaved_rounds(
+            {
+                "kqrs_spawn": (lambda: n, lambda k: got["kqrs_spawn"].append(_spawn_kqrs(k))),
+                "asyncio": (lambda: n, lambda k: got["asyncio"].append(_spawn_asyncio(loop, k))),
+            },
+            rounds,
+        )
     finally:
         loop.close()
         asyncio.set_event_loop(None)

@@ -25,6 +25,7 @@ import pytest
 
 import kqrs
 import kqrs.asyncio
+
 from _util import Waiter, interleaved, interleaved_rounds, percentile, record_all, scaled
 
 SIDES = {"kqrs": kqrs.EventQueue, "simplequeue": queue.SimpleQueue, "queue": queue.Queue}
@@ -142,13 +143,13 @@ def test_queue_handoff_latency(record):
     lat: dict[str, list[float]] = {name: [] for name in qs}
     try:
         for i in range(n):
-            for name in (list(qs) if i % 2 == 0 else list(qs)[::-1]):
+            for name in list(qs) if i % 2 == 0 else list(qs)[::-1]:
                 put = qs[name].put
-                lat[name].append(waiters[name].sample(lambda: put(1)) / 1000)
+                lat[name].append(waiters[name].sample(lambda: put(1)) / 1000)  # noqa: B023
     finally:
         for name, w in waiters.items():
             put = qs[name].put
-            w.finish(lambda: put(1))
+            w.finish(lambda: put(1))  # noqa: B023
         qs["kqrs"].close()
     for name, xs in lat.items():
         assert all(x > 0 for x in xs)

@@ -17,6 +17,7 @@ import time
 import pytest
 
 import kqrs
+
 from _util import on_kqrs, percentile, scaled
 
 MS = 1_000_000

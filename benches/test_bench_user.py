@@ -11,6 +11,7 @@ import select
 import pytest
 
 import kqrs
+
 from _util import Waiter, interleaved, percentile, record_all, scaled
 
 USER = kqrs.KQ_FILTER_USER

@@ -24,6 +24,7 @@ import struct
 import pytest
 
 import kqrs
+
 from _util import Waiter, interleaved, percentile, record_all, scaled
 
 watchfiles = pytest.importorskip("watchfiles")
@@ -60,8 +61,16 @@ class Target:
                 pytest.skip(f"inotify_add_watch: errno {ctypes.get_errno()}")
             self.event = self.inotify_event
         else:
-            self.gen = watchfiles.watch(self.path, watch_filter=None, debounce=0, step=1, rust_timeout=50,
-                                        yield_on_timeout=True, recursive=False, raise_interrupt=False)
+            self.gen = watchfiles.watch(
+                self.path,
+                watch_filter=None,
+                debounce=0,
+                step=1,
+                rust_timeout=50,
+                yield_on_timeout=True,
+                recursive=False,
+                raise_interrupt=False,
+            )
             assert next(self.gen) == set()  # primed: the watch is in place
             self.event = self.watchfiles_event
         self.check()

@@ -92,8 +92,15 @@ def check_wheel(whl: Path, auditwheel: str) -> tuple[list[str], str]:
     z = zipfile.ZipFile(whl)
     names = set(z.namelist())
     dist_info = f"kqrs-{m['ver']}.dist-info"
-    for f in ("kqrs/__init__.py", "kqrs/_api.py", "kqrs/_doctor.py", "kqrs/_kqrs.pyi", "kqrs/py.typed",
-              f"{dist_info}/METADATA", f"{dist_info}/entry_points.txt"):
+    for f in (
+        "kqrs/__init__.py",
+        "kqrs/_api.py",
+        "kqrs/_doctor.py",
+        "kqrs/_kqrs.pyi",
+        "kqrs/py.typed",
+        f"{dist_info}/METADATA",
+        f"{dist_info}/entry_points.txt",
+    ):
         if f not in names:
             errors.append(f"missing {f}")
     for lic in LICENCES:
@@ -118,8 +125,20 @@ def check_wheel(whl: Path, auditwheel: str) -> tuple[list[str], str]:
 def check_sdist(sdist: Path) -> list[str]:
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    want = ["Cargo.toml", "Cargo.lock", "build.rs", "pyproject.toml", "README.md", "CHANGELOG.md", "PKG-INFO",
-            "rust/src/lib.rs", "python/kqrs/_kqrs.pyi", "python/kqrs/py.typed", "tests/run-all.sh", *LICENCES]
+    want = [
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        "pyproject.toml",
+        "README.md",
+        "CHANGELOG.md",
+        "PKG-INFO",
+        "rust/src/lib.rs",
+        "python/kqrs/_kqrs.pyi",
+        "python/kqrs/py.typed",
+        "tests/run-all.sh",
+        *LICENCES,
+    ]
     return [f"{sdist.name}: missing {f}" for f in want if f not in names]
 
 
@@ -136,8 +155,10 @@ def main(dist: str) -> int:
     for whl in wheels:
         errs, verdict = check_wheel(whl, auditwheel)
         errors += errs
-        print(f"  {whl.name:<82} {whl.stat().st_size / 1024:6.0f} KiB  auditwheel: {verdict}"
-              + ("" if not errs else "  FAILED"))
+        print(
+            f"  {whl.name:<82} {whl.stat().st_size / 1024:6.0f} KiB  auditwheel: {verdict}"
+            + ("" if not errs else "  FAILED")
+        )
     for s in sdists:
         errors += check_sdist(s)
         print(f"  {s.name:<82} {s.stat().st_size / 1024:6.0f} KiB")

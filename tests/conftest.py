@@ -37,7 +37,7 @@ def _ns_inode(pid: str, kind: str) -> int | None:
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def connector_missing() -> str | None:
     """Why the process connector cannot work for this process, or None when it must."""
     if not effective_caps() >> CAP_NET_ADMIN & 1:
@@ -53,7 +53,7 @@ def connector_missing() -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def connector_errno() -> int:
     """0 when a kqueue can watch this process's forks (the connector works), else the errno it gets."""
     import kqrs
@@ -61,8 +61,9 @@ def connector_errno() -> int:
     if not kqrs._kqrs._filter_supported(kqrs.KQ_FILTER_PROC):
         return -1
     with kqrs.kqueue() as q:
-        got = q.control([kqrs.kevent(os.getpid(), kqrs.KQ_FILTER_PROC, kqrs.KQ_EV_ADD,
-                                     kqrs.KQ_NOTE_EXIT | kqrs.KQ_NOTE_FORK)], 1, 0)
+        got = q.control(
+            [kqrs.kevent(os.getpid(), kqrs.KQ_FILTER_PROC, kqrs.KQ_EV_ADD, kqrs.KQ_NOTE_EXIT | kqrs.KQ_NOTE_FORK)], 1, 0
+        )
     return got[0].data if got else 0
 
 
@@ -79,8 +80,11 @@ def require_connector() -> None:
     err = connector_errno()
     if err != 0:
         name = os.strerror(err) if err > 0 else "EVFILT_PROC is not built"
-        pytest.fail(f"the process connector fails ({name}) although this process has CAP_NET_ADMIN in the "
-                    "initial namespaces: a regression, not a reason to skip", pytrace=False)
+        pytest.fail(
+            f"the process connector fails ({name}) although this process has CAP_NET_ADMIN in the "
+            "initial namespaces: a regression, not a reason to skip",
+            pytrace=False,
+        )
 
 
 @pytest.fixture

@@ -7,11 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 phase() { echo "== $* [at $((SECONDS)) s]"; }
 
-phase "style: cargo fmt --check, cargo clippy -D warnings (engine, C face, Python face)"
+phase "style: cargo fmt --check, cargo clippy -D warnings (engine, C face, Python face), ruff check, ruff format --check"
 cargo fmt --check
 cargo clippy --quiet --all-targets -- -D warnings
 cargo clippy --quiet --all-targets --features capi -- -D warnings
 PYO3_PYTHON=${PYTHON:-python3} cargo clippy --quiet --all-targets --all-features -- -D warnings
+# ruff in a venv of its own, at the version the test extras name (pyproject.toml), before anything is built
+"${PYTHON:-python3}" -m venv --clear .venv-style
+.venv-style/bin/pip install --quiet "$(sed -n 's/^ *"\(ruff[^"]*\)",.*/\1/p' pyproject.toml)"
+.venv-style/bin/ruff check .
+.venv-style/bin/ruff format --check .
 
 phase "cargo test (engine alone, no Python)"
 cargo test --quiet

@@ -4,7 +4,6 @@ FreeBSD (messages and rules: CPython 3.11/3.13 Modules/selectmodule.c)."""
 from __future__ import annotations
 
 import itertools
-import math
 import operator
 import os
 import socket
@@ -165,8 +164,11 @@ def test_integer_fields_reject_non_integers(field, bad, name):
 
 @pytest.mark.parametrize("field", ["filter", "flags", "fflags", "data", "udata"])
 def test_explicit_none_is_typeerror(field):
-    with pytest.raises(TypeError, match=r"^('NoneType' object cannot be interpreted as an integer"
-                       r"|kevent\(\) argument 6 must be int, not None)$"):
+    with pytest.raises(
+        TypeError,
+        match=r"^('NoneType' object cannot be interpreted as an integer"
+        r"|kevent\(\) argument 6 must be int, not None)$",
+    ):
         kevent(1, **{field: None})
 
 
@@ -218,8 +220,14 @@ def test_udata_must_be_int():
 
 def test_attributes_readable_and_writable():
     ev = kevent(1)
-    values = {"ident": 2**64 - 1, "filter": -32768, "flags": 0xFFFF, "fflags": 0xFFFFFFFF,
-              "data": -(2**63), "udata": 2**64 - 1}
+    values = {
+        "ident": 2**64 - 1,
+        "filter": -32768,
+        "flags": 0xFFFF,
+        "fflags": 0xFFFFFFFF,
+        "data": -(2**63),
+        "udata": 2**64 - 1,
+    }
     for name, v in values.items():
         setattr(ev, name, v)
         assert getattr(ev, name) == v
@@ -290,7 +298,7 @@ def test_rich_comparison_order():
     assert kevent(1, -2) < kevent(1, 1)
     assert kevent(1, data=-1) < kevent(1, data=0)
     ev = kevent(1)
-    assert ev == ev and not ev != ev and ev <= ev and ev >= ev
+    assert ev == ev and not ev != ev and ev <= ev and ev >= ev  # noqa: SIM202
 
 
 @pytest.mark.parametrize("other", [None, 1, "ev", 1.0, (1, -1, 1, 0, 0, 0), object()])
@@ -381,7 +389,9 @@ def test_control_arity_messages(kq):
         kq.control([])
     with pytest.raises(TypeError, match=r"^control expected at most 3 arguments, got 4$"):
         kq.control([], 1, None, 4)
-    with pytest.raises(TypeError, match=r"^(kqueue\.)?control\(\) .*keyword argument"):  # wording: PyO3's (docs/design.md)
+    with pytest.raises(
+        TypeError, match=r"^(kqueue\.)?control\(\) .*keyword argument"
+    ):  # wording: PyO3's (docs/design.md)
         kq.control([], 1, timeout=0)
 
 
@@ -401,9 +411,20 @@ def test_control_max_events(kq):
 
 @pytest.mark.parametrize(
     "timeout, name",
-    [("1", "str"), (b"1", "bytes"), (Decimal(1), "Decimal"), (float("nan"), "float"), (1e300, "float"),
-     (float("inf"), "float"), (-1e300, "float"), (2**62, "int"), (2**64, "int"), (-(2**64), "int"),
-     ([], "list"), (1j, "complex")],
+    [
+        ("1", "str"),
+        (b"1", "bytes"),
+        (Decimal(1), "Decimal"),
+        (float("nan"), "float"),
+        (1e300, "float"),
+        (float("inf"), "float"),
+        (-1e300, "float"),
+        (2**62, "int"),
+        (2**64, "int"),
+        (-(2**64), "int"),
+        ([], "list"),
+        (1j, "complex"),
+    ],
 )
 def test_control_timeout_typeerror(kq, timeout, name):
     with pytest.raises(TypeError, match=rf"^timeout argument must be a number or None, got {name}$"):
@@ -515,29 +536,63 @@ def test_socketpair_exact_data(kq):
 
 # Every KQ_* name CPython exports on FreeBSD 13/14, with its value (identical in libkqueue).
 CPYTHON_FREEBSD = {
-    "KQ_FILTER_READ": -1, "KQ_FILTER_WRITE": -2, "KQ_FILTER_AIO": -3, "KQ_FILTER_VNODE": -4,
-    "KQ_FILTER_PROC": -5, "KQ_FILTER_SIGNAL": -6, "KQ_FILTER_TIMER": -7,
-    "KQ_EV_ADD": 0x1, "KQ_EV_DELETE": 0x2, "KQ_EV_ENABLE": 0x4, "KQ_EV_DISABLE": 0x8, "KQ_EV_ONESHOT": 0x10,
-    "KQ_EV_CLEAR": 0x20, "KQ_EV_SYSFLAGS": 0xF000, "KQ_EV_FLAG1": 0x2000, "KQ_EV_EOF": 0x8000,
+    "KQ_FILTER_READ": -1,
+    "KQ_FILTER_WRITE": -2,
+    "KQ_FILTER_AIO": -3,
+    "KQ_FILTER_VNODE": -4,
+    "KQ_FILTER_PROC": -5,
+    "KQ_FILTER_SIGNAL": -6,
+    "KQ_FILTER_TIMER": -7,
+    "KQ_EV_ADD": 0x1,
+    "KQ_EV_DELETE": 0x2,
+    "KQ_EV_ENABLE": 0x4,
+    "KQ_EV_DISABLE": 0x8,
+    "KQ_EV_ONESHOT": 0x10,
+    "KQ_EV_CLEAR": 0x20,
+    "KQ_EV_SYSFLAGS": 0xF000,
+    "KQ_EV_FLAG1": 0x2000,
+    "KQ_EV_EOF": 0x8000,
     "KQ_EV_ERROR": 0x4000,
     "KQ_NOTE_LOWAT": 0x1,
-    "KQ_NOTE_DELETE": 0x1, "KQ_NOTE_WRITE": 0x2, "KQ_NOTE_EXTEND": 0x4, "KQ_NOTE_ATTRIB": 0x8,
-    "KQ_NOTE_LINK": 0x10, "KQ_NOTE_RENAME": 0x20, "KQ_NOTE_REVOKE": 0x40,
-    "KQ_NOTE_EXIT": 0x80000000, "KQ_NOTE_FORK": 0x40000000, "KQ_NOTE_EXEC": 0x20000000,
-    "KQ_NOTE_PCTRLMASK": 0xF0000000, "KQ_NOTE_PDATAMASK": 0x000FFFFF, "KQ_NOTE_TRACK": 0x1,
-    "KQ_NOTE_TRACKERR": 0x2, "KQ_NOTE_CHILD": 0x4,
+    "KQ_NOTE_DELETE": 0x1,
+    "KQ_NOTE_WRITE": 0x2,
+    "KQ_NOTE_EXTEND": 0x4,
+    "KQ_NOTE_ATTRIB": 0x8,
+    "KQ_NOTE_LINK": 0x10,
+    "KQ_NOTE_RENAME": 0x20,
+    "KQ_NOTE_REVOKE": 0x40,
+    "KQ_NOTE_EXIT": 0x80000000,
+    "KQ_NOTE_FORK": 0x40000000,
+    "KQ_NOTE_EXEC": 0x20000000,
+    "KQ_NOTE_PCTRLMASK": 0xF0000000,
+    "KQ_NOTE_PDATAMASK": 0x000FFFFF,
+    "KQ_NOTE_TRACK": 0x1,
+    "KQ_NOTE_TRACKERR": 0x2,
+    "KQ_NOTE_CHILD": 0x4,
 }
 
 # Beyond CPython: libkqueue's values.
 KQRS_EXTRA = {
     "KQ_FILTER_USER": -11,
-    "KQ_EV_RECEIPT": 0x40, "KQ_EV_DISPATCH": 0x80,
-    "KQ_NOTE_TRIGGER": 0x01000000, "KQ_NOTE_FFNOP": 0, "KQ_NOTE_FFAND": 0x40000000, "KQ_NOTE_FFOR": 0x80000000,
-    "KQ_NOTE_FFCOPY": 0xC0000000, "KQ_NOTE_FFCTRLMASK": 0xC0000000, "KQ_NOTE_FFLAGSMASK": 0x00FFFFFF,
-    "KQ_NOTE_SECONDS": 1, "KQ_NOTE_USECONDS": 2, "KQ_NOTE_NSECONDS": 4, "KQ_NOTE_ABSOLUTE": 8,
+    "KQ_EV_RECEIPT": 0x40,
+    "KQ_EV_DISPATCH": 0x80,
+    "KQ_NOTE_TRIGGER": 0x01000000,
+    "KQ_NOTE_FFNOP": 0,
+    "KQ_NOTE_FFAND": 0x40000000,
+    "KQ_NOTE_FFOR": 0x80000000,
+    "KQ_NOTE_FFCOPY": 0xC0000000,
+    "KQ_NOTE_FFCTRLMASK": 0xC0000000,
+    "KQ_NOTE_FFLAGSMASK": 0x00FFFFFF,
+    "KQ_NOTE_SECONDS": 1,
+    "KQ_NOTE_USECONDS": 2,
+    "KQ_NOTE_NSECONDS": 4,
+    "KQ_NOTE_ABSOLUTE": 8,
     "KQ_NOTE_TRUNCATE": 0x80,
     # FreeBSD's opt-in vnode notes: its values, but NOTE_OPEN's (0x80) is libkqueue's NOTE_TRUNCATE.
-    "KQ_NOTE_OPEN": 0x800, "KQ_NOTE_CLOSE": 0x100, "KQ_NOTE_CLOSE_WRITE": 0x200, "KQ_NOTE_READ": 0x400,
+    "KQ_NOTE_OPEN": 0x800,
+    "KQ_NOTE_CLOSE": 0x100,
+    "KQ_NOTE_CLOSE_WRITE": 0x200,
+    "KQ_NOTE_READ": 0x400,
 }
 
 
@@ -629,8 +684,9 @@ def test_install_uninstall_subprocess():
 
 
 def test_uninstall_removes_kqueue_selector_subprocess():
-    run_script(textwrap.dedent(
-        """
+    run_script(
+        textwrap.dedent(
+            """
         import selectors
         import kqrs
         kqrs.install()
@@ -639,4 +695,5 @@ def test_uninstall_removes_kqueue_selector_subprocess():
         assert not hasattr(selectors, "KqueueSelector")
         print("OK")
         """
-    ))
+        )
+    )

@@ -690,10 +690,14 @@ def test_process_track_follows_children_under_the_same_handle(kq, popen):
     gate_r, gate_w = os.pipe()
     try:
         p = subprocess.Popen(
-            [sys.executable, "-c",
-             "import os,sys; os.read(int(sys.argv[1]), 1); pid = os.fork()\n"
-             "if pid == 0: os._exit(6)\n"
-             "os.waitpid(pid, 0); sys.exit(2)", str(gate_r)],
+            [
+                sys.executable,
+                "-c",
+                "import os,sys; os.read(int(sys.argv[1]), 1); pid = os.fork()\n"
+                "if pid == 0: os._exit(6)\n"
+                "os.waitpid(pid, 0); sys.exit(2)",
+                str(gate_r),
+            ],
             pass_fds=[gate_r],
         )
         h = kq.process(p, fork=True, track=True, data="tree")
@@ -1009,9 +1013,16 @@ def test_example_supervisor_restarts_then_gives_up(example):
     assert p.wait(5) == 1
     verbs = [" ".join(w for w in line.split() if not w.startswith("pid=")) for line in lines]
     assert verbs == [
-        "start svc0", "exit svc0 code=3", "restart svc0 in=0.01s",
-        "start svc0", "exit svc0 code=3", "restart svc0 in=0.01s",
-        "start svc0", "exit svc0 code=3", "giveup svc0 runs=3", "done all gave_up=1",
+        "start svc0",
+        "exit svc0 code=3",
+        "restart svc0 in=0.01s",
+        "start svc0",
+        "exit svc0 code=3",
+        "restart svc0 in=0.01s",
+        "start svc0",
+        "exit svc0 code=3",
+        "giveup svc0 runs=3",
+        "done all gave_up=1",
     ]
     pids = [int(line.split("pid=")[1]) for line in lines if line.startswith("start")]
     assert len(set(pids)) == 3
@@ -1106,8 +1117,18 @@ def test_example_tail_sees_a_file_created_right_after_its_failed_open(popen, tmp
     between was never noticed (its creation was the directory's last change). Now it watches first."""
     log = tmp_path / "app.log"
     log.write_text("old\n")
-    p = popen(sys.executable, "-u", "-c", _TAIL_CREATED_IN_THE_WINDOW, os.path.join(EXAMPLES, "tail.py"),
-              "-n", "1", "--idle-exit", "2", str(log))
+    p = popen(
+        sys.executable,
+        "-u",
+        "-c",
+        _TAIL_CREATED_IN_THE_WINDOW,
+        os.path.join(EXAMPLES, "tail.py"),
+        "-n",
+        "1",
+        "--idle-exit",
+        "2",
+        str(log),
+    )
     out = Lines(p)
     assert out.next() == "old"
     os.rename(log, tmp_path / "app.log.1")

@@ -26,19 +26,10 @@ import kqrs
 import kqrs.asyncio as kaio
 from kqrs import ExitStatus, Filter, KQueue, KQueueError, VnodeNote
 
+from kqhelpers import open_fds
+
 HAVE_VNODE = kqrs._kqrs._filter_supported(kqrs.KQ_FILTER_VNODE)
 needs_vnode = pytest.mark.skipif(not HAVE_VNODE, reason="EVFILT_VNODE is not built yet")
-
-
-def open_fds() -> set[int]:
-    fds = set()
-    for n in os.listdir("/proc/self/fd"):
-        try:
-            os.fstat(int(n))
-        except OSError:
-            continue
-        fds.add(int(n))
-    return fds
 
 
 def hub_count() -> int:
@@ -462,9 +453,7 @@ def test_cpython_selector_suite_on_kqrs_selector():
         SELECTOR = kaio.KqueueSelector
 
     slow = {"test_timeout", "test_select_interrupt_exc", "test_select_interrupt_noraise"}
-    suite = unittest.TestSuite(
-        T(name) for name in unittest.TestLoader().getTestCaseNames(T) if name not in slow
-    )
+    suite = unittest.TestSuite(T(name) for name in unittest.TestLoader().getTestCaseNames(T) if name not in slow)
     result = unittest.TextTestRunner(verbosity=0, stream=open(os.devnull, "w")).run(suite)
     assert result.testsRun >= 15
     assert not result.failures and not result.errors, result.failures + result.errors

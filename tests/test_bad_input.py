@@ -156,7 +156,7 @@ def check_change_error(kq, change, code: int) -> None:
     got = kq.control([change], 4, 0)
     assert [(e.ident, e.filter, e.flags, e.data, e.udata) for e in got] == [
         (change.ident, change.filter, ERROR, code, change.udata)
-    ], (errno.errorcode.get(got[0].data) if got else got)
+    ], errno.errorcode.get(got[0].data) if got else got
     assert knotes(kq) == before
     with pytest.raises(OSError) as ei:
         kq.control([change], 0)
@@ -204,13 +204,23 @@ KEVENT_ROWS = [
     ("ident-index-only", dict(ident=Index(3)), TypeError, r"^argument must be an int, or have a fileno"),
     ("ident-negative", dict(ident=-1), OverflowError, r"^can't convert negative value to size_t$"),
     ("ident-2**64", dict(ident=2**64), OverflowError, r"^Python int too large to convert to C size_t$"),
-    ("ident-fileno-negative", dict(ident=Fileno(-1)), ValueError, r"^file descriptor cannot be a negative integer \(-1\)$"),
+    (
+        "ident-fileno-negative",
+        dict(ident=Fileno(-1)),
+        ValueError,
+        r"^file descriptor cannot be a negative integer \(-1\)$",
+    ),
     ("ident-fileno-str", dict(ident=Fileno("3")), TypeError, r"^fileno\(\) returned a non-integer$"),
     ("ident-fileno-huge", dict(ident=Fileno(2**31)), OverflowError, r"^Python int too large to convert to C int$"),
     ("ident-fileno-raises", dict(ident=RaisingFileno()), RuntimeError, r"^fileno failed$"),
     ("ident-closed-socket", dict(ident=_closed_socket()), ValueError, r"negative integer \(-1\)"),
     ("filter-too-big", dict(ident=1, filter=2**15), OverflowError, r"^signed short integer is greater than maximum$"),
-    ("filter-too-small", dict(ident=1, filter=-(2**15) - 1), OverflowError, r"^signed short integer is less than minimum$"),
+    (
+        "filter-too-small",
+        dict(ident=1, filter=-(2**15) - 1),
+        OverflowError,
+        r"^signed short integer is less than minimum$",
+    ),
     ("filter-float", dict(ident=1, filter=-1.0), TypeError, r"^'float' object cannot be interpreted as an integer$"),
     ("flags-str", dict(ident=1, flags="1"), TypeError, r"^'str' object cannot be interpreted as an integer$"),
     ("fflags-None", dict(ident=1, fflags=None), TypeError, r"^'NoneType' object cannot be interpreted as an integer$"),
@@ -267,8 +277,6 @@ def test_fd_ident_is_not_truncated_to_32_bits(kq, pipe):
     check_change_error(kq, kevent(2**32 + r, READ, ADD), errno.EBADF)
     os.write(w, b"x")
     assert kq.control(None, 4, 0) == []  # nothing was registered on fd r
-
-
 
 
 @pytest.mark.parametrize("filt", [READ, WRITE], ids=["READ", "WRITE"])
@@ -501,7 +509,13 @@ def test_bad_fflags_on_modify_leave_the_knote_as_it_was(kq):
 
 @pytest.mark.parametrize(
     "fflags, data",
-    [(SECONDS, 2**63 - 1), (0, 2**63 - 1), (NSECONDS, 2**63 - 1), (ABSOLUTE | SECONDS, 2**63 - 1), (ABSOLUTE | NSECONDS, 2**63 - 1)],
+    [
+        (SECONDS, 2**63 - 1),
+        (0, 2**63 - 1),
+        (NSECONDS, 2**63 - 1),
+        (ABSOLUTE | SECONDS, 2**63 - 1),
+        (ABSOLUTE | NSECONDS, 2**63 - 1),
+    ],
     ids=["s", "ms", "ns", "abs-s", "abs-ns"],
 )
 def test_huge_timer_values_saturate_and_never_fire(kq, fflags, data):
@@ -1471,8 +1485,15 @@ def test_fuzzed_changelists_never_panic_or_crash(seed):
     counts = json.loads(p.stdout)
     assert counts["ok"] + sum(counts["errors"].values()) == n
     assert set(int(k) for k in counts["errors"]) <= {
-        errno.EINVAL, errno.ENOENT, errno.EBADF, errno.ESRCH, errno.EOPNOTSUPP, errno.EPERM, errno.ELOOP,
-        errno.EPIPE, errno.ENXIO,
+        errno.EINVAL,
+        errno.ENOENT,
+        errno.EBADF,
+        errno.ESRCH,
+        errno.EOPNOTSUPP,
+        errno.EPERM,
+        errno.ELOOP,
+        errno.EPIPE,
+        errno.ENXIO,
         errno.ENOSYS,  # EVFILT_LIBKQUEUE's NOTE_FILE_POLL_INTERVAL: libkqueue's knob kqrs has no use for
     }, counts
 
@@ -1563,7 +1584,8 @@ MALFORMED = {
     "event-truncated-header": _nlmsg(_cn(struct.pack("=IIQ", PROC_EVENT_EXIT, 0, 0))),
     "nlmsg-error-type": _nlmsg(_cn(_proc_event(PROC_EVENT_EXIT, 1, 1, 0, 0)), typ=2),
     "nlmsg-overrun-type": _nlmsg(b"", typ=4),
-    "many-then-truncated": b"".join(_nlmsg(_cn(_proc_event(PROC_EVENT_FORK, 1, 1, 2, 2))) for _ in range(50)) + b"\x40\x00",
+    "many-then-truncated": b"".join(_nlmsg(_cn(_proc_event(PROC_EVENT_FORK, 1, 1, 2, 2))) for _ in range(50))
+    + b"\x40\x00",
     "150-KiB": b"\xff" * (150 * 1024),
 }
 

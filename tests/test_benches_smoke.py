@@ -143,16 +143,34 @@ def _dirty_repo(tmp_path):
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_default_results_are_not_written_from_a_dirty_tree(tmp_path):
     repo = _dirty_repo(tmp_path)
-    r = subprocess.run(["bash", "benches/run.sh", "--smoke", "--python", sys.executable], cwd=repo,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["bash", "benches/run.sh", "--smoke", "--python", sys.executable],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 3, r.stdout + r.stderr
     assert "refusing to write benches/RESULTS.md" in r.stderr and "uncommitted changes" in r.stderr
     assert not (repo / "benches" / "RESULTS.md").exists()
     # report.py's own guard (run.sh passes --require-clean for the default output)
     (tmp_path / "run1").mkdir()
-    r = subprocess.run([sys.executable, "benches/report.py", "--out", "benches/RESULTS.md", "--command", "x",
-                        "--require-clean", str(tmp_path / "run1")], cwd=repo, capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "benches/report.py",
+            "--out",
+            "benches/RESULTS.md",
+            "--command",
+            "x",
+            "--require-clean",
+            str(tmp_path / "run1"),
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 3 and "uncommitted changes" in r.stderr, r.stdout + r.stderr
     assert not (repo / "benches" / "RESULTS.md").exists()
     assert not (repo / "benches" / "results.svg").exists()

@@ -85,7 +85,9 @@ def test_installed_files(capi):
     soname = subprocess.run(["objdump", "-p", str(lib / "libkqueue.so.0")], capture_output=True, text=True)
     if soname.returncode == 0:  # binutils is there wherever gcc is; the check below is what matters
         assert "SONAME               libkqueue.so.0" in soname.stdout
-    symbols = subprocess.run(["nm", "-D", "--defined-only", str(lib / "libkqueue.so.0")], capture_output=True, text=True, check=True)
+    symbols = subprocess.run(
+        ["nm", "-D", "--defined-only", str(lib / "libkqueue.so.0")], capture_output=True, text=True, check=True
+    )
     exported = sorted(line.split()[-1] for line in symbols.stdout.splitlines() if " T " in line)
     assert exported == ["kevent", "kqueue", "libkqueue_drain_pending_close"]
 
@@ -95,7 +97,7 @@ def test_static_library_links(capi, tmp_path):
     src.write_text(
         "#include <sys/event.h>\n#include <stdio.h>\n"
         "int main(void) { int kq = kqueue(); struct kevent k; EV_SET(&k, 1, EVFILT_USER, EV_ADD, NOTE_TRIGGER, 0, 0);\n"
-        "  struct timespec z = {0, 0}; int n = kevent(kq, &k, 1, &k, 1, &z); printf(\"%d %lu\\n\", n, (unsigned long) k.ident);\n"
+        '  struct timespec z = {0, 0}; int n = kevent(kq, &k, 1, &k, 1, &z); printf("%d %lu\\n", n, (unsigned long) k.ident);\n'
         "  return 0; }\n"
     )
     flags = _pkg_config(capi, "--cflags", "--static", "--libs")
@@ -103,7 +105,9 @@ def test_static_library_links(capi, tmp_path):
     exe = tmp_path / "s"
     r = subprocess.run(
         ["gcc", "-o", str(exe), str(src), f"-I{capi / 'include/kqueue'}", str(capi / "lib/libkqueue.a"), *lib],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 0, r.stderr
     assert subprocess.run([str(exe)], capture_output=True, text=True, timeout=30).stdout == "1 1\n"

@@ -156,8 +156,10 @@ def test_pwait_timeout_not_reached(child):
     assert (p.returncode, out) == (0, f"{a.pid}: exited with status 2.\n")
 
 
-@pytest.mark.parametrize("value,message", [("1x", "timeout unit"), ("abc", "timeout value"), ("-1", "timeout value"),
-                                           ("1e9", "timeout value")])
+@pytest.mark.parametrize(
+    "value,message",
+    [("1x", "timeout unit"), ("abc", "timeout value"), ("-1", "timeout value"), ("1e9", "timeout value")],
+)
 def test_pwait_bad_timeout_exits_65(value, message):
     r = run("pwait", "-t", value, "1")
     assert r.returncode == 65
@@ -350,8 +352,9 @@ def test_trace_without_double_dash():
 
 
 def test_trace_without_the_connector_shows_the_exit_only(network_namespace):
-    p = subprocess.run(["unshare", "-n", *KQRS, "trace", "--", "sh", "-c", SCRIPT], capture_output=True, text=True,
-                       timeout=20)
+    p = subprocess.run(
+        ["unshare", "-n", *KQRS, "trace", "--", "sh", "-c", SCRIPT], capture_output=True, text=True, timeout=20
+    )
     assert p.returncode == 3
     lines = p.stderr.splitlines()
     assert lines[0].startswith("kqrs trace: forks and execs cannot be traced here")

@@ -31,8 +31,9 @@ class Watch:
     """A running `kqrs watch`; `line()` is the next stdout line (waiting at most `timeout`)."""
 
     def __init__(self, *args):
-        self.p = subprocess.Popen([*KQRS, "watch", *map(str, args)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.p = subprocess.Popen(
+            [*KQRS, "watch", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+        )
         self.banner = self._readline(self.p.stderr, 10)
 
     @staticmethod
@@ -80,8 +81,16 @@ def parse_text(line):
 def test_decode_names_every_note():
     assert decode(kqrs.KQ_NOTE_WRITE | kqrs.KQ_NOTE_EXTEND) == ["NOTE_WRITE", "NOTE_EXTEND"]
     assert decode(kqrs.KQ_NOTE_DELETE | kqrs.KQ_NOTE_LINK) == ["NOTE_DELETE", "NOTE_LINK"]
-    every = (kqrs.KQ_NOTE_DELETE | kqrs.KQ_NOTE_WRITE | kqrs.KQ_NOTE_EXTEND | kqrs.KQ_NOTE_TRUNCATE
-             | kqrs.KQ_NOTE_ATTRIB | kqrs.KQ_NOTE_LINK | kqrs.KQ_NOTE_RENAME | kqrs.KQ_NOTE_REVOKE)
+    every = (
+        kqrs.KQ_NOTE_DELETE
+        | kqrs.KQ_NOTE_WRITE
+        | kqrs.KQ_NOTE_EXTEND
+        | kqrs.KQ_NOTE_TRUNCATE
+        | kqrs.KQ_NOTE_ATTRIB
+        | kqrs.KQ_NOTE_LINK
+        | kqrs.KQ_NOTE_RENAME
+        | kqrs.KQ_NOTE_REVOKE
+    )
     assert len(decode(every)) == 8
     assert decode(0x1000) == ["0x1000"]
     assert decode(0) == []
@@ -206,8 +215,19 @@ def test_a_fifo_cannot_be_watched(tmp_path):
     assert r.stderr == f"kqrs watch: {p}: cannot watch: Invalid argument\n"
 
 
-@pytest.mark.parametrize("args", [[], ["--json"], ["-c", "0", "/"], ["-c", "x", "/"], ["-t", "-1", "/"],
-                                  ["-t", "nan", "/"], ["-t"], ["--bogus", "/"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--json"],
+        ["-c", "0", "/"],
+        ["-c", "x", "/"],
+        ["-t", "-1", "/"],
+        ["-t", "nan", "/"],
+        ["-t"],
+        ["--bogus", "/"],
+    ],
+)
 def test_usage_errors_exit_64(args):
     r = run(*args)
     assert r.returncode == 64, r
@@ -223,8 +243,9 @@ def test_help():
 
 def test_double_dash_allows_a_path_starting_with_a_dash(tmp_path):
     (tmp_path / "-odd").write_bytes(b"")
-    r = subprocess.run([*KQRS, "watch", "-t", "0", "--", "-odd"], capture_output=True, text=True, timeout=10,
-                       cwd=tmp_path)
+    r = subprocess.run(
+        [*KQRS, "watch", "-t", "0", "--", "-odd"], capture_output=True, text=True, timeout=10, cwd=tmp_path
+    )
     assert (r.returncode, r.stderr) == (0, "Watching 1 path.\n")
 
 

@@ -13,8 +13,7 @@ import time
 import pytest
 
 import kqrs
-from kqrs import _doctor as doctor
-from kqrs import kevent
+from kqrs import _doctor as doctor, kevent
 
 
 def _doctor(*args: str) -> subprocess.CompletedProcess[str]:
@@ -64,9 +63,13 @@ def test_doctor_names_the_build() -> None:
     assert isinstance(build["debug_assertions"], bool) and build["glibc"]
     row = {r["feature"]: r for r in report["rows"]}["build"]
     assert row["works"] == "yes", row
-    for part in (f"kqrs {kqrs.__version__}", f"linked for glibc {build['glibc']}", build["python_abi"],
-                 "free-threaded" if build["free_threaded"] else "GIL",
-                 "debug assertions ON" if build["debug_assertions"] else "debug assertions off"):
+    for part in (
+        f"kqrs {kqrs.__version__}",
+        f"linked for glibc {build['glibc']}",
+        build["python_abi"],
+        "free-threaded" if build["free_threaded"] else "GIL",
+        "debug assertions ON" if build["debug_assertions"] else "debug assertions off",
+    ):
         assert part in row["detail"], (part, row["detail"])
     text = _doctor().stdout
     assert any(ln.split()[:2] == ["build", "yes"] for ln in text.splitlines()), text
@@ -100,6 +103,8 @@ def test_doctor_probes_each_kernel_facility_and_names_the_supported_range() -> N
     assert f"supported: Linux {OLDEST_KERNEL} and newer" in text
     for name in feats:
         assert any(ln.split()[:1] == name.split()[:1] for ln in text.splitlines()), name
+
+
 # --- every verdict is live: a kqueue with one bug makes its row say so ---------------------------------------
 
 pytestmark = pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
@@ -172,8 +177,12 @@ def test_write_row_probes_note_lowat(monkeypatch):
 @pytest.mark.parametrize("unit", ["KQ_NOTE_USECONDS", "KQ_NOTE_NSECONDS", "KQ_NOTE_SECONDS"])
 def test_timer_row_probes_each_unit(monkeypatch, unit):
     bit = getattr(kqrs, unit)
-    with_bug(monkeypatch, changes=lambda c: copy(c, fflags=c.fflags & ~bit) if c.fflags & bit and not
-             c.fflags & kqrs.KQ_NOTE_ABSOLUTE else c)  # the unit ignored: read as milliseconds
+    with_bug(
+        monkeypatch,
+        changes=lambda c: (
+            copy(c, fflags=c.fflags & ~bit) if c.fflags & bit and not c.fflags & kqrs.KQ_NOTE_ABSOLUTE else c
+        ),
+    )  # the unit ignored: read as milliseconds
     works, detail = doctor.probe_timer()
     assert works == "no", detail
 
@@ -187,8 +196,9 @@ def test_timer_row_probes_overrun_counts(monkeypatch):
 def test_user_row_probes_each_fflags_operation(monkeypatch):
     FFAND, FFOR = kqrs.KQ_NOTE_FFAND, kqrs.KQ_NOTE_FFOR
     ctrl = kqrs.KQ_NOTE_FFCTRLMASK
-    with_bug(monkeypatch, changes=lambda c: copy(c, fflags=(c.fflags & ~ctrl) | FFOR) if c.fflags & ctrl == FFAND
-             else c)  # NOTE_FFAND taken for NOTE_FFOR
+    with_bug(
+        monkeypatch, changes=lambda c: copy(c, fflags=(c.fflags & ~ctrl) | FFOR) if c.fflags & ctrl == FFAND else c
+    )  # NOTE_FFAND taken for NOTE_FFOR
     works, detail = doctor.probe_user()
     assert works == "no" and f"{FFAND:#x}" in detail, detail
 

@@ -952,7 +952,7 @@ def test_track_a_three_level_tree(kq, spawn, pipes):
     assert ff == {a.pid: NOTE_FORK | NOTE_EXIT, b: NOTE_CHILD | NOTE_FORK | NOTE_EXIT, c: NOTE_CHILD | NOTE_EXIT}
     status = {p: es[-1].data for p, es in by.items()}
     assert status == {a.pid: 1 << 8, b: 2 << 8, c: 3 << 8}
-    for p, es in by.items():
+    for es in by.values():
         assert es[-1].flags == EXIT_FLAGS and all(e.udata == 7 for e in es)
     assert knotes(kq) == 0
 
@@ -974,8 +974,11 @@ def test_track_child_that_exits_before_collection_keeps_its_parent_pid(kq, spawn
     apply(kq, proc(c.pid, NOTE_TRACK | NOTE_FORK | NOTE_EXIT))
     c.release()
     (g,) = struct.unpack("i", os.read(ready_r, 4))
-    evs = collect(kq, lambda e: any(x.ident == g and x.fflags & NOTE_EXIT for x in e)
-                  or any(x.fflags & NOTE_TRACKERR for x in e), timeout=2)
+    evs = collect(
+        kq,
+        lambda e: any(x.ident == g and x.fflags & NOTE_EXIT for x in e) or any(x.fflags & NOTE_TRACKERR for x in e),
+        timeout=2,
+    )
     assert_no_trackerr(evs)
     by = _by_pid(evs)
     assert g in by, evs

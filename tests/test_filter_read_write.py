@@ -23,20 +23,23 @@ import pytest
 import kqrs
 from kqrs import kevent
 
-R = kqrs.KQ_FILTER_READ
-W = kqrs.KQ_FILTER_WRITE
-USER = kqrs.KQ_FILTER_USER
-ADD = kqrs.KQ_EV_ADD
-DELETE = kqrs.KQ_EV_DELETE
-ENABLE = kqrs.KQ_EV_ENABLE
-DISABLE = kqrs.KQ_EV_DISABLE
-ONESHOT = kqrs.KQ_EV_ONESHOT
-CLEAR = kqrs.KQ_EV_CLEAR
-DISPATCH = kqrs.KQ_EV_DISPATCH
-EOF = kqrs.KQ_EV_EOF
-ERROR = kqrs.KQ_EV_ERROR
-LOWAT = kqrs.KQ_NOTE_LOWAT
-TRIGGER = kqrs.KQ_NOTE_TRIGGER
+from kqhelpers import (
+    ADD,
+    CLEAR,
+    DELETE,
+    DISABLE,
+    DISPATCH,
+    ENABLE,
+    EOF,
+    ERROR,
+    LOWAT,
+    ONESHOT,
+    READ as R,
+    TRIGGER,
+    USER,
+    WRITE as W,
+    open_fds,
+)
 
 F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 SIOCOUTQ = termios.TIOCOUTQ  # the same ioctl number on Linux
@@ -219,11 +222,6 @@ def is_open(n) -> bool:
         return False
 
 
-def open_fds() -> set:
-    """Open fds of this process (without the one listdir uses for a moment)."""
-    return {n for n in map(int, os.listdir("/proc/self/fd")) if is_open(n)}
-
-
 def closed_fd_number(res):
     """A number that is not an open fd right now and that nothing will open meanwhile: high above the lowest
     free ones, which the engine may take for a kqueue's timer source or inotify instance on a change."""
@@ -359,7 +357,10 @@ def test_clear_reports_eof_once_when_peer_closes(kq, res):
     assert_quiet(kq, 0.1)
 
 
-@pytest.mark.xfail(strict=True, reason="known deviation (docs/design.md): reading SO_ERROR on Linux clears it, so kqrs reports fflags 0")
+@pytest.mark.xfail(
+    strict=True,
+    reason="known deviation (docs/design.md): reading SO_ERROR on Linux clears it, so kqrs reports fflags 0",
+)
 def test_tcp_reset_gives_eof_and_socket_error_in_fflags(kq, res):
     c, s = res.tcp_pair()
     ch(kq, s)

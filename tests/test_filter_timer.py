@@ -329,8 +329,6 @@ def test_re_add_replaces_unit_not_ors_it(kq):
     assert ev.ident == 1
 
 
-
-
 def test_re_add_relative_to_absolute_and_back(kq):
     add(kq, timer(1, 10_000))
     add(kq, timer(1, int((time.time() - 1) * 1000), fflags=ABSOLUTE))
@@ -487,8 +485,13 @@ def test_delete_drops_pending(kq):
 
 @pytest.mark.parametrize(
     "fflags",
-    [SECONDS | USECONDS, SECONDS | NSECONDS, USECONDS | NSECONDS, SECONDS | USECONDS | NSECONDS,
-     ABSOLUTE | SECONDS | NSECONDS],
+    [
+        SECONDS | USECONDS,
+        SECONDS | NSECONDS,
+        USECONDS | NSECONDS,
+        SECONDS | USECONDS | NSECONDS,
+        ABSOLUTE | SECONDS | NSECONDS,
+    ],
 )
 def test_more_than_one_unit_is_einval(kq, fflags):
     assert errno_of_add(kq, timer(1, 10, fflags=fflags)) == errno.EINVAL

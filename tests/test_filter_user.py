@@ -17,22 +17,25 @@ import pytest
 import kqrs
 from kqrs import kevent
 
-USER = kqrs.KQ_FILTER_USER
-ADD = kqrs.KQ_EV_ADD
-DELETE = kqrs.KQ_EV_DELETE
-ENABLE = kqrs.KQ_EV_ENABLE
-DISABLE = kqrs.KQ_EV_DISABLE
-ONESHOT = kqrs.KQ_EV_ONESHOT
-CLEAR = kqrs.KQ_EV_CLEAR
-DISPATCH = kqrs.KQ_EV_DISPATCH
-ERROR = kqrs.KQ_EV_ERROR
-TRIGGER = kqrs.KQ_NOTE_TRIGGER
-FFNOP = kqrs.KQ_NOTE_FFNOP
-FFAND = kqrs.KQ_NOTE_FFAND
-FFOR = kqrs.KQ_NOTE_FFOR
-FFCOPY = kqrs.KQ_NOTE_FFCOPY
-FFCTRLMASK = kqrs.KQ_NOTE_FFCTRLMASK
-FFLAGSMASK = kqrs.KQ_NOTE_FFLAGSMASK
+from kqhelpers import (
+    ADD,
+    CLEAR,
+    DELETE,
+    DISABLE,
+    DISPATCH,
+    ENABLE,
+    ERROR,
+    FFAND,
+    FFCOPY,
+    FFCTRLMASK,
+    FFLAGSMASK,
+    FFNOP,
+    FFOR,
+    ONESHOT,
+    TRIGGER,
+    USER,
+    apply,
+)
 
 
 @pytest.fixture
@@ -48,10 +51,6 @@ def user(ident, flags=ADD | CLEAR, fflags=0, data=0, udata=0):
 
 def trigger(ident, fflags=0, data=0, udata=0, flags=0):
     return kevent(ident, USER, flags, TRIGGER | fflags, data, udata)
-
-
-def apply(kq, *changes):
-    assert kq.control(list(changes), 0) == []
 
 
 def events(kq, n=16, timeout=0):

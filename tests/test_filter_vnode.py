@@ -56,9 +56,20 @@ ALL = NOTE_DELETE | NOTE_WRITE | NOTE_EXTEND | NOTE_ATTRIB | NOTE_LINK | NOTE_RE
 USE = NOTE_OPEN | NOTE_CLOSE | NOTE_CLOSE_WRITE | NOTE_READ
 # The change notes FreeBSD's <sys/event.h> has (no NOTE_TRUNCATE): what a program written for it asks for.
 FREEBSD = ALL & ~NOTE_TRUNCATE
-NAMES = {NOTE_DELETE: "DELETE", NOTE_WRITE: "WRITE", NOTE_EXTEND: "EXTEND", NOTE_ATTRIB: "ATTRIB",
-         NOTE_LINK: "LINK", NOTE_RENAME: "RENAME", NOTE_REVOKE: "REVOKE", NOTE_TRUNCATE: "TRUNCATE",
-         NOTE_OPEN: "OPEN", NOTE_CLOSE: "CLOSE", NOTE_CLOSE_WRITE: "CLOSE_WRITE", NOTE_READ: "READ"}
+NAMES = {
+    NOTE_DELETE: "DELETE",
+    NOTE_WRITE: "WRITE",
+    NOTE_EXTEND: "EXTEND",
+    NOTE_ATTRIB: "ATTRIB",
+    NOTE_LINK: "LINK",
+    NOTE_RENAME: "RENAME",
+    NOTE_REVOKE: "REVOKE",
+    NOTE_TRUNCATE: "TRUNCATE",
+    NOTE_OPEN: "OPEN",
+    NOTE_CLOSE: "CLOSE",
+    NOTE_CLOSE_WRITE: "CLOSE_WRITE",
+    NOTE_READ: "READ",
+}
 
 QUIET = 0.05  # how long "nothing happens" is watched for
 
@@ -233,8 +244,9 @@ def test_o_path_and_write_only_fds_are_vnodes(kq, tmp_path, fds):
     watch(kq, wfd, NOTE_WRITE | NOTE_EXTEND, udata=1)
     watch(kq, pfd, NOTE_WRITE | NOTE_EXTEND, udata=2)
     os.write(wfd, b"xy")
-    assert sorted(events(kq)) == sorted([ev(wfd, NOTE_WRITE | NOTE_EXTEND, udata=1),
-                                         ev(pfd, NOTE_WRITE | NOTE_EXTEND, udata=2)])
+    assert sorted(events(kq)) == sorted(
+        [ev(wfd, NOTE_WRITE | NOTE_EXTEND, udata=1), ev(pfd, NOTE_WRITE | NOTE_EXTEND, udata=2)]
+    )
 
 
 # ---- NOTE_WRITE, NOTE_EXTEND, NOTE_TRUNCATE ---------------------------------------------------------
@@ -457,7 +469,7 @@ def test_rename_over_order_does_not_depend_on_the_order_of_the_knotes(kq, tmp_pa
     a.write_bytes(b"a")
     b.write_bytes(b"b")
     fa, fb = fds(a), fds(b)
-    for fd in ([fa, fb] if order == "a_first" else [fb, fa]):
+    for fd in [fa, fb] if order == "a_first" else [fb, fa]:
         watch(kq, fd, NOTE_DELETE | NOTE_RENAME)
     os.rename(a, b)
     assert events(kq) == [ev(fa, NOTE_RENAME), ev(fb, NOTE_DELETE)]
@@ -627,9 +639,12 @@ def test_truncate_row_with_freebsds_notes(kq, tree):
     assert events(kq) == [ev(fd["f"], NOTE_ATTRIB)]
 
 
-@pytest.mark.xfail(strict=True, reason="Linux cannot say it: truncate(2) to the same or a larger size reports "
-                                       "IN_MODIFY, as a write does, and the size alone cannot tell a truncation "
-                                       "that grew the file from a write past its end (docs/design.md)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="Linux cannot say it: truncate(2) to the same or a larger size reports "
+    "IN_MODIFY, as a write does, and the size alone cannot tell a truncation "
+    "that grew the file from a write past its end (docs/design.md)",
+)
 @pytest.mark.parametrize("size", [3, 100])
 def test_truncate_row_to_the_same_or_a_larger_size(kq, tree, size):
     p, fd = tree
@@ -675,16 +690,23 @@ def test_rename_across_directories_row(kq, tree):
     p, fd = tree
     watch_each(kq, fd, ["f", "E", "D"])
     os.rename(p["f"], p["E"] / "f")
-    assert events(kq) == [ev(fd["D"], NOTE_WRITE | NOTE_EXTEND), ev(fd["E"], NOTE_WRITE | NOTE_EXTEND),
-                          ev(fd["f"], NOTE_RENAME)]
+    assert events(kq) == [
+        ev(fd["D"], NOTE_WRITE | NOTE_EXTEND),
+        ev(fd["E"], NOTE_WRITE | NOTE_EXTEND),
+        ev(fd["f"], NOTE_RENAME),
+    ]
 
 
 def test_rename_across_directories_over_a_file_row(kq, tree):
     p, fd = tree
     watch_each(kq, fd, ["t", "f", "E", "D"])
     os.rename(p["f"], p["t"])
-    assert events(kq) == [ev(fd["D"], NOTE_WRITE | NOTE_EXTEND), ev(fd["E"], NOTE_WRITE | NOTE_EXTEND),
-                          ev(fd["f"], NOTE_RENAME), ev(fd["t"], NOTE_DELETE)]
+    assert events(kq) == [
+        ev(fd["D"], NOTE_WRITE | NOTE_EXTEND),
+        ev(fd["E"], NOTE_WRITE | NOTE_EXTEND),
+        ev(fd["f"], NOTE_RENAME),
+        ev(fd["t"], NOTE_DELETE),
+    ]
 
 
 def test_rename_of_a_directory_across_directories_row(kq, tree):
@@ -692,8 +714,11 @@ def test_rename_of_a_directory_across_directories_row(kq, tree):
     p, fd = tree
     watch_each(kq, fd, ["s", "E", "D"])
     os.rename(p["s"], p["E"] / "s")
-    assert events(kq) == [ev(fd["D"], NOTE_WRITE | NOTE_EXTEND | NOTE_LINK),
-                          ev(fd["E"], NOTE_WRITE | NOTE_EXTEND | NOTE_LINK), ev(fd["s"], NOTE_RENAME)]
+    assert events(kq) == [
+        ev(fd["D"], NOTE_WRITE | NOTE_EXTEND | NOTE_LINK),
+        ev(fd["E"], NOTE_WRITE | NOTE_EXTEND | NOTE_LINK),
+        ev(fd["s"], NOTE_RENAME),
+    ]
 
 
 def test_rename_of_a_directory_across_directories_over_a_directory_row(kq, tree):
@@ -702,8 +727,12 @@ def test_rename_of_a_directory_across_directories_over_a_directory_row(kq, tree)
     p, fd = tree
     watch_each(kq, fd, ["u", "s", "E", "D"])
     os.rename(p["s"], p["u"])
-    assert events(kq) == [ev(fd["D"], NOTE_WRITE | NOTE_EXTEND | NOTE_LINK), ev(fd["E"], NOTE_WRITE | NOTE_EXTEND),
-                          ev(fd["s"], NOTE_RENAME), ev(fd["u"], NOTE_DELETE)]
+    assert events(kq) == [
+        ev(fd["D"], NOTE_WRITE | NOTE_EXTEND | NOTE_LINK),
+        ev(fd["E"], NOTE_WRITE | NOTE_EXTEND),
+        ev(fd["s"], NOTE_RENAME),
+        ev(fd["u"], NOTE_DELETE),
+    ]
 
 
 @pytest.mark.parametrize("order", ["directory_first", "file_first"])
@@ -749,8 +778,12 @@ def test_rmdir_row_for_directories_of_the_same_name(kq, tmp_path, fds):
         watch(kq, fd[sub])
     os.rmdir(tmp_path / "a" / "x")
     os.rmdir(tmp_path / "b" / "x")
-    assert events(kq) == [ev(fd["a"], NOTE_WRITE | NOTE_LINK), ev(fd["a/x"], NOTE_DELETE),
-                          ev(fd["b"], NOTE_WRITE | NOTE_LINK), ev(fd["b/x"], NOTE_DELETE)]
+    assert events(kq) == [
+        ev(fd["a"], NOTE_WRITE | NOTE_LINK),
+        ev(fd["a/x"], NOTE_DELETE),
+        ev(fd["b"], NOTE_WRITE | NOTE_LINK),
+        ev(fd["b/x"], NOTE_DELETE),
+    ]
 
 
 # ---- rmdir and the internal parent watch -------------------------------------------------------------
@@ -987,16 +1020,20 @@ def test_create_row(kq, tree, how):
     p, fd = tree
     watch_each(kq, fd, ["f", "D"])
     {"create": lambda q: q.write_bytes(b""), "symlink": lambda q: os.symlink("f", q), "mkfifo": os.mkfifo}[how](
-        p["D"] / "new")
+        p["D"] / "new"
+    )
     assert events(kq) == [ev(fd["D"], NOTE_WRITE)]
 
 
-@pytest.mark.parametrize("how, notes", [
-    ("overwrite", NOTE_WRITE),
-    ("append", NOTE_WRITE | NOTE_EXTEND),
-    ("pwrite_past_the_end", NOTE_WRITE | NOTE_EXTEND),
-    ("empty", 0),
-])
+@pytest.mark.parametrize(
+    "how, notes",
+    [
+        ("overwrite", NOTE_WRITE),
+        ("append", NOTE_WRITE | NOTE_EXTEND),
+        ("pwrite_past_the_end", NOTE_WRITE | NOTE_EXTEND),
+        ("empty", 0),
+    ],
+)
 def test_write_row(kq, tree, how, notes):
     p, fd = tree
     watch_each(kq, fd, ["D", "f"])
@@ -1204,11 +1241,14 @@ def test_notes_coalesce_into_one_event(kq, f, tmp_path):
     quiet(kq)
 
 
-@pytest.mark.parametrize("first,then,expected", [
-    ("chmod", "append", NOTE_ATTRIB | NOTE_WRITE | NOTE_EXTEND),
-    ("chmod", "truncate", NOTE_ATTRIB | NOTE_TRUNCATE),
-    ("link", "append", NOTE_LINK | NOTE_WRITE | NOTE_EXTEND),
-])
+@pytest.mark.parametrize(
+    "first,then,expected",
+    [
+        ("chmod", "append", NOTE_ATTRIB | NOTE_WRITE | NOTE_EXTEND),
+        ("chmod", "truncate", NOTE_ATTRIB | NOTE_TRUNCATE),
+        ("link", "append", NOTE_LINK | NOTE_WRITE | NOTE_EXTEND),
+    ],
+)
 def test_notes_coalesce_whatever_their_order(kq, f, tmp_path, first, then, expected):
     p, fd = f
     watch(kq, fd)
@@ -1223,20 +1263,28 @@ def test_notes_coalesce_whatever_their_order(kq, f, tmp_path, first, then, expec
     assert events(kq) == [ev(fd, expected)]
 
 
-@pytest.mark.parametrize("ops, fflags, expected", [
-    # the truncation is seen through the chmod's event; its own IN_MODIFY is not a further write
-    (("chmod", "truncate"), FREEBSD, NOTE_ATTRIB),
-    # the new link is seen through the write's event; its own IN_ATTRIB is not an attribute change
-    (("append", "link"), ALL, NOTE_WRITE | NOTE_EXTEND | NOTE_LINK),
-    (("append", "unlink_other"), ALL, NOTE_WRITE | NOTE_EXTEND | NOTE_DELETE),
-])
+@pytest.mark.parametrize(
+    "ops, fflags, expected",
+    [
+        # the truncation is seen through the chmod's event; its own IN_MODIFY is not a further write
+        (("chmod", "truncate"), FREEBSD, NOTE_ATTRIB),
+        # the new link is seen through the write's event; its own IN_ATTRIB is not an attribute change
+        (("append", "link"), ALL, NOTE_WRITE | NOTE_EXTEND | NOTE_LINK),
+        (("append", "unlink_other"), ALL, NOTE_WRITE | NOTE_EXTEND | NOTE_DELETE),
+    ],
+)
 def test_a_change_seen_before_its_own_event_is_counted_once(kq, f, tmp_path, ops, fflags, expected):
     p, fd = f
     os.link(p, tmp_path / "other")
     watch(kq, fd, fflags)
     for op in ops:
-        {"chmod": lambda: os.chmod(p, 0o600), "truncate": lambda: os.truncate(p, 1), "append": lambda: append(p),
-         "link": lambda: os.link(p, tmp_path / "hard"), "unlink_other": lambda: os.unlink(tmp_path / "other")}[op]()
+        {
+            "chmod": lambda: os.chmod(p, 0o600),
+            "truncate": lambda: os.truncate(p, 1),
+            "append": lambda: append(p),
+            "link": lambda: os.link(p, tmp_path / "hard"),
+            "unlink_other": lambda: os.unlink(tmp_path / "other"),
+        }[op]()
     assert events(kq) == [ev(fd, expected)]
     quiet(kq)
 
@@ -1488,8 +1536,20 @@ def test_opt_in_values_collide_with_nothing():
     """FreeBSD's values where libkqueue leaves them free; NOTE_OPEN (FreeBSD's 0x80 is libkqueue's
     NOTE_TRUNCATE) on the next free bit."""
     assert (NOTE_OPEN, NOTE_CLOSE, NOTE_CLOSE_WRITE, NOTE_READ) == (0x800, 0x100, 0x200, 0x400)
-    bits = [NOTE_DELETE, NOTE_WRITE, NOTE_EXTEND, NOTE_ATTRIB, NOTE_LINK, NOTE_RENAME, NOTE_REVOKE, NOTE_TRUNCATE,
-            NOTE_OPEN, NOTE_CLOSE, NOTE_CLOSE_WRITE, NOTE_READ]
+    bits = [
+        NOTE_DELETE,
+        NOTE_WRITE,
+        NOTE_EXTEND,
+        NOTE_ATTRIB,
+        NOTE_LINK,
+        NOTE_RENAME,
+        NOTE_REVOKE,
+        NOTE_TRUNCATE,
+        NOTE_OPEN,
+        NOTE_CLOSE,
+        NOTE_CLOSE_WRITE,
+        NOTE_READ,
+    ]
     assert all(b and b & (b - 1) == 0 for b in bits) and len(set(bits)) == len(bits)
     assert ALL & USE == 0
 
@@ -1560,8 +1620,7 @@ def test_a_knote_that_did_not_ask_is_not_told_when_another_on_the_file_asks(kq, 
         fh.read()
     assert events(kq) == [ev(fd2, NOTE_OPEN | NOTE_READ | NOTE_CLOSE, udata=2)]
     append(p)  # opened (the knote asking is told first), written, closed
-    assert events(kq) == [ev(fd2, NOTE_OPEN | NOTE_CLOSE_WRITE, udata=2),
-                          ev(fd, NOTE_WRITE | NOTE_EXTEND, udata=1)]
+    assert events(kq) == [ev(fd2, NOTE_OPEN | NOTE_CLOSE_WRITE, udata=2), ev(fd, NOTE_WRITE | NOTE_EXTEND, udata=1)]
 
 
 def test_another_kqueue_asking_never_wakes_this_one(kq, f):
@@ -1631,9 +1690,12 @@ def test_a_read_knote_on_the_file_is_not_woken_by_reads_a_vnode_knote_asked_for(
     assert [(e.filter, e.data, e.udata) for e in kq.control(None, 4, 0.5)] == [(kqrs.KQ_FILTER_READ, 4, 7)]
 
 
-@pytest.mark.xfail(strict=True, reason="Linux cannot say it: a read at the end of the file returns 0 bytes and "
-                                       "Linux reports IN_ACCESS only for a read that read something; FreeBSD's "
-                                       "vop_read_post posts NOTE_READ for every successful VOP_READ")
+@pytest.mark.xfail(
+    strict=True,
+    reason="Linux cannot say it: a read at the end of the file returns 0 bytes and "
+    "Linux reports IN_ACCESS only for a read that read something; FreeBSD's "
+    "vop_read_post posts NOTE_READ for every successful VOP_READ",
+)
 def test_read_at_end_of_file_is_read(kq, f):
     p, fd = f
     watch(kq, fd, NOTE_READ)

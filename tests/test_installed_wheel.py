@@ -27,8 +27,16 @@ pytestmark = pytest.mark.skipif(
 
 ROOT = Path(__file__).resolve().parent.parent
 # The C runtime, nothing else: what manylinux2014 lets a wheel take from the system.
-ALLOWED_NEEDED = {"libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1", "libgcc_s.so.1",
-                  "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}
+ALLOWED_NEEDED = {
+    "libc.so.6",
+    "libm.so.6",
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+    "libgcc_s.so.1",
+    "ld-linux-x86-64.so.2",
+    "ld-linux-aarch64.so.1",
+}
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 ABI = f"cp{sys.version_info.major}{sys.version_info.minor}" + ("t" if FREE_THREADED else "")
 

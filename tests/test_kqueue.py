@@ -101,9 +101,7 @@ def start_thread(target, *args):
 
 
 def test_changes_applied_in_order_before_collection(kq):
-    got = kq.control(
-        [user(1), trigger(1, FFCOPY | 0x1), trigger(1, FFCOPY | 0x2), user(2), trigger(2, data=5)], 8, 0
-    )
+    got = kq.control([user(1), trigger(1, FFCOPY | 0x1), trigger(1, FFCOPY | 0x2), user(2), trigger(2, data=5)], 8, 0)
     assert sorted((e.ident, e.fflags, e.data) for e in got) == [(1, 0x2, 0), (2, 0, 5)]
 
 
@@ -764,9 +762,8 @@ def test_context_manager_closes():
         fd = q.fileno()
     assert q.closed
     assert fd not in _fds() or not os.readlink(f"/proc/self/fd/{fd}").endswith("[eventpoll]")
-    with pytest.raises(RuntimeError):
-        with kqrs.kqueue() as q2:
-            raise RuntimeError
+    with pytest.raises(RuntimeError), kqrs.kqueue() as q2:
+        raise RuntimeError
     assert q2.closed
 
 
@@ -834,7 +831,15 @@ def test_bad_max_events(kq):
 
 @pytest.mark.parametrize(
     "timeout,name",
-    [("1", "str"), (float("nan"), "float"), (1e300, "float"), (2**70, "int"), (-(2**40), "int"), (b"", "bytes"), ([], "list")],
+    [
+        ("1", "str"),
+        (float("nan"), "float"),
+        (1e300, "float"),
+        (2**70, "int"),
+        (-(2**40), "int"),
+        (b"", "bytes"),
+        ([], "list"),
+    ],
 )
 def test_bad_timeout_type(kq, timeout, name):
     with pytest.raises(TypeError, match=rf"^timeout argument must be a number or None, got {name}$"):
@@ -896,7 +901,9 @@ def test_control_arity_messages_match_cpython(kq):
         kq.control(None)
     with pytest.raises(TypeError, match=r"^control expected at most 3 arguments, got 4$"):
         kq.control(None, 1, 0, 0)
-    with pytest.raises(TypeError, match=r"^(kqueue\.)?control\(\) .*keyword argument"):  # wording: PyO3's (docs/design.md)
+    with pytest.raises(
+        TypeError, match=r"^(kqueue\.)?control\(\) .*keyword argument"
+    ):  # wording: PyO3's (docs/design.md)
         kq.control(None, 1, timeout=0)
 
 
@@ -916,6 +923,66 @@ def test_constants_module_matches_the_extension():
     ext = {n: getattr(_kqrs, n) for n in dir(_kqrs) if n.startswith("KQ_")}
     assert {n: getattr(_constants, n) for n in _constants.__all__} == ext
     assert {n: getattr(kqrs, n) for n in ext} == ext == kqrs.CONSTANTS
+
+
+def test_stub_constants_are_the_extensions():
+    """_kqrs.pyi must stay written (type checkers read it): its KQ_* names, in __all__ and as annotated
+    ints, are exactly the extension's, and each of those is an int."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(kqrs.__file__).parent / "_kqrs.pyi").read_text())
+    annotated, listed = {}, set()
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            annotated[node.target.id] = ast.unparse(node.annotation)
+        elif isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == ["__all__"]:
+            listed = {e.value for e in node.value.elts if isinstance(e, ast.Constant)}
+    ext = {n: getattr(_kqrs, n) for n in dir(_kqrs) if n.startswith("KQ_")}
+    assert {n: t for n, t in annotated.items() if n.startswith("KQ_")} == dict.fromkeys(ext, "int")
+    assert {n for n in listed if n.startswith("KQ_")} == set(ext)
+    assert all(type(v) is int for v in ext.values())
+
+
+_RS_PREFIX = {"KQ_FILTER_": "EVFILT_", "KQ_EV_": "EV_", "KQ_NOTE_": "NOTE_"}
+
+
+def test_extension_constants_are_consts_rs():
+    """rust/src/consts.rs is the one source of the values: every KQ_* name of the extension is the
+    consts.rs constant of the same name (KQ_FILTER_ -> EVFILT_, KQ_EV_ -> EV_, KQ_NOTE_ -> NOTE_), with its
+    value; _constants.py, the enums and the stubs are held to the extension by the tests around this one."""
+    import re
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parent.parent / "rust" / "src" / "consts.rs"
+    if not src.exists():
+        pytest.skip("no rust/src/consts.rs beside the tests (an installed-wheel run)")
+    rs = {
+        m.group(1): int(m.group(2).replace("_", ""), 0)
+        for m in re.finditer(r"^pub const (\w+): [iu]\d+ = (-?(?:0x[0-9A-Fa-f_]+|[0-9_]+));", src.read_text(), re.M)
+    }
+    for name in (n for n in dir(_kqrs) if n.startswith("KQ_")):
+        prefix = next(p for p in _RS_PREFIX if name.startswith(p))
+        rs_name = _RS_PREFIX[prefix] + name[len(prefix) :]
+        assert rs.get(rs_name) == getattr(_kqrs, name), (name, rs_name)
+
+
+def test_lazy_names_are_the_type_checking_imports():
+    """__init__.py's _LAZY is the one list of the names it loads on first use; the imports it writes out
+    for type checkers under TYPE_CHECKING must name the same things from the same modules."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(kqrs.__file__).read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    imported = {
+        a.asname or a.name: node.module.lstrip(".") if node.module else None
+        for node in block.body
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+        for a in node.names
+    }
+    assert imported == kqrs._LAZY
+    assert set(kqrs._LAZY) <= set(kqrs.__all__)
 
 
 def test_import_kqrs_loads_no_extension():

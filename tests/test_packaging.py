@@ -121,7 +121,16 @@ def wheel_name_parts(name: str) -> tuple[str, str, list[str]]:
 def check_wheel_contents(wheel: Path, abi: str, arch: str) -> None:
     z = zipfile.ZipFile(wheel)
     names = set(z.namelist())
-    for f in ("__init__.py", "_api.py", "asyncio.py", "_queue.py", "_doctor.py", "_kqrs.pyi", "py.typed", "__main__.py"):
+    for f in (
+        "__init__.py",
+        "_api.py",
+        "asyncio.py",
+        "_queue.py",
+        "_doctor.py",
+        "_kqrs.pyi",
+        "py.typed",
+        "__main__.py",
+    ):
         assert f"kqrs/{f}" in names, f
     for lic in ("LICENSE-MIT", "LICENSE-APACHE"):
         assert f"kqrs-0.1.0.dist-info/licenses/{lic}" in names, (wheel.name, lic)
@@ -176,16 +185,34 @@ def test_wheel_installs_into_a_fresh_venv_and_works(wheel, tmp_path):
 SDIST_PYTESTS = ["tests/test_kqueue.py", "tests/test_filter_user.py", "tests/test_release.py"]
 
 
-@pytest.mark.skipif(bool(os.environ.get("KQRS_SDIST_TESTED")),
-                    reason="KQRS_SDIST_TESTED: this run built and tested the sdist in an earlier venv")
+@pytest.mark.skipif(
+    bool(os.environ.get("KQRS_SDIST_TESTED")),
+    reason="KQRS_SDIST_TESTED: this run built and tested the sdist in an earlier venv",
+)
 def test_sdist_builds_and_passes_tests_from_a_fresh_unpack(sdist, tmp_path):
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-        for f in ("Cargo.toml", "Cargo.lock", "build.rs", "pyproject.toml", "README.md", "CHANGELOG.md",
-                  "LICENSE-MIT", "LICENSE-APACHE", "rust/src/lib.rs", "rust/src/python/mod.rs",
-                  "python/kqrs/__init__.py", "python/kqrs/_api.py", "python/kqrs/asyncio.py",
-                  "python/kqrs/_kqrs.pyi", "python/kqrs/py.typed", "PKG-INFO", "tests/run-all.sh",
-                  "rust/tests/engine.rs", *SDIST_PYTESTS):
+        for f in (
+            "Cargo.toml",
+            "Cargo.lock",
+            "build.rs",
+            "pyproject.toml",
+            "README.md",
+            "CHANGELOG.md",
+            "LICENSE-MIT",
+            "LICENSE-APACHE",
+            "rust/src/lib.rs",
+            "rust/src/python/mod.rs",
+            "python/kqrs/__init__.py",
+            "python/kqrs/_api.py",
+            "python/kqrs/asyncio.py",
+            "python/kqrs/_kqrs.pyi",
+            "python/kqrs/py.typed",
+            "PKG-INFO",
+            "tests/run-all.sh",
+            "rust/tests/engine.rs",
+            *SDIST_PYTESTS,
+        ):
             assert f in names, f
         assert not any(n.endswith(".so") or n.startswith(("target/", "dist/", ".venv")) for n in names)
         tar.extractall(tmp_path, filter="data") if sys.version_info >= (3, 12) else tar.extractall(tmp_path)
@@ -207,15 +234,32 @@ def test_sdist_builds_and_passes_tests_from_a_fresh_unpack(sdist, tmp_path):
     run([maturin(), "build", "--release", "-o", str(out), "-i", sys.executable], cwd=src, env=env)
     [built] = list(out.glob("kqrs-0.1.0-*manylinux*.whl"))
     site = tmp_path / "site"
-    run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target", str(site),
-         str(built)], timeout=120)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(site),
+            str(built),
+        ],
+        timeout=120,
+    )
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("KQRS_EXPECT_WHEEL", None)
-    r = run([sys.executable, "-c", "import kqrs, kqrs._kqrs; print(kqrs.__file__); print(kqrs._kqrs.__file__)"],
-            cwd=src, env=env)
+    r = run(
+        [sys.executable, "-c", "import kqrs, kqrs._kqrs; print(kqrs.__file__); print(kqrs._kqrs.__file__)"],
+        cwd=src,
+        env=env,
+    )
     assert all(Path(p).is_relative_to(site) for p in r.stdout.split()), r.stdout
-    r = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SDIST_PYTESTS], cwd=src, env=env,
-            timeout=240)
+    r = run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SDIST_PYTESTS], cwd=src, env=env, timeout=240
+    )
     assert re.search(r"\d+ passed", r.stdout) and " failed" not in r.stdout, r.stdout[-2000:]
 
 
@@ -231,8 +275,9 @@ def mypy(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_mypy_strict_on_the_high_level_api_and_the_examples():
-    r = mypy("mypy", "--strict", "python/kqrs/_api.py", "python/kqrs/asyncio.py", "python/kqrs/__init__.py",
-             "docs/examples")
+    r = mypy(
+        "mypy", "--strict", "python/kqrs/_api.py", "python/kqrs/asyncio.py", "python/kqrs/__init__.py", "docs/examples"
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 

@@ -20,8 +20,8 @@ import pytest
 
 import kqrs
 
-PROC = kqrs.KQ_FILTER_PROC
-NOTE_EXIT = kqrs.KQ_NOTE_EXIT
+from kqhelpers import NOTE_EXIT, PROC
+
 EXIT_FLAGS = kqrs.KQ_EV_CLEAR | kqrs.KQ_EV_EOF | kqrs.KQ_EV_ONESHOT
 WANT = 10000
 HEADROOM = 300  # fds kept free for pytest, the kqueue's own fds and the pipe
@@ -97,8 +97,13 @@ def blocked_children():
         r, w = os.pipe()
         pipe.append(w)
         try:
-            out = subprocess.run([sys.executable, "-S", "-c", _FORKER, str(r), str(n)], pass_fds=(r,),
-                                 capture_output=True, text=True, timeout=60)
+            out = subprocess.run(
+                [sys.executable, "-S", "-c", _FORKER, str(r), str(n)],
+                pass_fds=(r,),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
         finally:
             os.close(r)
         line, err = out.stdout.split("\n", 1) if "\n" in out.stdout else ("", out.stdout)
@@ -134,7 +139,9 @@ def test_watch_10000_processes_every_exit_once(blocked_children):
     t0 = time.monotonic()
     pids, release = blocked_children(n)
     with kqrs.kqueue() as kq:
-        assert kq.control([kqrs.kevent(pid, PROC, kqrs.KQ_EV_ADD, NOTE_EXIT, 0, pid % 1000) for pid in pids], 0, 0) == []
+        assert (
+            kq.control([kqrs.kevent(pid, PROC, kqrs.KQ_EV_ADD, NOTE_EXIT, 0, pid % 1000) for pid in pids], 0, 0) == []
+        )
         assert kq._stats()[0] == n
         assert kq.control(None, 16, 0) == []  # all blocked: nothing yet
         release()
@@ -143,7 +150,12 @@ def test_watch_10000_processes_every_exit_once(blocked_children):
         while len(seen) < n and time.monotonic() < deadline:
             for ev in kq.control(None, 4096, 1):
                 assert (ev.filter, ev.flags, ev.fflags, ev.data, ev.udata) == (
-                    PROC, EXIT_FLAGS, NOTE_EXIT, 0, ev.ident % 1000), ev
+                    PROC,
+                    EXIT_FLAGS,
+                    NOTE_EXIT,
+                    0,
+                    ev.ident % 1000,
+                ), ev
                 assert ev.ident not in seen, f"exit of {ev.ident} reported twice"
                 seen[ev.ident] = ev.data
         assert len(seen) == n, f"{n - len(seen)} of {n} exits not reported"

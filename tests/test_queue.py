@@ -30,8 +30,12 @@ from kqrs import EventQueue, kevent, kqueue
 READ, ADD, DELETE, CLEAR = kqrs.KQ_FILTER_READ, kqrs.KQ_EV_ADD, kqrs.KQ_EV_DELETE, kqrs.KQ_EV_CLEAR
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import (  # noqa: E402
+    HealthCheck,
+    given,
+    settings,
+    strategies as st,  # noqa: E402
+)
 
 
 def readable(fd: int) -> bool:
@@ -172,7 +176,7 @@ def test_blocked_putters_go_in_in_order() -> None:
     putters = []
     for i in range(4):
         putters.append(start(q.put, i))
-        wait_for(lambda: q._stats()[1] == i + 1)
+        wait_for(lambda: q._stats()[1] == i + 1)  # noqa: B023
     got = [q.get(timeout=5) for _ in range(5)]
     join(*putters)
     assert got == ["first", 0, 1, 2, 3]
@@ -205,7 +209,7 @@ def test_get_many_makes_room_for_every_blocked_putter() -> None:
     putters = []
     for i in (2, 3):
         putters.append(start(q.put, i))
-        wait_for(lambda: q._stats()[1] == i - 1)
+        wait_for(lambda: q._stats()[1] == i - 1)  # noqa: B023
     assert q.get_many() == [0, 1]
     join(*putters)
     assert q.get_many() == [2, 3]
@@ -687,8 +691,9 @@ OPS = st.sampled_from(["get", "get_nowait", "get_timeout", "get_many"])
     maxsize=st.sampled_from([0, 1, 3, 50]),
     batch=st.integers(min_value=1, max_value=8),
 )
-def test_every_item_is_delivered_once_in_fifo_order_per_producer(producers: list[int], consumers: list[str],
-                                                                 maxsize: int, batch: int) -> None:
+def test_every_item_is_delivered_once_in_fifo_order_per_producer(
+    producers: list[int], consumers: list[str], maxsize: int, batch: int
+) -> None:
     q: EventQueue[tuple[int, int] | None] = EventQueue(maxsize)
     received: list[list[tuple[int, int]]] = [[] for _ in consumers]
 

@@ -146,7 +146,7 @@ class Meter:
             self.base = self.n - 1
 
     def _at(self, k: int) -> tuple[int, Reading]:
-        row = self.data[k * len(FIELDS):(k + 1) * len(FIELDS)]
+        row = self.data[k * len(FIELDS) : (k + 1) * len(FIELDS)]
         return row[0], Reading(*row[1:])
 
     @property
@@ -267,16 +267,28 @@ def add_delete_cycles(total: int, leak: str | None = None) -> tuple[Meter, dict]
     a.close()
     b.close()
     del kept
-    return meter, dict(seconds=round(elapsed, 1), cycles=cycles, fds_before=fds0, fds_after=fds1,
-                       owned_before=owned0, owned_end=owned_end)
+    return meter, dict(
+        seconds=round(elapsed, 1),
+        cycles=cycles,
+        fds_before=fds0,
+        fds_after=fds1,
+        owned_before=owned0,
+        owned_end=owned_end,
+    )
 
 
 def test_add_delete_cycles_keep_memory_flat():
     """ADD_DELETE_CYCLES add/delete cycles: no knote, no Rust heap block or byte, no Python block (beyond
     half a leaked knote per 1,000 cycles) after the warm-up; the fds and kqrs's own fd count come back."""
     meter, info = add_delete_cycles(ADD_DELETE_CYCLES)
-    report("add_delete", cycles=info["cycles"], seconds=info["seconds"], **meter.numbers(),
-           fds_before=len(info["fds_before"]), fds_after=len(info["fds_after"]))
+    report(
+        "add_delete",
+        cycles=info["cycles"],
+        seconds=info["seconds"],
+        **meter.numbers(),
+        fds_before=len(info["fds_before"]),
+        fds_after=len(info["fds_after"]),
+    )
     assert meter.samples[-1][1].knotes == 0
     assert info["owned_end"] == info["owned_before"]
     assert leaked(info["fds_before"], info["fds_after"]) == {}
@@ -286,11 +298,14 @@ def test_add_delete_cycles_keep_memory_flat():
 CHECKER_CYCLES = 30_000
 
 
-@pytest.mark.parametrize("leak, what", [
-    ("knote", "more knotes"),
-    ("engine", "more Rust heap blocks"),
-    ("python", "more Python blocks"),
-])
+@pytest.mark.parametrize(
+    "leak, what",
+    [
+        ("knote", "more knotes"),
+        ("engine", "more Rust heap blocks"),
+        ("python", "more Python blocks"),
+    ],
+)
 def test_the_checker_catches_one_leak_per_1000_cycles(leak, what):
     """The same cycles, with one knote (or one knote's engine memory, or one kevent object) leaked per
     1,000 cycles: the bound flags it."""

@@ -33,8 +33,11 @@ from dataclasses import dataclass, field
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import (  # noqa: E402
+    HealthCheck,
+    settings,
+    strategies as st,  # noqa: E402
+)
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule  # noqa: E402
 
 import kqrs  # noqa: E402
@@ -233,8 +236,11 @@ user_fflags = st.builds(
 flag_sets = st.builds(
     lambda base, extra: base | extra,
     st.sampled_from([ADD] * 5 + [0, 0, DELETE, ENABLE, ENABLE, DISABLE, ADD | DISABLE, ADD | ENABLE, ADD | DELETE]),
-    st.sampled_from([0] * 8 + [ONESHOT, CLEAR, CLEAR, DISPATCH, RECEIPT, ONESHOT | CLEAR, DISPATCH | CLEAR]
-                    + [ENABLE | DISABLE, 0x100]),
+    st.sampled_from(
+        [0] * 8
+        + [ONESHOT, CLEAR, CLEAR, DISPATCH, RECEIPT, ONESHOT | CLEAR, DISPATCH | CLEAR]
+        + [ENABLE | DISABLE, 0x100]
+    ),
 )
 
 
@@ -302,7 +308,9 @@ class KnoteTableMachine(RuleBasedStateMachine):
         return data.draw(st.sampled_from(IDENTS), label="ident")
 
     @initialize(
-        sticky=st.lists(st.sampled_from([0, CLEAR, ONESHOT, DISPATCH, DISPATCH | CLEAR, RECEIPT]), min_size=2, max_size=4),
+        sticky=st.lists(
+            st.sampled_from([0, CLEAR, ONESHOT, DISPATCH, DISPATCH | CLEAR, RECEIPT]), min_size=2, max_size=4
+        ),
         oneshot_timers=st.integers(0, 2),
     )
     def some_knotes(self, sticky, oneshot_timers):
@@ -542,7 +550,11 @@ class PipeSocketMachine(RuleBasedStateMachine):
 
     # -- rules ----------------------------------------------------------------------------------------------
 
-    @initialize(flags=st.lists(st.sampled_from([ADD, ADD, ADD | ONESHOT, ADD | DISPATCH, ADD | DISABLE]), min_size=6, max_size=6))
+    @initialize(
+        flags=st.lists(
+            st.sampled_from([ADD, ADD, ADD | ONESHOT, ADD | DISPATCH, ADD | DISABLE]), min_size=6, max_size=6
+        )
+    )
     def a_pipe_and_a_socketpair(self, flags):
         self.new_channel("pipe")
         self.new_channel("sock")
@@ -565,7 +577,9 @@ class PipeSocketMachine(RuleBasedStateMachine):
     @precondition(lambda self: self._open_fds())
     @rule(
         data=st.data(),
-        flags=st.sampled_from([ADD, ADD, ADD | ONESHOT, ADD | DISPATCH, ADD | DISABLE, ADD | ONESHOT | DISABLE, ADD | ENABLE]),
+        flags=st.sampled_from(
+            [ADD, ADD, ADD | ONESHOT, ADD | DISPATCH, ADD | DISABLE, ADD | ONESHOT | DISABLE, ADD | ENABLE]
+        ),
         receipt=st.sampled_from([0, 0, 0, RECEIPT]),
         udata=udatas,
         room=st.sampled_from([0, 0, 1, 4]),

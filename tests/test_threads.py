@@ -52,10 +52,10 @@ def test_oneshot_and_dispatch_reach_exactly_one_waiter(flag: int) -> None:
             start = threading.Barrier(5)
 
             def waiter() -> None:
-                start.wait()
+                start.wait()  # noqa: B023
                 evs = kq.control(None, 4, 0.05)
-                with lock:
-                    got.extend(e.ident for e in evs)
+                with lock:  # noqa: B023
+                    got.extend(e.ident for e in evs)  # noqa: B023
 
             ts = _run(4, waiter)
             start.wait()
@@ -343,6 +343,8 @@ def test_event_queue_shared_by_an_asyncio_loop_and_threads() -> None:
     everything = sorted(from_loop + from_threads)
     assert everything == sorted(list(range(n)) * 2 + [10 * n + i for i in range(n)])
     q.close()
+
+
 def _outcome(kq, timeout):
     t0 = time.monotonic()
     try:
@@ -370,7 +372,7 @@ def test_kqueue_fd_closed_behind_a_waiting_thread(timeout) -> None:
     os.close(kq.fileno())
     t.join(5)
     assert not t.is_alive(), "the waiter never woke up"
-    (out, took), = got
+    ((out, took),) = got
     assert out == f"OSError {errno.EBADF}", out
     assert took < 2.5
     assert kq.closed

@@ -123,8 +123,13 @@ def exec_of(recs: list[dict], pid: int) -> dict:
 def test_exec_of_a_reaped_process_names_its_program_from_fanotify():
     recs, kid = trace_stopped_while_child_runs("reap")
     e = exec_of(recs, kid)
-    assert (e["program"], e["program_source"], e["argv"], e["argv_gone"], e["comm"]) == (LS, "fanotify", None,
-                                                                                         True, None)
+    assert (e["program"], e["program_source"], e["argv"], e["argv_gone"], e["comm"]) == (
+        LS,
+        "fanotify",
+        None,
+        True,
+        None,
+    )
     assert [r["event"] for r in recs if r.get("pid") == kid] == ["fork", "exec", "exit"]
 
 
@@ -132,8 +137,13 @@ def test_exec_of_a_reaped_process_names_its_program_from_fanotify():
 def test_exec_of_a_zombie_keeps_its_comm():
     recs, kid = trace_stopped_while_child_runs("zombie")
     e = exec_of(recs, kid)
-    assert (e["program"], e["program_source"], e["argv"], e["argv_gone"], e["comm"]) == (LS, "fanotify", None,
-                                                                                         True, "ls")
+    assert (e["program"], e["program_source"], e["argv"], e["argv_gone"], e["comm"]) == (
+        LS,
+        "fanotify",
+        None,
+        True,
+        "ls",
+    )
 
 
 @needs_setpriv
@@ -280,8 +290,16 @@ class Rates:
         assert self.argv >= ARGV_RATE * self.execs, f"argv read in {self.argv} of {self.execs} execs"
 
 
-def check_json_run(lines: list[str], *, processes: int, status: int, statuses: dict, programs: dict,
-                   rates: Rates | None = None, strict_program: bool = True) -> dict:
+def check_json_run(
+    lines: list[str],
+    *,
+    processes: int,
+    status: int,
+    statuses: dict,
+    programs: dict,
+    rates: Rates | None = None,
+    strict_program: bool = True,
+) -> dict:
     """One JSON trace of a command whose every process waits for its children: causal order, every
     process's exit, the summary; `programs` maps argv[0] to (program, argv) as they must read when read."""
     recs = [json.loads(line) for line in lines]
@@ -371,8 +389,12 @@ def check_text_run(lines: list[str], *, processes: int, status: int, rates: Rate
 
 
 ISSUE_PROGRAMS = {"sh": (SH, ["sh", "-c", ISSUE_CMD]), "ls": (LS, ["ls", "/"]), "sleep": (SLEEP, ["sleep", "0.05"])}
-BURST_PROGRAMS = {"sh": (SH, ["sh", "-c", BURST_CMD]), "/bin/true": (TRUE, ["/bin/true"]), "true": (TRUE, None),
-                  "ls": (LS, ["ls", "/"])}
+BURST_PROGRAMS = {
+    "sh": (SH, ["sh", "-c", BURST_CMD]),
+    "/bin/true": (TRUE, ["/bin/true"]),
+    "true": (TRUE, None),
+    "ls": (LS, ["ls", "/"]),
+}
 
 
 @needs_caps
@@ -391,8 +413,9 @@ def test_trace_under_load_json(load):
     for _ in range(300 if LONG else 12):
         r, lines = trace(ISSUE_CMD)
         assert r.returncode == 3, r.stderr
-        check_json_run(lines, processes=3, status=3 << 8, statuses={"0": 2, "3": 1}, programs=ISSUE_PROGRAMS,
-                       rates=rates)
+        check_json_run(
+            lines, processes=3, status=3 << 8, statuses={"0": 2, "3": 1}, programs=ISSUE_PROGRAMS, rates=rates
+        )
     load.check()
     rates.check()
 
@@ -418,8 +441,9 @@ def test_trace_under_load_a_burst_of_short_lived_processes(load):
     for _ in range(100 if LONG else 4):
         r, lines = trace(BURST_CMD)
         assert r.returncode == 4, r.stderr
-        check_json_run(lines, processes=12, status=4 << 8, statuses={"0": 11, "4": 1}, programs=BURST_PROGRAMS,
-                       rates=rates)
+        check_json_run(
+            lines, processes=12, status=4 << 8, statuses={"0": 11, "4": 1}, programs=BURST_PROGRAMS, rates=rates
+        )
     load.check()
     rates.check()
 
@@ -433,8 +457,9 @@ def test_trace_under_load_without_fanotify_or_priority(load):
     for _ in range(100 if LONG else 6):
         r, lines = trace(ISSUE_CMD, prefix=DROP_CAPS)
         assert r.returncode == 3, r.stderr
-        s = check_json_run(lines, processes=3, status=3 << 8, statuses={"0": 2, "3": 1}, programs=ISSUE_PROGRAMS,
-                           strict_program=False)
+        s = check_json_run(
+            lines, processes=3, status=3 << 8, statuses={"0": 2, "3": 1}, programs=ISSUE_PROGRAMS, strict_program=False
+        )
         assert (s["exec_files"], s["priority"]) == (None, None)
     r, lines = trace(ISSUE_CMD, json_out=False, prefix=DROP_CAPS)
     assert "programs of short-lived processes may be missed (fanotify: Operation not permitted)" in lines[-1]

@@ -95,8 +95,16 @@ def check_causal(recs, root=R):
 
 
 EXPECTED_TREE = {
-    ("exec", R), ("fork", C), ("exec", C), ("fork", G), ("exec", G), ("exit", G), ("exit", C),
-    ("fork", D), ("exit", D), ("exit", R),
+    ("exec", R),
+    ("fork", C),
+    ("exec", C),
+    ("fork", G),
+    ("exec", G),
+    ("exit", G),
+    ("exit", C),
+    ("fork", D),
+    ("exit", D),
+    ("exit", R),
 }
 
 
@@ -254,22 +262,46 @@ class FakeFiles:
 @pytest.mark.parametrize(
     "snapshot,files,text,fields",
     [
-        (Snapshot(["ls", "/"], "/usr/bin/ls", "ls"), {}, "exec /usr/bin/ls  [ls /]",
-         {"program": "/usr/bin/ls", "argv": ["ls", "/"], "comm": "ls", "argv_gone": False, "program_source": "proc"}),
+        (
+            Snapshot(["ls", "/"], "/usr/bin/ls", "ls"),
+            {},
+            "exec /usr/bin/ls  [ls /]",
+            {"program": "/usr/bin/ls", "argv": ["ls", "/"], "comm": "ls", "argv_gone": False, "program_source": "proc"},
+        ),
         # a zombie: no exe, no cmdline, its comm still there; the program from fanotify
-        (Snapshot(None, None, "ls"), {C: "/usr/bin/ls"}, "exec /usr/bin/ls [argv gone]",
-         {"program": "/usr/bin/ls", "argv": None, "comm": "ls", "argv_gone": True, "program_source": "fanotify"}),
+        (
+            Snapshot(None, None, "ls"),
+            {C: "/usr/bin/ls"},
+            "exec /usr/bin/ls [argv gone]",
+            {"program": "/usr/bin/ls", "argv": None, "comm": "ls", "argv_gone": True, "program_source": "fanotify"},
+        ),
         # reaped before the exec was read: fanotify still knows the program
-        (Snapshot(None, None, None), {C: "/usr/bin/ls"}, "exec /usr/bin/ls [argv gone]",
-         {"program": "/usr/bin/ls", "argv": None, "comm": None, "argv_gone": True, "program_source": "fanotify"}),
+        (
+            Snapshot(None, None, None),
+            {C: "/usr/bin/ls"},
+            "exec /usr/bin/ls [argv gone]",
+            {"program": "/usr/bin/ls", "argv": None, "comm": None, "argv_gone": True, "program_source": "fanotify"},
+        ),
         # no fanotify, a zombie: the command name only, and it says what is missing
-        (Snapshot(None, None, "ls"), {}, "exec ls [path and argv gone]",
-         {"program": None, "argv": None, "comm": "ls", "argv_gone": True, "program_source": None}),
-        (Snapshot(None, None, None), {}, "exec ? [path and argv gone]",
-         {"program": None, "argv": None, "comm": None, "argv_gone": True, "program_source": None}),
+        (
+            Snapshot(None, None, "ls"),
+            {},
+            "exec ls [path and argv gone]",
+            {"program": None, "argv": None, "comm": "ls", "argv_gone": True, "program_source": None},
+        ),
+        (
+            Snapshot(None, None, None),
+            {},
+            "exec ? [path and argv gone]",
+            {"program": None, "argv": None, "comm": None, "argv_gone": True, "program_source": None},
+        ),
         # /proc/PID/exe unreadable but cmdline readable (another user's process, without root)
-        (Snapshot(["ls", "/"], None, "ls"), {}, "exec ls  [ls /] [path gone]",
-         {"program": None, "argv": ["ls", "/"], "comm": "ls", "argv_gone": False, "program_source": None}),
+        (
+            Snapshot(["ls", "/"], None, "ls"),
+            {},
+            "exec ls  [ls /] [path gone]",
+            {"program": None, "argv": ["ls", "/"], "comm": "ls", "argv_gone": False, "program_source": None},
+        ),
     ],
 )
 def test_exec_line_says_what_was_read(snapshot, files, text, fields):

@@ -26,7 +26,6 @@ import sys
 
 import kqrs
 
-
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
@@ -106,7 +105,11 @@ class Parent:
                 elif ev.data == "worker":
                     os.waitpid(ev.ident, 0)  # reap: kqrs reported the status without reaping
                     del self.workers[ev.ident]
-                    how = f"code={ev.exit_code}" if ev.signal is None else f"signal={getattr(ev.signal, 'name', ev.signal)}"
+                    how = (
+                        f"code={ev.exit_code}"
+                        if ev.signal is None
+                        else f"signal={getattr(ev.signal, 'name', ev.signal)}"
+                    )
                     say("worker", ev.ident, "exited", how)
                     if not self.stopping:
                         self.spawn()

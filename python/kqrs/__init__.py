@@ -7,36 +7,76 @@ and every ``KQ_*`` constant is here. ``kqrs.install()`` puts them into the ``sel
 
 # `import kqrs` imports only the KQ_* constants (pure Python): the extension is loaded on first use of
 # kqueue, kevent or anything else, and every module a process loads is copied by each of its fork()s. No
-# `from __future__`, no typing at run time (TYPE_CHECKING is spelled out for type checkers).
-from ._constants import *  # noqa: F403
+# `from __future__`, no typing at run time (TYPE_CHECKING is spelled out for type checkers; the names it
+# imports `as` themselves are those re-exported, since __all__ is built at run time).
 from . import _constants
+from ._constants import *  # noqa: F403
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from . import _kqrs
-    from ._kqrs import kevent, kqueue
-    from ._selector import KqueueSelector
-    from ._api import (Event, ExitStatus, FdHandle, FileHandle, Filter, Flag, Handle, KQueue, KQueueError, KQueueExistsError, KQueueNotFoundError, KQueuePermissionError, KQueueProcessLookupError, ProcessHandle, ProcNote, SignalHandle, TimerHandle, TimerNote, UserHandle, UserNote, VnodeNote)
-    from ._queue import Empty, EventQueue, Full
+    from . import _kqrs as _kqrs
+    from ._api import (
+        Event as Event,
+        ExitStatus as ExitStatus,
+        FdHandle as FdHandle,
+        FileHandle as FileHandle,
+        Filter as Filter,
+        Flag as Flag,
+        Handle as Handle,
+        KQueue as KQueue,
+        KQueueError as KQueueError,
+        KQueueExistsError as KQueueExistsError,
+        KQueueNotFoundError as KQueueNotFoundError,
+        KQueuePermissionError as KQueuePermissionError,
+        KQueueProcessLookupError as KQueueProcessLookupError,
+        ProcessHandle as ProcessHandle,
+        ProcNote as ProcNote,
+        SignalHandle as SignalHandle,
+        TimerHandle as TimerHandle,
+        TimerNote as TimerNote,
+        UserHandle as UserHandle,
+        UserNote as UserNote,
+        VnodeNote as VnodeNote,
+    )
+    from ._kqrs import kevent as kevent, kqueue as kqueue
+    from ._queue import Empty as Empty, EventQueue as EventQueue, Full as Full
+    from ._selector import KqueueSelector as KqueueSelector
 
 # The high-level API and EventQueue are imported on first use: a plain `import kqrs` stays small, which
 # keeps fork() of a process that imported it as cheap as without (fork copies every imported module).
+# The one list of those names, each with the module that defines it; __all__ is made from it, and a test
+# (tests/test_kqueue.py::test_lazy_names_are_the_type_checking_imports) holds the TYPE_CHECKING imports
+# above, which type checkers need written out, to it.
 _LAZY = {
     "kqueue": "_kqrs",
     "kevent": "_kqrs",
     "KqueueSelector": "_selector",
+    "EventQueue": "_queue",
     "Empty": "_queue",
     "Full": "_queue",
-    "EventQueue": "_queue",
-    **dict.fromkeys(
-        ["Event", "ExitStatus", "FdHandle", "FileHandle", "Filter", "Flag", "Handle", "KQueue", "KQueueError",
-         "KQueueExistsError", "KQueueNotFoundError", "KQueuePermissionError", "KQueueProcessLookupError",
-         "ProcessHandle", "ProcNote", "SignalHandle", "TimerHandle", "TimerNote", "UserHandle", "UserNote",
-         "VnodeNote"],
-        "_api",
-    ),
+    "KQueue": "_api",
+    "Event": "_api",
+    "ExitStatus": "_api",
+    "Filter": "_api",
+    "Flag": "_api",
+    "VnodeNote": "_api",
+    "ProcNote": "_api",
+    "UserNote": "_api",
+    "TimerNote": "_api",
+    "KQueueError": "_api",
+    "KQueueExistsError": "_api",
+    "KQueueNotFoundError": "_api",
+    "KQueuePermissionError": "_api",
+    "KQueueProcessLookupError": "_api",
+    "Handle": "_api",
+    "FdHandle": "_api",
+    "TimerHandle": "_api",
+    "UserHandle": "_api",
+    "ProcessHandle": "_api",
+    "SignalHandle": "_api",
+    "FileHandle": "_api",
 }
 
 
@@ -60,13 +100,14 @@ def __getattr__(name: str) -> "Any":
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
-__all__ = ["kqueue", "kevent", "KqueueSelector", "EventQueue", "Empty", "Full", "install", "uninstall", "CONSTANTS"]
-__all__ += ["KQueue", "Event", "ExitStatus", "Filter", "Flag", "VnodeNote", "ProcNote", "UserNote", "TimerNote", "KQueueError", "KQueueExistsError", "KQueueNotFoundError", "KQueuePermissionError", "KQueueProcessLookupError", "Handle", "FdHandle", "TimerHandle", "UserHandle", "ProcessHandle", "SignalHandle", "FileHandle"]
+
+__all__ = [*_LAZY, "install", "uninstall", "CONSTANTS"]
 __version__ = "0.1.0"
 
 #: Every KQ_* name this build exports, with its value.
 CONSTANTS: dict[str, int] = {n: getattr(_constants, n) for n in _constants.__all__}
 __all__ += sorted(CONSTANTS)
+
 
 def _hook_signal_module() -> None:
     """Keeps EVFILT_SIGNAL counting when the application calls signal.signal(). The extension calls this
@@ -123,8 +164,8 @@ def install() -> None:
 
     from ._selector import KqueueSelector
 
-    setattr(selectors, "KqueueSelector", KqueueSelector)
-    setattr(selectors, "DefaultSelector", KqueueSelector)
+    setattr(selectors, "KqueueSelector", KqueueSelector)  # noqa: B010
+    setattr(selectors, "DefaultSelector", KqueueSelector)  # noqa: B010
 
 
 def uninstall() -> None:

@@ -426,9 +426,7 @@ class Handle:
     (idempotent). A handle is also a context manager that removes itself on exit.
     """
 
-    def __init__(
-        self, kq: KQueue, filter: Filter, ident: int, flags: int, fflags: int, kdata: int, data: Any
-    ) -> None:
+    def __init__(self, kq: KQueue, filter: Filter, ident: int, flags: int, fflags: int, kdata: int, data: Any) -> None:
         self._kq = kq
         self.filter = filter
         self.ident = ident
@@ -505,8 +503,9 @@ class Handle:
 class FdHandle(Handle):
     """A READ or WRITE registration (``KQueue.readable`` / ``KQueue.writable``)."""
 
-    def __init__(self, kq: KQueue, filter: Filter, fd: int, source: object, flags: int, low_water: int | None,
-                 data: Any) -> None:
+    def __init__(
+        self, kq: KQueue, filter: Filter, fd: int, source: object, flags: int, low_water: int | None, data: Any
+    ) -> None:
         fflags = _kqrs.KQ_NOTE_LOWAT if low_water is not None else 0
         super().__init__(kq, filter, fd, flags, fflags, low_water or 0, data)
         self.source = source
@@ -601,8 +600,16 @@ class UserHandle(Handle):
 class ProcessHandle(Handle):
     """A process (``KQueue.process``). Removed automatically once its exit has been reported."""
 
-    def __init__(self, kq: KQueue, filter: Filter, ident: int, fflags: int, data: Any,
-                 popen: subprocess.Popen[Any] | None, pid: int | None) -> None:
+    def __init__(
+        self,
+        kq: KQueue,
+        filter: Filter,
+        ident: int,
+        fflags: int,
+        data: Any,
+        popen: subprocess.Popen[Any] | None,
+        pid: int | None,
+    ) -> None:
         super().__init__(kq, filter, ident, Flag.CLEAR, fflags, 0, data)
         self.popen = popen
         self.pid = pid
@@ -619,12 +626,18 @@ class ProcessHandle(Handle):
     def notes(self) -> ProcNote:
         return ProcNote(self._fflags)
 
-    def modify(self, *, exit: bool | None = None, fork: bool | None = None, exec: bool | None = None,
-               track: bool | None = None, data: Any = _UNSET) -> None:
+    def modify(
+        self,
+        *,
+        exit: bool | None = None,
+        fork: bool | None = None,
+        exec: bool | None = None,
+        track: bool | None = None,
+        data: Any = _UNSET,
+    ) -> None:
         """Change which notes are watched (None: unchanged) and/or the attached data."""
         want = ProcNote(self._fflags)
-        for note, on in ((ProcNote.EXIT, exit), (ProcNote.FORK, fork), (ProcNote.EXEC, exec),
-                         (ProcNote.TRACK, track)):
+        for note, on in ((ProcNote.EXIT, exit), (ProcNote.FORK, fork), (ProcNote.EXEC, exec), (ProcNote.TRACK, track)):
             if on is not None:
                 want = (want | note) if on else ProcNote(want & ~int(note))
         if want != self._fflags:
@@ -669,8 +682,9 @@ class SignalHandle(Handle):
 class FileHandle(Handle):
     """A file or directory (``KQueue.file``). When the KQueue opened the path, the fd is closed on removal."""
 
-    def __init__(self, kq: KQueue, fd: int, path: str | bytes | None, owns_fd: bool, flags: int, notes: int,
-                 data: Any) -> None:
+    def __init__(
+        self, kq: KQueue, fd: int, path: str | bytes | None, owns_fd: bool, flags: int, notes: int, data: Any
+    ) -> None:
         super().__init__(kq, Filter.VNODE, fd, flags, notes, 0, data)
         self.path = path
         self.owns_fd = owns_fd
@@ -844,8 +858,17 @@ class KQueue:
 
     # -- registrations
 
-    def readable(self, fd: FdLike, *, data: Any = None, low_water: int | None = None, edge: bool = False,
-                 oneshot: bool = False, dispatch: bool = False, enabled: bool = True) -> FdHandle:
+    def readable(
+        self,
+        fd: FdLike,
+        *,
+        data: Any = None,
+        low_water: int | None = None,
+        edge: bool = False,
+        oneshot: bool = False,
+        dispatch: bool = False,
+        enabled: bool = True,
+    ) -> FdHandle:
         """Watch ``fd`` (an int or anything with ``fileno()``) for reading.
 
         Events report the bytes readable in ``value`` (a listening socket: connections waiting; a regular
@@ -855,14 +878,32 @@ class KQueue:
         """
         return self._fd_handle(Filter.READ, fd, data, low_water, edge, oneshot, dispatch, enabled)
 
-    def writable(self, fd: FdLike, *, data: Any = None, low_water: int | None = None, edge: bool = False,
-                 oneshot: bool = False, dispatch: bool = False, enabled: bool = True) -> FdHandle:
+    def writable(
+        self,
+        fd: FdLike,
+        *,
+        data: Any = None,
+        low_water: int | None = None,
+        edge: bool = False,
+        oneshot: bool = False,
+        dispatch: bool = False,
+        enabled: bool = True,
+    ) -> FdHandle:
         """Watch ``fd`` for writing; events report the free buffer space in ``value``, and ``Flag.EOF`` once
         the reader/peer is gone. Options as :meth:`readable`."""
         return self._fd_handle(Filter.WRITE, fd, data, low_water, edge, oneshot, dispatch, enabled)
 
-    def _fd_handle(self, filter: Filter, source: FdLike, data: Any, low_water: int | None, edge: bool,
-                   oneshot: bool, dispatch: bool, enabled: bool) -> FdHandle:
+    def _fd_handle(
+        self,
+        filter: Filter,
+        source: FdLike,
+        data: Any,
+        low_water: int | None,
+        edge: bool,
+        oneshot: bool,
+        dispatch: bool,
+        enabled: bool,
+    ) -> FdHandle:
         fd = _fd_of(source)
         if low_water is not None and low_water < 0:
             raise ValueError("low_water must not be negative")
@@ -885,8 +926,15 @@ class KQueue:
         or a Unix time in seconds); a time in the past fires at once."""
         ts = when.timestamp() if isinstance(when, datetime) else float(when)
         ns = max(0, round(ts * 1_000_000_000))
-        h = TimerHandle(self, Filter.TIMER, self._new_ident(), Flag.CLEAR | Flag.ONESHOT,
-                        TimerNote.NSECONDS | TimerNote.ABSOLUTE, ns, data)
+        h = TimerHandle(
+            self,
+            Filter.TIMER,
+            self._new_ident(),
+            Flag.CLEAR | Flag.ONESHOT,
+            TimerNote.NSECONDS | TimerNote.ABSOLUTE,
+            ns,
+            data,
+        )
         return self._register(h, enabled)
 
     def user(self, *, data: Any = None, edge: bool = True, enabled: bool = True) -> UserHandle:
@@ -896,9 +944,17 @@ class KQueue:
         h = UserHandle(self, Filter.USER, self._new_ident(), Flag.CLEAR if edge else 0, 0, 0, data)
         return self._register(h, enabled)
 
-    def process(self, target: int | subprocess.Popen[Any] | None = None, *, pidfd: int | None = None,
-                exit: bool = True, fork: bool = False, exec: bool = False, track: bool = False,
-                data: Any = None) -> ProcessHandle:
+    def process(
+        self,
+        target: int | subprocess.Popen[Any] | None = None,
+        *,
+        pidfd: int | None = None,
+        exit: bool = True,
+        fork: bool = False,
+        exec: bool = False,
+        track: bool = False,
+        data: Any = None,
+    ) -> ProcessHandle:
         """Watch a process: by pid (any process you can see, not only children), by ``subprocess.Popen``,
         or by ``pidfd=`` (``os.pidfd_open``; immune to pid reuse; exit only).
 
@@ -910,8 +966,7 @@ class KQueue:
         connector (root or CAP_NET_ADMIN); without it they fail with KQueuePermissionError or EOPNOTSUPP.
         """
         notes = ProcNote(0)
-        for note, on in ((ProcNote.EXIT, exit), (ProcNote.FORK, fork), (ProcNote.EXEC, exec),
-                         (ProcNote.TRACK, track)):
+        for note, on in ((ProcNote.EXIT, exit), (ProcNote.FORK, fork), (ProcNote.EXEC, exec), (ProcNote.TRACK, track)):
             if on:
                 notes |= note
         if not notes:
@@ -955,9 +1010,17 @@ class KQueue:
         h = SignalHandle(self, Filter.SIGNAL, int(signum), Flag.CLEAR, 0, 0, data)
         return self._register(h, enabled)
 
-    def file(self, target: PathLike | int | IO[Any], notes: VnodeNote | int | None = None, *, data: Any = None,
-             edge: bool = True, oneshot: bool = False, follow_symlinks: bool = True,
-             enabled: bool = True) -> FileHandle:
+    def file(
+        self,
+        target: PathLike | int | IO[Any],
+        notes: VnodeNote | int | None = None,
+        *,
+        data: Any = None,
+        edge: bool = True,
+        oneshot: bool = False,
+        follow_symlinks: bool = True,
+        enabled: bool = True,
+    ) -> FileHandle:
         """Watch a file or directory for changes: by path (the KQueue opens it, and closes it when the
         handle is removed) or by an open fd / file object (left open).
 

@@ -157,8 +157,11 @@ def probe_timer() -> tuple[str, str]:
     T, ADD, ONESHOT = _kqrs.KQ_FILTER_TIMER, _kqrs.KQ_EV_ADD, _kqrs.KQ_EV_ONESHOT
     with kqueue() as kq:
         # each unit: 20 ms written in it fires after 20 ms, not before, and within a second
-        for name, unit, value in (("ms", 0, 20), ("us", _kqrs.KQ_NOTE_USECONDS, 20_000),
-                                  ("ns", _kqrs.KQ_NOTE_NSECONDS, 20_000_000)):
+        for name, unit, value in (
+            ("ms", 0, 20),
+            ("us", _kqrs.KQ_NOTE_USECONDS, 20_000),
+            ("ns", _kqrs.KQ_NOTE_NSECONDS, 20_000_000),
+        ):
             t0 = time.monotonic()
             ev = _one(kq, [kevent(1, T, ADD | ONESHOT, unit, value)])
             dt = time.monotonic() - t0
@@ -191,8 +194,11 @@ def probe_user() -> tuple[str, str]:
     TRIGGER = _kqrs.KQ_NOTE_TRIGGER
     with kqueue() as kq:
         _one(kq, [kevent(7, U, _kqrs.KQ_EV_ADD | _kqrs.KQ_EV_CLEAR)], 0)
-        for op, ff, want in ((_kqrs.KQ_NOTE_FFCOPY, 0b1101, 0b1101), (_kqrs.KQ_NOTE_FFAND, 0b0111, 0b0101),
-                             (_kqrs.KQ_NOTE_FFOR, 0b1000, 0b1101)):
+        for op, ff, want in (
+            (_kqrs.KQ_NOTE_FFCOPY, 0b1101, 0b1101),
+            (_kqrs.KQ_NOTE_FFAND, 0b0111, 0b0101),
+            (_kqrs.KQ_NOTE_FFOR, 0b1000, 0b1101),
+        ):
             ev = _one(kq, [kevent(7, U, 0, TRIGGER | op | ff)], 0)
             if not ev or ev[0].fflags != want:
                 return NO, f"trigger with fflags operation {op:#x}: {ev}, expected fflags {want:#x}"
@@ -228,8 +234,9 @@ def probe_proc() -> tuple[str, str]:
             return NO, "kqrs reaped the child: waitpid() lost its status"
         notes.append("NOTE_EXIT with the wait status of a child, never reaping it")
         # a process that is not ours, reaped by its own parent
-        q = subprocess.Popen(["sh", "-c", 'sh -c "read x; exit 5" & echo $!; wait'], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE)
+        q = subprocess.Popen(
+            ["sh", "-c", 'sh -c "read x; exit 5" & echo $!; wait'], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
         assert q.stdin is not None and q.stdout is not None
         with q.stdin, q.stdout:
             other = int(q.stdout.readline())
@@ -260,18 +267,28 @@ def probe_proc() -> tuple[str, str]:
                 partial = True
                 notes.append(f"NOTE_FORK: the connector opened, but a fork was not reported: {evs}")
     reaped, _ = reaped_status_readable()
-    notes.append("status of processes reaped by others" + ("" if reaped else ": no (needs PIDFD_INFO_EXIT, Linux 6.15)"))
+    notes.append(
+        "status of processes reaped by others" + ("" if reaped else ": no (needs PIDFD_INFO_EXIT, Linux 6.15)")
+    )
     if conn == 0:
         return (PARTIAL if partial else OK), "; ".join(notes)
     why = "needs CAP_NET_ADMIN" if conn == errno.EPERM else _errname(conn)
-    notes.append(f"NOTE_FORK/NOTE_EXEC/NOTE_TRACK: no, the process connector says {_errname(conn)} ({why}); such changes fail with that errno")
+    notes.append(
+        f"NOTE_FORK/NOTE_EXEC/NOTE_TRACK: no, the process connector says {_errname(conn)} ({why}); such changes fail with that errno"
+    )
     return PARTIAL, "; ".join(notes)
 
 
 def probe_vnode() -> tuple[str, str]:
     V = _kqrs.KQ_FILTER_VNODE
-    notes = (_kqrs.KQ_NOTE_WRITE | _kqrs.KQ_NOTE_EXTEND | _kqrs.KQ_NOTE_RENAME | _kqrs.KQ_NOTE_DELETE
-             | _kqrs.KQ_NOTE_ATTRIB | _kqrs.KQ_NOTE_LINK)
+    notes = (
+        _kqrs.KQ_NOTE_WRITE
+        | _kqrs.KQ_NOTE_EXTEND
+        | _kqrs.KQ_NOTE_RENAME
+        | _kqrs.KQ_NOTE_DELETE
+        | _kqrs.KQ_NOTE_ATTRIB
+        | _kqrs.KQ_NOTE_LINK
+    )
     with tempfile.TemporaryDirectory() as d, kqueue() as kq:
         path = os.path.join(d, "f")
         with open(path, "w"):
@@ -302,10 +319,12 @@ def probe_vnode() -> tuple[str, str]:
                 return PARTIAL, f"opt-in NOTE_OPEN|NOTE_READ|NOTE_CLOSE: {ev}"
         finally:
             os.close(fd)
-    return OK, ("write, rename and unlink reported with FreeBSD's notes; no wake-up on open/read/close unless "
-                "asked: opt-in NOTE_OPEN, NOTE_READ, NOTE_CLOSE work; by design: inotify, one instance per "
-                "kqueue, following the open file; libkqueue's NOTE_TRUNCATE (0x80); NOTE_OPEN is 0x800 "
-                "(FreeBSD's 0x80 is NOTE_TRUNCATE here), NOTE_CLOSE 0x100, NOTE_CLOSE_WRITE 0x200, NOTE_READ 0x400")
+    return OK, (
+        "write, rename and unlink reported with FreeBSD's notes; no wake-up on open/read/close unless "
+        "asked: opt-in NOTE_OPEN, NOTE_READ, NOTE_CLOSE work; by design: inotify, one instance per "
+        "kqueue, following the open file; libkqueue's NOTE_TRUNCATE (0x80); NOTE_OPEN is 0x800 "
+        "(FreeBSD's 0x80 is NOTE_TRUNCATE here), NOTE_CLOSE 0x100, NOTE_CLOSE_WRITE 0x200, NOTE_READ 0x400"
+    )
 
 
 def probe_signal() -> tuple[str, str]:
@@ -340,8 +359,10 @@ def probe_signal() -> tuple[str, str]:
                 os.kill(os.getpid(), sig.SIGUSR2)
                 got = sum(e.data for e in _one(kq, None, 0.1))
                 if got != 2:
-                    limits.append(f"a signal sent twice more while one is pending (blocked) counts {got}, "
-                                  "FreeBSD 2: Linux keeps one pending instance")
+                    limits.append(
+                        f"a signal sent twice more while one is pending (blocked) counts {got}, "
+                        "FreeBSD 2: Linux keeps one pending instance"
+                    )
             finally:
                 sig.pthread_sigmask(sig.SIG_SETMASK, mask)
             if seen != [sig.SIGUSR2] * 3:
@@ -350,8 +371,10 @@ def probe_signal() -> tuple[str, str]:
                 return PARTIAL, "a blocked signal counted again when it was delivered"
     finally:
         sig.signal(sig.SIGUSR2, old)
-    what = ("counted by a chaining handler: the application's handlers still run, no mask, no thread; a "
-            "blocked signal is counted when sent and stays pending for the application")
+    what = (
+        "counted by a chaining handler: the application's handlers still run, no mask, no thread; a "
+        "blocked signal is counted when sent and stays pending for the application"
+    )
     if limits:
         return PARTIAL, what + "; not like FreeBSD: " + "; ".join(limits)
     return OK, what
@@ -442,19 +465,37 @@ class KernelFeature(NamedTuple):
 # The supported kernel range, one row per kernel facility kqrs adapts to. The README's "Supported kernels"
 # section is checked against this table (tests/test_release.py), and `kqrs doctor` probes each row live.
 KERNEL_FEATURES: tuple[KernelFeature, ...] = (
-    KernelFeature("pidfd", "5.3", "EVFILT_PROC NOTE_EXIT and EVFILT_PROCDESC for any visible process, nothing reaped",
-                  "EVFILT_PROC and EVFILT_PROCDESC fail: kqrs needs 5.3"),
-    KernelFeature("waitid P_PIDFD", "5.4", "a child's wait status read through its pidfd, without reaping it",
-                  "the status is read from /proc/PID/stat while the child is a zombie (same result)"),
-    KernelFeature("epoll_pwait2", "5.11", "kevent() timeouts with nanosecond precision",
-                  "timeouts are rounded up to whole milliseconds (epoll_wait)"),
-    KernelFeature("PIDFD_GET_INFO", "6.13", "the pidfd ioctl that PIDFD_INFO_EXIT extends",
-                  "nothing lost by itself"),
-    KernelFeature("PIDFD_INFO_EXIT", "6.15", "the wait status of a process someone else reaped before kqrs read it",
-                  "such a NOTE_EXIT comes with EV_ERROR and ECHILD in data"),
-    KernelFeature("process connector", "any, with CONFIG_PROC_EVENTS",
-                  "NOTE_FORK, NOTE_EXEC, NOTE_TRACK (needs CAP_NET_ADMIN in the initial namespaces)",
-                  "EV_ADD with those notes fails with EPERM (EOPNOTSUPP where there is no connector)"),
+    KernelFeature(
+        "pidfd",
+        "5.3",
+        "EVFILT_PROC NOTE_EXIT and EVFILT_PROCDESC for any visible process, nothing reaped",
+        "EVFILT_PROC and EVFILT_PROCDESC fail: kqrs needs 5.3",
+    ),
+    KernelFeature(
+        "waitid P_PIDFD",
+        "5.4",
+        "a child's wait status read through its pidfd, without reaping it",
+        "the status is read from /proc/PID/stat while the child is a zombie (same result)",
+    ),
+    KernelFeature(
+        "epoll_pwait2",
+        "5.11",
+        "kevent() timeouts with nanosecond precision",
+        "timeouts are rounded up to whole milliseconds (epoll_wait)",
+    ),
+    KernelFeature("PIDFD_GET_INFO", "6.13", "the pidfd ioctl that PIDFD_INFO_EXIT extends", "nothing lost by itself"),
+    KernelFeature(
+        "PIDFD_INFO_EXIT",
+        "6.15",
+        "the wait status of a process someone else reaped before kqrs read it",
+        "such a NOTE_EXIT comes with EV_ERROR and ECHILD in data",
+    ),
+    KernelFeature(
+        "process connector",
+        "any, with CONFIG_PROC_EVENTS",
+        "NOTE_FORK, NOTE_EXEC, NOTE_TRACK (needs CAP_NET_ADMIN in the initial namespaces)",
+        "EV_ADD with those notes fails with EPERM (EOPNOTSUPP where there is no connector)",
+    ),
 )
 OLDEST_KERNEL = "5.3"
 
@@ -535,8 +576,11 @@ def kernel_features() -> list[dict[str, Any]]:
 
 
 def probe_kernel(features: list[dict[str, Any]]) -> tuple[str, str]:
-    have = [f"{f['name']} ({f['since'].split(',')[0]}): {'yes' if f['present'] else 'no'}"
-            + (f" [{f['note']}]" if f["note"] and not f["present"] else "") for f in features]
+    have = [
+        f"{f['name']} ({f['since'].split(',')[0]}): {'yes' if f['present'] else 'no'}"
+        + (f" [{f['note']}]" if f["note"] and not f["present"] else "")
+        for f in features
+    ]
     missing = [f for f in features if not f["present"]]
     summary = f"Linux {platform.release()}; kqrs supports {OLDEST_KERNEL}+. " + ", ".join(have)
     if any(f["name"] == "pidfd" for f in missing):
@@ -599,7 +643,10 @@ def probe_threads() -> tuple[str, str]:
         return OK, "GIL build: another thread runs while one is blocked in control(), and wakes it"
     if getattr(sys, "_is_gil_enabled", lambda: True)():
         return PARTIAL, "free-threaded build, but the GIL is enabled now that kqrs is loaded"
-    return OK, "free-threaded build: the GIL stays disabled with kqrs loaded; a blocked control() is woken by another thread"
+    return (
+        OK,
+        "free-threaded build: the GIL stays disabled with kqrs loaded; a blocked control() is woken by another thread",
+    )
 
 
 PROBES: list[tuple[str, Callable[[], tuple[str, str]]]] = [
@@ -623,7 +670,9 @@ def collect() -> dict[str, Any]:
     build = build_info()
     features = kernel_features()
     probes: list[tuple[str, Callable[[], tuple[str, str]]]] = [
-        ("build", lambda: probe_build(build)), *PROBES, ("kernel", lambda: probe_kernel(features))
+        ("build", lambda: probe_build(build)),
+        *PROBES,
+        ("kernel", lambda: probe_kernel(features)),
     ]
     rows = []
     for name, fn in probes:

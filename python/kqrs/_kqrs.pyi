@@ -2,82 +2,83 @@
 
 from collections.abc import Coroutine, Iterable
 from selectors import SelectorKey
-from types import TracebackType
-from types import GenericAlias
+from types import GenericAlias, TracebackType
 from typing import Any, Generic, Protocol, TypeVar, final
 
 from typing_extensions import Self, disjoint_base
 
-__all__ = ['kqueue',
-    'kevent',
-    '_Selector',
-    'EventQueue',
-    '_has_epoll_pwait2',
-    '_filter_supported',
-    '_proc_support',
-    '_owned_fd_count',
-    '_heap',
-    '_signal_reassert',
-    '_signal_hooked',
-    'build_info',
-    'KQ_FILTER_READ',
-    'KQ_FILTER_WRITE',
-    'KQ_FILTER_AIO',
-    'KQ_FILTER_VNODE',
-    'KQ_FILTER_PROC',
-    'KQ_FILTER_SIGNAL',
-    'KQ_FILTER_TIMER',
-    'KQ_FILTER_NETDEV',
-    'KQ_FILTER_USER',
-    'KQ_FILTER_PROCDESC',
-    'KQ_EV_ADD',
-    'KQ_EV_DELETE',
-    'KQ_EV_ENABLE',
-    'KQ_EV_DISABLE',
-    'KQ_EV_ONESHOT',
-    'KQ_EV_CLEAR',
-    'KQ_EV_RECEIPT',
-    'KQ_EV_DISPATCH',
-    'KQ_EV_SYSFLAGS',
-    'KQ_EV_FLAG1',
-    'KQ_EV_EOF',
-    'KQ_EV_ERROR',
-    'KQ_NOTE_LOWAT',
-    'KQ_NOTE_DELETE',
-    'KQ_NOTE_WRITE',
-    'KQ_NOTE_EXTEND',
-    'KQ_NOTE_ATTRIB',
-    'KQ_NOTE_LINK',
-    'KQ_NOTE_RENAME',
-    'KQ_NOTE_REVOKE',
-    'KQ_NOTE_TRUNCATE',
-    'KQ_NOTE_OPEN',
-    'KQ_NOTE_CLOSE',
-    'KQ_NOTE_CLOSE_WRITE',
-    'KQ_NOTE_READ',
-    'KQ_NOTE_EXIT',
-    'KQ_NOTE_FORK',
-    'KQ_NOTE_EXEC',
-    'KQ_NOTE_PCTRLMASK',
-    'KQ_NOTE_PDATAMASK',
-    'KQ_NOTE_TRACK',
-    'KQ_NOTE_TRACKERR',
-    'KQ_NOTE_CHILD',
-    'KQ_NOTE_EXITSTATUS',
-    'KQ_NOTE_LINKUP',
-    'KQ_NOTE_LINKDOWN',
-    'KQ_NOTE_LINKINV',
-    'KQ_NOTE_TRIGGER',
-    'KQ_NOTE_FFNOP',
-    'KQ_NOTE_FFAND',
-    'KQ_NOTE_FFOR',
-    'KQ_NOTE_FFCOPY',
-    'KQ_NOTE_FFCTRLMASK',
-    'KQ_NOTE_FFLAGSMASK',
-    'KQ_NOTE_SECONDS',
-    'KQ_NOTE_USECONDS',
-    'KQ_NOTE_NSECONDS',
-    'KQ_NOTE_ABSOLUTE']
+__all__ = [
+    "kqueue",
+    "kevent",
+    "_Selector",
+    "EventQueue",
+    "_has_epoll_pwait2",
+    "_filter_supported",
+    "_proc_support",
+    "_owned_fd_count",
+    "_heap",
+    "_signal_reassert",
+    "_signal_hooked",
+    "build_info",
+    "KQ_FILTER_READ",
+    "KQ_FILTER_WRITE",
+    "KQ_FILTER_AIO",
+    "KQ_FILTER_VNODE",
+    "KQ_FILTER_PROC",
+    "KQ_FILTER_SIGNAL",
+    "KQ_FILTER_TIMER",
+    "KQ_FILTER_NETDEV",
+    "KQ_FILTER_USER",
+    "KQ_FILTER_PROCDESC",
+    "KQ_EV_ADD",
+    "KQ_EV_DELETE",
+    "KQ_EV_ENABLE",
+    "KQ_EV_DISABLE",
+    "KQ_EV_ONESHOT",
+    "KQ_EV_CLEAR",
+    "KQ_EV_RECEIPT",
+    "KQ_EV_DISPATCH",
+    "KQ_EV_SYSFLAGS",
+    "KQ_EV_FLAG1",
+    "KQ_EV_EOF",
+    "KQ_EV_ERROR",
+    "KQ_NOTE_LOWAT",
+    "KQ_NOTE_DELETE",
+    "KQ_NOTE_WRITE",
+    "KQ_NOTE_EXTEND",
+    "KQ_NOTE_ATTRIB",
+    "KQ_NOTE_LINK",
+    "KQ_NOTE_RENAME",
+    "KQ_NOTE_REVOKE",
+    "KQ_NOTE_TRUNCATE",
+    "KQ_NOTE_OPEN",
+    "KQ_NOTE_CLOSE",
+    "KQ_NOTE_CLOSE_WRITE",
+    "KQ_NOTE_READ",
+    "KQ_NOTE_EXIT",
+    "KQ_NOTE_FORK",
+    "KQ_NOTE_EXEC",
+    "KQ_NOTE_PCTRLMASK",
+    "KQ_NOTE_PDATAMASK",
+    "KQ_NOTE_TRACK",
+    "KQ_NOTE_TRACKERR",
+    "KQ_NOTE_CHILD",
+    "KQ_NOTE_EXITSTATUS",
+    "KQ_NOTE_LINKUP",
+    "KQ_NOTE_LINKDOWN",
+    "KQ_NOTE_LINKINV",
+    "KQ_NOTE_TRIGGER",
+    "KQ_NOTE_FFNOP",
+    "KQ_NOTE_FFAND",
+    "KQ_NOTE_FFOR",
+    "KQ_NOTE_FFCOPY",
+    "KQ_NOTE_FFCTRLMASK",
+    "KQ_NOTE_FFLAGSMASK",
+    "KQ_NOTE_SECONDS",
+    "KQ_NOTE_USECONDS",
+    "KQ_NOTE_NSECONDS",
+    "KQ_NOTE_ABSOLUTE",
+]
 
 class _HasFileno(Protocol):
     def fileno(self) -> int: ...
@@ -122,9 +123,7 @@ class kqueue:
         self, changelist: Iterable[kevent] | None, max_events: int, timeout: float | None = None, /
     ) -> list[kevent]: ...
     def __enter__(self) -> Self: ...
-    def __exit__(
-        self, *args: type[BaseException] | BaseException | TracebackType | None
-    ) -> None: ...
+    def __exit__(self, *args: type[BaseException] | BaseException | TracebackType | None) -> None: ...
     def _stats(self) -> tuple[int, int, int, int, int, int]: ...
 
 @disjoint_base
@@ -190,6 +189,7 @@ def _signal_hooked(signum: int) -> bool: ...
 def build_info() -> dict[str, str | bool]:
     """How this extension was built: version, target, glibc, python_abi, free_threaded, profile,
     debug_assertions, rustc."""
+
 KQ_EV_ADD: int
 KQ_EV_CLEAR: int
 KQ_EV_DELETE: int

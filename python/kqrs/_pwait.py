@@ -25,11 +25,7 @@ import os
 import re
 import sys
 
-EX_OK = 0
-EX_USAGE = 64
-EX_DATAERR = 65
-EX_OSERR = 71
-EXIT_TIMEOUT = 124
+from ._cli import EX_DATAERR, EX_OK, EX_OSERR, EX_USAGE, EXIT_TIMEOUT, Exit, fail, run_main, warn
 
 PROG = "kqrs pwait"
 USAGE = f"usage: {PROG} [-t duration] [-opv] pid ..."
@@ -39,18 +35,12 @@ _DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|[0-9]+\.)(.*)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 
 
-class _Exit(Exception):
-    def __init__(self, code: int):
-        self.code = code
-
-
 def _warn(msg: str) -> None:
-    print(f"{PROG}: {msg}", file=sys.stderr)
+    warn(PROG, msg)
 
 
-def _fail(code: int, msg: str) -> _Exit:
-    _warn(msg)
-    return _Exit(code)
+def _fail(code: int, msg: str) -> Exit:
+    return fail(PROG, code, msg)
 
 
 def parse_duration(text: str) -> float:
@@ -77,12 +67,7 @@ def describe(pid: int, status: int) -> str:
 
 
 def main(argv: list[str]) -> int:
-    try:
-        return _run(argv)
-    except _Exit as e:
-        return e.code
-    except KeyboardInterrupt:
-        return 130
+    return run_main(_run, argv)
 
 
 def _run(argv: list[str]) -> int:
@@ -127,7 +112,7 @@ def _run(argv: list[str]) -> int:
 
     with kq:
         for arg in args:
-            s = arg[len("/proc/"):] if arg.startswith("/proc/") else arg  # Solaris compatibility
+            s = arg[len("/proc/") :] if arg.startswith("/proc/") else arg  # Solaris compatibility
             if not s.isascii() or not s.isdigit() or int(s) > 0x7FFFFFFF:
                 _warn(f"{s}: bad process id")
                 continue

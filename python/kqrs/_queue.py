@@ -79,10 +79,7 @@ class _LoopWaiters:
 
     def _on_space(self) -> None:
         q = self.q
-        if q.closed or q.maxsize <= 0:
-            room = len(self.putters)
-        else:
-            room = q.maxsize - q.qsize()
+        room = len(self.putters) if q.closed or q.maxsize <= 0 else q.maxsize - q.qsize()
         self._wake(self.putters, room)
         if not self.putters:
             self._schedule_unwatch()

@@ -45,9 +45,10 @@ import sys
 import time
 from typing import IO, Any, NamedTuple
 
+from ._cli import EX_OK, EX_USAGE, Exit, fail
+
 PROG = "kqrs trace"
 USAGE = f"usage: {PROG} [--json] [-o FILE] [--] COMMAND [ARG...]"
-EX_USAGE = 64
 
 
 class Snapshot(NamedTuple):
@@ -448,7 +449,9 @@ class Tracer:
                 self.lost += 1
                 self._line(p, t, "trackerr", "lost track of some of its children (NOTE_TRACKERR)")
 
-    def _line(self, proc: Proc, now: float, event: str, text: str, *, about: Proc | None = None, **fields: object) -> None:
+    def _line(
+        self, proc: Proc, now: float, event: str, text: str, *, about: Proc | None = None, **fields: object
+    ) -> None:
         """One line: the text indented at `proc`'s depth, or a JSON record about `about` (default proc)."""
         t = max(now - self.t0, self.last_time)  # a line held back for its parent's never goes back in time
         self.last_time = t
@@ -484,8 +487,9 @@ class Tracer:
             text += f"  [{shlex.join(argv)}]"
         if gone:
             text += f" [{' and '.join(gone)} gone]"
-        self._line(p, now, "exec", text, program=program, argv=argv, comm=snap.comm, argv_gone=not argv,
-                   program_source=source)
+        self._line(
+            p, now, "exec", text, program=program, argv=argv, comm=snap.comm, argv_gone=not argv, program_source=source
+        )
 
     def _exit(self, p: Proc, now: float, status: int | None) -> None:
         self.live.discard(p.pid)
@@ -571,35 +575,34 @@ def _parse(argv: list[str]) -> tuple[bool, str | None, list[str]]:
             json_out = True
         elif a in ("-o", "--output"):
             if i + 1 >= len(argv):
-                raise SystemExit(_usage_error(f"{a} needs a file name"))
+                raise _usage_error(f"{a} needs a file name")
             output = argv[i + 1]
             i += 1
         elif a.startswith("--output="):
             output = a.split("=", 1)[1]
         elif a in ("-h", "--help"):
             print(__doc__.split("\n\n", 1)[1].strip())
-            raise SystemExit(0)
+            raise Exit(EX_OK)
         elif a.startswith("-") and a != "-":
-            raise SystemExit(_usage_error(f"unknown option {a}"))
+            raise _usage_error(f"unknown option {a}")
         else:
             break
         i += 1
     cmd = argv[i:]
     if not cmd:
-        raise SystemExit(_usage_error("no command given"))
+        raise _usage_error("no command given")
     return json_out, output, cmd
 
 
-def _usage_error(msg: str) -> int:
-    print(f"{PROG}: {msg}\n{USAGE}", file=sys.stderr)
-    return EX_USAGE
+def _usage_error(msg: str) -> Exit:
+    return fail(PROG, EX_USAGE, f"{msg}\n{USAGE}")
 
 
 def main(argv: list[str]) -> int:
     try:
         json_out, output, cmd = _parse(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
+    except Exit as e:
+        return e.code
     out = open(output, "w") if output else sys.stderr
     try:
         return _trace(cmd, out, json_out)
@@ -661,8 +664,9 @@ def _collect(kq: Any, timeout: float | None, k: Any) -> list[tuple[Any, float, S
     out: list[tuple[Any, float, Snapshot | None]] = []
     evs = kq.control(None, 256, timeout)
     while evs:
-        snaps = [_snapshot(ev.ident) if ev.filter == k.KQ_FILTER_PROC and ev.fflags & k.KQ_NOTE_EXEC else None
-                 for ev in evs]
+        snaps = [
+            _snapshot(ev.ident) if ev.filter == k.KQ_FILTER_PROC and ev.fflags & k.KQ_NOTE_EXEC else None for ev in evs
+        ]
         now = time.monotonic()
         out.extend(zip(evs, [now] * len(evs), snaps))
         if len(out) >= 16384:  # a flood: print what we have, come back for the rest
@@ -691,8 +695,9 @@ def _trace(cmd: list[str], out: IO[str], json_out: bool) -> int:
         except OSError as e:
             if e.errno == errno.ESRCH:
                 raise
-            print(f"{PROG}: forks and execs cannot be traced here ({e.strerror}); showing the exit only",
-                  file=sys.stderr)
+            print(
+                f"{PROG}: forks and execs cannot be traced here ({e.strerror}); showing the exit only", file=sys.stderr
+            )
             tracking = False
             kq.control([kevent(root, PROC, kqrs.KQ_EV_ADD, EXIT)], 0)
         if tracking:
@@ -759,4 +764,3 @@ def _trace(cmd: list[str], out: IO[str], json_out: bool) -> int:
     if os.WIFSIGNALED(root_status):
         return 128 + os.WTERMSIG(root_status)
     return 1
-

@@ -30,26 +30,17 @@ import os
 import sys
 import time
 
+from ._cli import EX_NOINPUT, EX_OK, EX_OSERR, EX_USAGE, Exit, fail, run_main
+
 PROG = "kqrs watch"
 USAGE = f"usage: {PROG} [--json] [-c N] [-t SECONDS] [--] PATH ..."
-EX_OK = 0
-EX_USAGE = 64
-EX_NOINPUT = 66
-EX_OSERR = 71
-EX_INTERRUPTED = 130
 
 # In the order a reader expects them: what happened to the data, then to the file.
 NOTE_NAMES = ("DELETE", "WRITE", "EXTEND", "TRUNCATE", "ATTRIB", "LINK", "RENAME", "REVOKE")
 
 
-class _Exit(Exception):
-    def __init__(self, code: int):
-        self.code = code
-
-
-def _fail(code: int, msg: str) -> _Exit:
-    print(f"{PROG}: {msg}", file=sys.stderr)
-    return _Exit(code)
+def _fail(code: int, msg: str) -> Exit:
+    return fail(PROG, code, msg)
 
 
 def note_bits() -> list[tuple[str, int]]:
@@ -102,7 +93,7 @@ def _parse(argv: list[str]) -> tuple[bool, int | None, float | None, list[str]]:
             break
         if arg in ("-h", "--help"):
             print(__doc__.split("\n\n", 1)[1].rstrip())
-            raise _Exit(EX_OK)
+            raise Exit(EX_OK)
         if arg == "--json":
             json_out = True
             continue
@@ -133,11 +124,7 @@ def _parse(argv: list[str]) -> tuple[bool, int | None, float | None, list[str]]:
 
 def main(argv: list[str]) -> int:
     try:
-        return _run(argv)
-    except _Exit as e:
-        return e.code
-    except KeyboardInterrupt:
-        return EX_INTERRUPTED
+        return run_main(_run, argv)
     except BrokenPipeError:
         # The reader went away (| head): not an error of ours. Keep Python from complaining at exit.
         try:
@@ -152,8 +139,7 @@ def _line(json_out: bool, path: str, fflags: int, eof: bool, now: float) -> str:
     stamp = datetime.datetime.fromtimestamp(now).isoformat(timespec="microseconds")
     names = decode(fflags)
     if json_out:
-        return json.dumps({"time": stamp, "timestamp": now, "path": path, "notes": names, "fflags": fflags,
-                           "eof": eof})
+        return json.dumps({"time": stamp, "timestamp": now, "path": path, "notes": names, "fflags": fflags, "eof": eof})
     return f"{stamp} {path} {'|'.join(names)}{' (EOF)' if eof else ''}"
 
 
@@ -182,8 +168,9 @@ def _run(argv: list[str]) -> int:
                     raise _fail(EX_NOINPUT, f"{p}: {e.strerror}") from None
                 opened.append(fd)
                 try:
-                    kq.control([kevent(fd, kqrs.KQ_FILTER_VNODE, kqrs.KQ_EV_ADD | kqrs.KQ_EV_CLEAR, all_notes,
-                                       0, fd)], 0)
+                    kq.control(
+                        [kevent(fd, kqrs.KQ_FILTER_VNODE, kqrs.KQ_EV_ADD | kqrs.KQ_EV_CLEAR, all_notes, 0, fd)], 0
+                    )
                 except OSError as e:
                     raise _fail(EX_NOINPUT, f"{p}: cannot watch: {e.strerror}") from None
                 by_fd[fd] = p

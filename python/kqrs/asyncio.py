@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import selectors
 import subprocess
 import sys
 import weakref
@@ -28,7 +27,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import IO, Any, TypeVar
 
-from . import _kqrs
+from . import _selector
 from ._api import (
     Event,
     ExitStatus,
@@ -38,7 +37,6 @@ from ._api import (
     PathLike,
     VnodeNote,
 )
-from . import _selector
 
 __all__ = [
     "wait_process",
@@ -287,7 +285,7 @@ class KqueueSelector(_selector.KqueueSelector):
     """:class:`kqrs.KqueueSelector` whose ``select()`` gives one ``(key, events)`` entry per ready file (a
     READ and a WRITE event for one fd are merged), as the selectors asyncio usually runs on do."""
 
-    def __new__(cls, *, merge: bool = True) -> "KqueueSelector":
+    def __new__(cls, *, merge: bool = True) -> KqueueSelector:
         return super().__new__(cls, merge=merge)  # type: ignore[return-value]
 
 
@@ -321,4 +319,3 @@ def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:
         finally:
             asyncio.set_event_loop(None)
             loop.close()
-
