@@ -1,4 +1,7 @@
-"""What the whole suite shares: whether the kernel's process connector must work here.
+"""What the whole suite shares: the `kq` fixture, and whether the kernel's process connector must work here.
+
+A test that asks for ``kq`` gets a fresh kqrs kqueue, closed after the test (files that need another kind of
+queue, or their own bookkeeping, define their own ``kq``, which overrides this one).
 
 A test that needs the connector (NOTE_FORK, NOTE_EXEC, NOTE_TRACK) asks for the ``connector`` fixture. It
 skips only where the connector really cannot work for this process: CAP_NET_ADMIN missing from the effective
@@ -143,3 +146,12 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_line(
             f"{len(skipped)} test(s) skipped for want of the process connector ({connector_missing()})"
         )
+
+
+@pytest.fixture
+def kq():
+    import kqrs
+
+    q = kqrs.kqueue()
+    yield q
+    q.close()

@@ -20,13 +20,6 @@ from kqrs import kevent, kqueue
 
 
 @pytest.fixture
-def kq():
-    q = kqueue()
-    yield q
-    q.close()
-
-
-@pytest.fixture
 def devnull():
     fd = os.open(os.devnull, os.O_RDONLY)
     yield fd

@@ -81,13 +81,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:This process .* is multi-threade
 
 
 @pytest.fixture
-def kq():
-    q = kqrs.kqueue()
-    yield q
-    q.close()
-
-
-@pytest.fixture
 def pipe():
     r, w = os.pipe()
     yield r, w

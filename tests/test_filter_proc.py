@@ -294,13 +294,6 @@ def read_line(fd: int, timeout: float = 2.0) -> bytes:
 # --- kqueue helpers ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def kq():
-    q = kqrs.kqueue()
-    yield q
-    q.close()
-
-
 def proc(ident, fflags=NOTE_EXIT, flags=ADD, udata=0, data=0):
     return kevent(ident, PROC, flags, fflags, data, udata)
 

@@ -33,13 +33,6 @@ ABSOLUTE = kqrs.KQ_NOTE_ABSOLUTE
 EPS = 1e-6
 
 
-@pytest.fixture
-def kq():
-    q = kqrs.kqueue()
-    yield q
-    q.close()
-
-
 def timer(ident, data, flags=ADD, fflags=0, udata=0):
     return kevent(ident, TIMER, flags, fflags, data, udata)
 

@@ -38,13 +38,6 @@ from kqhelpers import (
 )
 
 
-@pytest.fixture
-def kq():
-    q = kqrs.kqueue()
-    yield q
-    q.close()
-
-
 def user(ident, flags=ADD | CLEAR, fflags=0, data=0, udata=0):
     return kevent(ident, USER, flags, fflags, data, udata)
 

@@ -79,13 +79,6 @@ def names(fflags):
 
 
 @pytest.fixture
-def kq():
-    q = kqrs.kqueue()
-    yield q
-    q.close()
-
-
-@pytest.fixture
 def fds():
     """open(path, flags=O_RDONLY) -> fd, closed at the end (unless the test closed it)."""
     made = []

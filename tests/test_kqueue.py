@@ -44,13 +44,6 @@ EPS = 1e-6
 WATCHDOG = 999_999  # USER ident a watchdog triggers so that a hang becomes a failure
 
 
-@pytest.fixture
-def kq():
-    q = kqrs.kqueue()
-    yield q
-    q.close()
-
-
 def user(ident, flags=ADD | CLEAR, fflags=0, data=0, udata=0):
     return kevent(ident, USER, flags, fflags, data, udata)
 
