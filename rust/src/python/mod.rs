@@ -460,11 +460,12 @@ pub(crate) fn kevent_py(
     }
     // A long wait goes in slices; after an empty one the kqueue checks that its fd was not closed behind
     // its back (os.close() of it by another thread wakes no one): then the wait fails with EBADF.
-    let sliced = !out.is_empty() && slice(wait) != wait;
+    let first = slice(wait);
+    let sliced = !out.is_empty() && first != wait;
     if sliced {
         kq.watch_own_fd();
     }
-    let mut res = py.detach(|| kq.kevent_once(changes, out, slice(wait)));
+    let mut res = py.detach(|| kq.kevent_once(changes, out, first));
     loop {
         match res {
             Err(Errno(libc::EINTR)) => {
@@ -490,6 +491,9 @@ const OWN_FD_CHECK_NS: u64 = 1_000_000_000;
 
 /// The next slice of `wait`: at most OWN_FD_CHECK_NS from now.
 fn slice(wait: Wait) -> Wait {
+    if wait == Wait::Poll {
+        return wait; // (no clock read for a call that cannot wait)
+    }
     let end = crate::sys::clock_ns(false).saturating_add(OWN_FD_CHECK_NS);
     match wait {
         Wait::Forever => Wait::Until(end),

@@ -333,6 +333,18 @@ pub struct PyEventQueue {
 }
 
 impl PyEventQueue {
+    /// Queues `item` in a queue with room (or hands it to the oldest waiting getter), updates the count and
+    /// the fd, releases the lock, then wakes that getter.
+    #[inline]
+    fn push_unlock(&self, mut g: MutexGuard<'_, Inner>, item: Py<PyAny>) {
+        let w = g.deliver(item, false);
+        g.settle(&self.core.len, self.maxsize);
+        drop(g);
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+
     /// The state, locked. Never called in a fork child (see `is_forked`).
     #[inline]
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -534,18 +546,13 @@ impl PyEventQueue {
             return Err(closed_err("put()"));
         }
         let item = item.clone().unbind();
-        let mut g = self.lock();
+        let g = self.lock();
         if g.closed {
             drop(g);
             return Err(closed_err("put()"));
         }
         if g.items.len() < self.bound() {
-            let w = g.deliver(item, false);
-            g.settle(&self.core.len, self.maxsize);
-            drop(g);
-            if let Some(w) = w {
-                w.wake();
-            }
+            self.push_unlock(g, item);
             return Ok(());
         }
         drop(g);
@@ -562,12 +569,7 @@ impl PyEventQueue {
         }
         if g.items.len() < self.bound() {
             // Room was made while the arguments were looked at.
-            let w = g.deliver(item, false);
-            g.settle(&self.core.len, self.maxsize);
-            drop(g);
-            if let Some(w) = w {
-                w.wake();
-            }
+            self.push_unlock(g, item);
             return Ok(());
         }
         let w = Waiter::new(Some(item));
