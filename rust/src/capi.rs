@@ -18,11 +18,10 @@ use crate::kqueue::{fork_generation, Kqueue, Step, Wait};
 use crate::sys::{self, Errno, RawFd};
 use crate::Kevent;
 
-/// A kqueue handed out to C: the engine, the fd number C holds, and kqrs's own duplicate of it.
+/// A kqueue handed out to C (the table's index is the fd number C holds; the engine keeps its own duplicate
+/// of it: `Kqueue::watch_own_fd`).
 struct Entry {
     kq: Arc<Kqueue>,
-    fd: RawFd,
-    dup: RawFd,
 }
 
 /// Every kqueue handed out, by fd number (one process-wide table, like the kernel's).
@@ -44,13 +43,12 @@ fn table() -> MutexGuard<'static, (u64, Vec<Option<Entry>>)> {
 
 /// Whether `e`'s fd still names its kqueue.
 fn alive(e: &Entry) -> bool {
-    matches!(sys::same_file(e.fd, e.dup), Ok(true))
+    e.kq.fd_is_ours()
 }
 
 /// Frees a kqueue whose fd was closed by its owner.
 fn free(e: Entry) {
-    e.kq.close_detached(e.dup);
-    sys::close(e.dup);
+    e.kq.detach_closed();
 }
 
 /// Frees every kqueue whose fd was closed (or reused) behind kqrs's back.
@@ -75,7 +73,7 @@ fn make() -> Result<RawFd, Errno> {
     // them; code written for both masks them: docs/design.md, "The C face").
     kq.use_libkqueue_flags();
     let fd = kq.fd();
-    let dup = sys::dup_cloexec(fd)?;
+    kq.watch_own_fd()?;
     // The number is the caller's to close: not kqrs's to close in a fork child (see the module doc).
     sys::untrack(fd);
     let mut t = table();
@@ -87,7 +85,7 @@ fn make() -> Result<RawFd, Errno> {
     }
     let kq = Arc::new(kq);
     crate::registry::register(&kq);
-    t.1[fd as usize] = Some(Entry { kq, fd, dup });
+    t.1[fd as usize] = Some(Entry { kq });
     Ok(fd)
 }
 
@@ -167,7 +165,9 @@ const CLOSE_CHECK_MS: i32 = 1000;
 
 fn entry_of(fd: i32) -> Option<(Arc<Kqueue>, RawFd)> {
     let t = table();
-    t.1.get(usize::try_from(fd).ok()?)?.as_ref().map(|e| (e.kq.clone(), e.dup))
+    let kq = t.1.get(usize::try_from(fd).ok()?)?.as_ref()?.kq.clone();
+    let alias = kq.watch_own_fd().ok()?;
+    Some((kq, alias))
 }
 
 /// The first step of kevent(): checks the arguments, applies the changes, polls.

@@ -274,42 +274,59 @@ impl Kqueue {
         }
     }
 
-    /// Before a wait that may be long: makes (once) the private duplicate of the kqueue's fd that
-    /// `closed_behind` compares it with. A waiter cuts a long wait in slices and calls `closed_behind` after
-    /// each empty one: close(2) / os.close() of the fd by another thread wakes nobody (the waiter's
-    /// epoll_wait holds the file), so without this a waiter with no timeout would sleep forever.
-    pub fn watch_own_fd(&self) {
-        if self.own_dup.load(Ordering::Acquire) >= 0 || self.is_closed() {
-            return;
+    /// Makes (once) the private duplicate of the kqueue's fd that `fd_is_ours` compares it with, and returns
+    /// it. The Python face makes it before a wait long enough to be cut in slices (close(2) / os.close() of
+    /// the fd by another thread wakes nobody: the waiter's epoll_wait holds the file); the C face at
+    /// creation, where it is also the fd a blocked kevent() waits on.
+    pub fn watch_own_fd(&self) -> Result<RawFd> {
+        let d = self.own_dup.load(Ordering::Acquire);
+        if d >= 0 {
+            return Ok(d);
         }
-        if let Ok(d) = sys::dup_cloexec(self.fd) {
-            if self.own_dup.compare_exchange(-1, d, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        if self.is_closed() {
+            return Err(errno(libc::EBADF));
+        }
+        let d = sys::dup_cloexec(self.fd)?;
+        match self.own_dup.compare_exchange(-1, d, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Ok(d),
+            Err(other) => {
                 sys::close(d);
+                Ok(other)
             }
         }
     }
 
-    /// Whether the kqueue's fd was closed behind its back (its number closed, or now naming another file),
-    /// as far as `watch_own_fd`'s duplicate can tell. If so the kqueue is closed here, without touching that
-    /// number (`close_detached`): threads waiting in it wake and fail with EBADF.
-    pub fn closed_behind(&self) -> bool {
+    /// Whether the kqueue's fd number still names it, as far as `watch_own_fd`'s duplicate can tell (true
+    /// when there is no duplicate; without kcmp only a closed number can be told).
+    pub fn fd_is_ours(&self) -> bool {
         let d = self.own_dup.load(Ordering::Acquire);
-        if d < 0 || self.is_closed() {
-            return false;
+        if d < 0 {
+            return true;
         }
-        let ours = match sys::same_file(self.fd, d) {
+        match sys::same_file(self.fd, d) {
             Ok(same) => same,
-            Err(_) => sys::fd_is_open(self.fd), // no kcmp: only a closed number can be told
-        };
-        if ours {
-            return false;
+            Err(_) => sys::fd_is_open(self.fd),
         }
+    }
+
+    /// Closes a kqueue whose fd number is known to be gone (closed, or reused), through its duplicate and
+    /// without touching that number (`close_detached`): threads waiting in it wake and fail with EBADF.
+    pub fn detach_closed(&self) {
         // One thread detaches it; the duplicate stays open until then (it wakes the other waiters).
         let d = self.own_dup.swap(-1, Ordering::AcqRel);
         if d >= 0 {
             self.close_detached(d);
             sys::close(d);
         }
+    }
+
+    /// Whether the kqueue's fd was closed behind its back (`fd_is_ours`); if so, the kqueue is closed here
+    /// (`detach_closed`).
+    pub fn closed_behind(&self) -> bool {
+        if self.own_dup.load(Ordering::Acquire) < 0 || self.is_closed() || self.fd_is_ours() {
+            return false;
+        }
+        self.detach_closed();
         true
     }
 

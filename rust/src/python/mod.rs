@@ -463,7 +463,7 @@ pub(crate) fn kevent_py(
     let first = slice(wait);
     let sliced = !out.is_empty() && first != wait;
     if sliced {
-        kq.watch_own_fd();
+        let _ = kq.watch_own_fd(); // (without a duplicate, a close behind its back cannot be told)
     }
     let mut res = py.detach(|| kq.kevent_once(changes, out, first));
     loop {
