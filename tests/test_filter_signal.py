@@ -749,35 +749,95 @@ def test_signal_pending_when_the_knote_is_added_is_reported_once(kq):
     assert collect(kq, 0.02) == []
 
 
-def test_blocked_realtime_signal_every_send_is_counted_once(kq):
-    apply(kq, sig(SIGRT))
-    signal.pthread_sigmask(signal.SIG_BLOCK, [SIGRT])
-    try:
-        for _ in range(3):
-            signal.pthread_kill(threading.get_ident(), SIGRT)
-        # The first send is seen pending; Linux cannot say how many more are queued behind it.
-        assert collect(kq) == [report(SIGRT, 1)]
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [SIGRT])
-    assert collect(kq) == [report(SIGRT, 2)]  # the other two, when delivered: 3 in all
-    assert collect(kq, 0.02) == []
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="a real-time signal sent again while an earlier one is still pending (blocked) is counted only when "
-    "delivered: Linux cannot tell how many instances are queued without taking them (docs/design.md)",
-)
-def test_blocked_realtime_signal_each_send_is_reported_while_blocked(kq):
+def test_blocked_realtime_signal_every_send_is_counted_when_sent_and_not_again_when_delivered(kq):
+    """Linux queues every instance of a real-time signal: each send counts while it is blocked (as FreeBSD
+    counts at send), and none counts again when the queue is delivered."""
     apply(kq, sig(SIGRT))
     signal.pthread_sigmask(signal.SIG_BLOCK, [SIGRT])
     try:
         for _ in range(3):
             signal.pthread_kill(threading.get_ident(), SIGRT)
         assert collect(kq) == [report(SIGRT, 3)]
+        signal.pthread_kill(threading.get_ident(), SIGRT)
+        assert collect(kq) == [report(SIGRT, 1)]
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [SIGRT])
-        collect(kq, 0.02)
+    assert collect(kq, 0.02) == []
+    kill_self(SIGRT)  # and the next one, unblocked, counts as usual
+    assert collect(kq) == [report(SIGRT, 1)]
+
+
+sigqueue = libc.sigqueue
+sigqueue.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]  # union sigval passed as a pointer-size value
+
+
+def test_blocked_realtime_signals_reach_the_handler_once_each_with_their_siginfo_in_order(kq):
+    """Counting queued instances must not lose, reorder or alter any: the application's SA_SIGINFO handler
+    gets every one, once, with the sender's si_code, si_pid and si_value, in the order they were sent."""
+    values = []
+
+    def h(s, info, ctx):
+        code = ctypes.c_int.from_address(info + 8).value
+        pid = ctypes.c_int.from_address(info + 16).value
+        value = ctypes.c_int.from_address(info + 24).value
+        values.append((s, code, pid, value))
+
+    fn = SIGINFO_HANDLER(h)
+    _keep_alive.append(fn)
+    act = Sigaction()
+    act.sa_handler = ctypes.cast(fn, ctypes.c_void_p).value
+    act.sa_flags = SA_SIGINFO
+    set_action(SIGRT, act)
+    apply(kq, sig(SIGRT))
+    signal.pthread_sigmask(signal.SIG_BLOCK, [SIGRT])
+    try:
+        for v in (11, 22, 33):
+            assert sigqueue(os.getpid(), SIGRT, v) == 0
+        assert collect(kq) == [report(SIGRT, 3)]
+        assert values == []
+        assert sigqueue(os.getpid(), SIGRT, 44) == 0
+        assert collect(kq) == [report(SIGRT, 1)]
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [SIGRT])
+    si_queue = -1
+    assert values == [(int(SIGRT), si_queue, os.getpid(), v) for v in (11, 22, 33, 44)]
+    assert collect(kq, 0.02) == []
+
+
+def test_realtime_signal_sent_before_a_second_kqueue_watches_it_is_not_counted_there(kqs):
+    """libkqueue's test_kevent_signal_rt_late_register: B, added while an instance A has already reported
+    is still queued, counts only what is sent after it."""
+    a, b = kqs(), kqs()
+    apply(a, sig(SIGRT))
+    signal.pthread_sigmask(signal.SIG_BLOCK, [SIGRT])
+    try:
+        assert sigqueue(os.getpid(), SIGRT, 1) == 0
+        assert collect(a) == [report(SIGRT, 1)]
+        apply(b, sig(SIGRT))
+        assert sigqueue(os.getpid(), SIGRT, 2) == 0
+        assert collect(a) == [report(SIGRT, 1)]
+        assert collect(b) == [report(SIGRT, 1)]
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [SIGRT])
+    assert collect(a, 0.02) == []
+    assert collect(b, 0.02) == []
+
+
+def test_a_counted_realtime_signal_left_pending_does_not_keep_waking_the_kqueue(kq):
+    """Counting takes the queued instances and puts them back, which makes the pending-signal signalfd
+    readable again: that must wake the kqueue a bounded number of times, not spin while the signal stays
+    blocked."""
+    apply(kq, sig(SIGRT))
+    signal.pthread_sigmask(signal.SIG_BLOCK, [SIGRT])
+    try:
+        signal.pthread_kill(threading.get_ident(), SIGRT)
+        assert collect(kq) == [report(SIGRT, 1)]
+        absorbed = kq._stats()[1]
+        assert collect(kq, 0.3) == []
+        assert kq._stats()[1] - absorbed <= 4
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [SIGRT])
+    assert collect(kq, 0.02) == []
 
 
 def test_blocked_python_handled_signal_counted_when_sent_and_handled_once_unblocked(kq):

@@ -7,7 +7,7 @@
 //! an atomic or an async-signal-safe call.
 
 use super::{cvt, track, Errno, RawFd, Result};
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 const NSIG: usize = 65;
 static SIG_COUNT: [AtomicU64; NSIG] = [const { AtomicU64::new(0) }; NSIG];
@@ -23,9 +23,22 @@ static SIG_RUNS: [AtomicU32; 64] = [const { AtomicU32::new(0) }; 64];
 static SIG_WATCHED: AtomicU32 = AtomicU32::new(0);
 /// Deliveries that reached kqrs's handler (bumped on entry), to tell a pending-signal scan that one ran.
 static SIG_SEQ: [AtomicU64; NSIG] = [const { AtomicU64::new(0) }; NSIG];
-/// 1 while a pending (blocked) instance of the signal was counted by a scan: its delivery, once unblocked,
-/// must not count again (the handler takes the mark instead).
+/// Pending (blocked) instances of the signal a scan counted already: their deliveries, once unblocked, must
+/// not count again (each takes a mark instead). 0 or 1 for a standard signal, which Linux keeps pending
+/// once; up to the queue's length for a real-time one (delivered in the order sent, so the counted ones
+/// come first).
 static SIG_MARK: [AtomicU32; NSIG] = [const { AtomicU32::new(0) }; NSIG];
+/// The first real-time signal number (the kernel's SIGRTMIN): from here on every send queues an instance.
+const SIGRT_FIRST: usize = 32;
+/// Set while a thread counts queued real-time signals (a flag, not a lock: a fork child may inherit it set,
+/// and clears it).
+static RT_SCAN_BUSY: AtomicBool = AtomicBool::new(false);
+/// What the last real-time count explained: the user's queued-signal total (/proc's SigQ) it read before
+/// taking the queues, and the watched real-time signals pending then. Taking and putting back the queues
+/// makes the pending-signal signalfd readable again; an unchanged pair tells that wake-up from a new send
+/// without taking the queues again (which would wake every kqueue again, for ever). u64::MAX: none yet.
+static RT_LAST_SIGQ: AtomicU64 = AtomicU64::new(u64::MAX);
+static RT_LAST_BITS: AtomicU64 = AtomicU64::new(0);
 /// A signalfd whose mask is every watched signal. Never read: registered (edge-triggered) in each kqueue
 /// that watches signals, it reports that a watched signal is pending, which a blocked signal stays.
 static SIG_PENDING_FD: AtomicI32 = AtomicI32::new(-1);
@@ -74,7 +87,7 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     if i < NSIG {
         SIG_SEQ[i].fetch_add(1, Ordering::SeqCst);
         // Counted already if a scan saw it pending while it was blocked (`signal_scan_pending`).
-        if SIG_MARK[i].swap(0, Ordering::SeqCst) == 0 {
+        if SIG_MARK[i].fetch_update(Ordering::SeqCst, Ordering::SeqCst, |m| m.checked_sub(1)).is_err() {
             SIG_COUNT[i].fetch_add(1, Ordering::SeqCst);
         }
         let fd = SIG_WAKE.load(Ordering::SeqCst);
@@ -171,6 +184,12 @@ pub fn signals_reset_in_child() {
     if SIG_WATCHED.load(Ordering::Relaxed) != 0 {
         SIG_WATCHED.store(0, Ordering::SeqCst);
     }
+    if RT_SCAN_BUSY.load(Ordering::Relaxed) {
+        RT_SCAN_BUSY.store(false, Ordering::SeqCst);
+    }
+    if RT_LAST_SIGQ.load(Ordering::Relaxed) != u64::MAX {
+        RT_LAST_SIGQ.store(u64::MAX, Ordering::SeqCst);
+    }
     for i in 1..NSIG {
         if SIG_REFS[i].load(Ordering::Relaxed) == 0 || SIG_REFS[i].swap(0, Ordering::SeqCst) == 0 {
             continue;
@@ -205,6 +224,7 @@ pub fn signal_ref(sig: i32) -> Result<()> {
         // An instance pending from before (blocked) is still to be delivered: counted like one sent now, which
         // lets a program block a signal, add its knote, then unblock it without losing one sent meanwhile.
         SIG_MARK[i].store(0, Ordering::SeqCst);
+        RT_LAST_SIGQ.store(u64::MAX, Ordering::SeqCst); // its queued instances are to be counted
         SIG_REFS[i].fetch_add(1, Ordering::SeqCst);
         if let Err(e) = update_pending_fd() {
             SIG_REFS[i].fetch_sub(1, Ordering::SeqCst);
@@ -283,7 +303,16 @@ pub fn signal_pending_fd() -> Option<RawFd> {
 /// are counted when delivered.
 pub fn signal_scan_pending() {
     let Ok(set) = pending_signals() else { return };
-    for sig in 1..NSIG as i32 {
+    let mut rt = 0u64;
+    for (sig, refs) in SIG_REFS.iter().enumerate().skip(SIGRT_FIRST) {
+        if sigismember(&set, sig as i32) && refs.load(Ordering::SeqCst) > 0 {
+            rt |= 1 << (sig - 1);
+        }
+    }
+    if rt != 0 {
+        scan_realtime(rt);
+    }
+    for sig in 1..SIGRT_FIRST as i32 {
         let i = sig as usize;
         if !sigismember(&set, sig) || SIG_REFS[i].load(Ordering::SeqCst) == 0 || SIG_MARK[i].load(Ordering::SeqCst) != 0
         {
@@ -357,4 +386,156 @@ pub fn signal_reassert(sig: i32) -> Result<()> {
 /// Whether kqrs's handler is installed for `sig` now (for tests and doctor).
 pub fn signal_hooked(sig: i32) -> bool {
     current_action(sig).is_ok_and(|a| is_ours(&a))
+}
+
+/// What /proc/thread-self/status says of signals: the user's queued-signal total (SigQ), and the
+/// signals pending for this thread alone (SigPnd) and for the whole process (ShdPnd), as bit sig-1.
+struct SigStatus {
+    queued: u64,
+    thread: u64,
+    shared: u64,
+}
+
+fn sig_status() -> Option<SigStatus> {
+    let mut buf = [0u8; 4096];
+    // SAFETY: a NUL-terminated path and flags.
+    let fd = unsafe { libc::open(c"/proc/thread-self/status".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    let mut len = 0;
+    while len < buf.len() {
+        // SAFETY: `buf[len..]` is writable memory of the length passed; fd is ours.
+        let r = unsafe { libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len) };
+        if r <= 0 {
+            break;
+        }
+        len += r as usize;
+    }
+    // SAFETY: fd is ours and used no more.
+    unsafe { libc::close(fd) };
+    let text = std::str::from_utf8(&buf[..len]).ok()?;
+    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    let queued = field("SigQ:")?.split('/').next()?.parse().ok()?;
+    let thread = u64::from_str_radix(field("SigPnd:")?, 16).ok()?;
+    let shared = u64::from_str_radix(field("ShdPnd:")?, 16).ok()?;
+    Some(SigStatus { queued, thread, shared })
+}
+
+/// Counts the queued instances of the watched real-time signals in `pending` (bit sig-1): Linux says only
+/// whether one is pending, so the instances this thread can see are taken (a signalfd read, in the order
+/// they were sent), counted, and put back as they were (rt_tgsigqueueinfo: same siginfo, same order, to
+/// this thread if it was sent to this thread, else to the process). Instances counted by an earlier scan
+/// and still queued are the first ones (SIG_MARK says how many).
+#[cold]
+fn scan_realtime(pending: u64) {
+    if RT_SCAN_BUSY.swap(true, Ordering::Acquire) {
+        return; // another thread is counting; the instances it puts back wake this kqueue again
+    }
+    if let Some(status) = sig_status() {
+        let seen =
+            RT_LAST_SIGQ.load(Ordering::SeqCst) == status.queued && RT_LAST_BITS.load(Ordering::SeqCst) == pending;
+        if !seen {
+            for sig in SIGRT_FIRST..NSIG {
+                if pending & (1 << (sig - 1)) != 0 {
+                    recount_queue(sig as i32, &status);
+                }
+            }
+            RT_LAST_SIGQ.store(status.queued, Ordering::SeqCst);
+            RT_LAST_BITS.store(pending, Ordering::SeqCst);
+        }
+    }
+    RT_SCAN_BUSY.store(false, Ordering::Release);
+}
+
+fn recount_queue(sig: i32, status: &SigStatus) {
+    let bit = 1u64 << (sig - 1);
+    // SAFETY: sigset_t is plain old data; sigemptyset initialises it and sig is in 1..NSIG.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+    }
+    // SAFETY: `set` is a valid sigset_t; -1 asks for a new signalfd.
+    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
+    if fd < 0 {
+        return; // (no fd to spare: these instances are counted when delivered)
+    }
+    // A signalfd read takes this thread's own instances first, then the process's. Pending in both places,
+    // which one an instance came from is asked again after each one.
+    let mut private = status.thread & bit != 0;
+    let both = private && status.shared & bit != 0;
+    let mut taken: Vec<(libc::signalfd_siginfo, bool)> = Vec::new();
+    loop {
+        // SAFETY: signalfd_siginfo is plain old data; the read fills it whole or fails.
+        let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: `si` is `size` writable bytes; fd is ours.
+        let r = unsafe { libc::read(fd, (&raw mut si).cast(), size) };
+        if r != size as isize {
+            break;
+        }
+        taken.push((si, private));
+        if both && private {
+            private = sig_status().is_some_and(|s| s.thread & bit != 0);
+        }
+    }
+    // SAFETY: fd is ours and used no more.
+    unsafe { libc::close(fd) };
+    let queued = u32::try_from(taken.len()).unwrap_or(u32::MAX);
+    // Marks left by a delivery that had left the queue but not yet reached the handler are taken by that
+    // handler: at worst one instance is counted at its delivery instead of now.
+    let marked = SIG_MARK[sig as usize].swap(queued, Ordering::SeqCst);
+    SIG_COUNT[sig as usize].fetch_add(u64::from(queued.saturating_sub(marked)), Ordering::SeqCst);
+    for (si, private) in &taken {
+        requeue(sig, si, *private);
+    }
+}
+
+/// Puts back an instance taken from the queue, with the siginfo it was sent with.
+fn requeue(sig: i32, si: &libc::signalfd_siginfo, private: bool) {
+    // SAFETY: siginfo_t is plain old data; all-zero is valid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let code = si.ssi_code;
+    let base = (&raw mut info).cast::<u8>();
+    // SAFETY: the offsets are those of the kernel's siginfo on Linux (si_signo 0, si_errno 4, si_code 8, the
+    // union from 16: _rt {pid, uid, sigval}, _timer {tid, overrun, sigval}, _sigpoll {band: long, fd}),
+    // all inside the 128-byte siginfo_t; unaligned writes need no alignment.
+    unsafe {
+        base.cast::<i32>().write_unaligned(sig);
+        base.add(4).cast::<i32>().write_unaligned(si.ssi_errno);
+        base.add(8).cast::<i32>().write_unaligned(code);
+        if code == libc::SI_TIMER {
+            base.add(16).cast::<u32>().write_unaligned(si.ssi_tid);
+            base.add(20).cast::<u32>().write_unaligned(si.ssi_overrun);
+            base.add(24).cast::<u64>().write_unaligned(si.ssi_ptr);
+        } else if (1..=6).contains(&code) {
+            // POLL_IN .. POLL_HUP: an F_SETSIG signal
+            base.add(16).cast::<i64>().write_unaligned(i64::from(si.ssi_band));
+            base.add(24).cast::<i32>().write_unaligned(si.ssi_fd);
+        } else {
+            base.add(16).cast::<u32>().write_unaligned(si.ssi_pid);
+            base.add(20).cast::<u32>().write_unaligned(si.ssi_uid);
+            base.add(24).cast::<u64>().write_unaligned(si.ssi_ptr);
+        }
+    }
+    // SAFETY: getpid/gettid take no arguments.
+    let (pid, tid) = unsafe { (libc::getpid(), libc::syscall(libc::SYS_gettid) as libc::pid_t) };
+    let info_ptr = &raw const info;
+    // SAFETY: `info` is a valid siginfo_t; the targets are this process and thread. The kernel lets a thread
+    // send itself any si_code (a kill() or tgkill() siginfo included).
+    let r = unsafe {
+        if private {
+            libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, sig, info_ptr)
+        } else {
+            libc::syscall(libc::SYS_rt_sigqueueinfo, pid, sig, info_ptr)
+        }
+    };
+    if r != 0 {
+        // Only the main thread may put back a kill()'s siginfo for the whole process: from another one it goes
+        // back as a kill() of this process's own (the sender's pid and uid are lost, the instance is not).
+        // SAFETY: kill(2) of this process with a valid signal number.
+        unsafe { libc::kill(pid, sig) };
+    }
 }
