@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import operator
 import os
+import selectors
 import socket
 import subprocess
 import sys
@@ -690,3 +691,69 @@ def test_uninstall_removes_kqueue_selector_subprocess():
         """
         )
     )
+
+
+# --------------------------------------------------------------------------------------------------------
+# kqrs.KqueueSelector reports what EpollSelector reports
+# --------------------------------------------------------------------------------------------------------
+
+
+def _ready_sets(sel_cls, build):
+    """Registers what `build()` makes in a selector of `sel_cls` and returns {(name, events)} from one
+    select(0) (READ and WRITE entries merged per fd)."""
+    fds, keep = build()
+    sel = sel_cls()
+    try:
+        for name, (obj, events) in fds.items():
+            sel.register(obj, events, name)
+        got: dict[str, int] = {}
+        for key, ev in sel.select(0):
+            got[key.data] = got.get(key.data, 0) | ev
+        return set(got.items())
+    finally:
+        sel.close()
+        for o in keep:
+            o.close()
+
+
+def _selector_cases():
+    R, W = selectors.EVENT_READ, selectors.EVENT_WRITE
+    fds, keep = {}, []
+    a, b = socket.socketpair()
+    keep += [a, b]
+    b.send(b"xyz")
+    fds["socket with data"] = (a, R | W)
+    c, d = socket.socketpair()
+    keep += [c, d]
+    fds["idle socket"] = (c, R)
+    e, f = socket.socketpair()
+    keep += [e, f]
+    f.close()
+    fds["peer closed"] = (e, R)
+    u1 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    keep += [u1, u2]
+    u1.bind(("127.0.0.1", 0))
+    u2.sendto(b"", u1.getsockname())
+    fds["zero-length datagram"] = (u1, R)
+    r, w = os.pipe()
+    os.write(w, b"p")
+    rf, wf = os.fdopen(r, "rb"), os.fdopen(w, "wb")
+    keep += [rf, wf]
+    fds["pipe with data"] = (rf, R)
+    fds["pipe write end"] = (wf, W)
+    lst = socket.create_server(("127.0.0.1", 0))
+    keep.append(lst)
+    conn = socket.create_connection(lst.getsockname())
+    keep.append(conn)
+    fds["listener with a connection waiting"] = (lst, R)
+    time.sleep(0.05)  # the datagram and the connection are local: there by now
+    return fds, keep
+
+
+def test_kqrs_selector_reports_what_epoll_selector_reports():
+    """Sockets with and without data, a closed peer, a zero-length datagram (readable for a selector,
+    though it holds 0 bytes), pipes and a listener: the same (fd, events) from both selectors."""
+    epoll = _ready_sets(selectors.EpollSelector, _selector_cases)
+    assert ("zero-length datagram", selectors.EVENT_READ) in epoll
+    assert _ready_sets(kqrs.KqueueSelector, _selector_cases) == epoll

@@ -70,6 +70,11 @@ pub(crate) struct State {
     /// entry keeps the flags of its change. FreeBSD (and the Python face) clears them. A socket error is read
     /// (and so cleared) into `fflags`, as libkqueue and FreeBSD report it.
     pub libkqueue_flags: bool,
+    /// Nobody reads `data` from this kqueue's socket, pipe and tty events (a selector's kqueue): a level-
+    /// triggered READ/WRITE knote without NOTE_LOWAT reports epoll's readiness as it is, and the syscalls
+    /// that count bytes (FIONREAD, SIOCOUTQ, ...) are not made; `data` is 0. EpollSelector's readiness,
+    /// at its cost.
+    pub levels_only: bool,
     /// The epoll every registration lives in: `kq` itself, or, once a registration that cannot be removed
     /// has shown up, an inner epoll registered in `kq` (see `rebuild`).
     pub ep: RawFd,
@@ -431,6 +436,11 @@ impl Kqueue {
     /// Makes this kqueue answer with libkqueue's flags (see `State::libkqueue_flags`): the C face.
     pub fn use_libkqueue_flags(&self) {
         self.lock().libkqueue_flags = true;
+    }
+
+    /// Makes this kqueue report readiness without `data` (see `State::levels_only`): a selector's.
+    pub fn use_levels_only(&self) {
+        self.lock().levels_only = true;
     }
 
     /// How many events a kevent() call would return now (FreeBSD's kq_count), taking none of them: what a
@@ -878,6 +888,7 @@ impl State {
             kq: -1,
             own_kq: true,
             libkqueue_flags: false,
+            levels_only: false,
             ep: -1,
             retired: Vec::new(),
             needs_rebuild: false,

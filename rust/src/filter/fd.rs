@@ -571,14 +571,19 @@ fn evaluate(st: &mut State, slot: u32, fd: RawFd, revents: u32) -> Result<Option
     let Some(k) = st.knotes.get(slot) else { return Ok(None) };
     let is_read = k.filter == EVFILT_READ;
     let err = revents & EPOLLERR != 0;
+    // A selector's kqueue: epoll's readiness as it is, no byte count (nor its syscalls).
+    let counted = !(st.levels_only
+        && k.flags & EV_CLEAR == 0
+        && k.sfflags & NOTE_LOWAT == 0
+        && matches!(kind, FdKind::Socket | FdKind::Listener | FdKind::Pipe | FdKind::Char));
     let (eof, data) = if is_read {
-        (revents & (EPOLLRDHUP | EPOLLHUP) != 0, read_data(st, fd, kind)?)
+        (revents & (EPOLLRDHUP | EPOLLHUP) != 0, if counted { read_data(st, fd, kind)? } else { None })
     } else {
         let eof = match kind {
             FdKind::Pipe => revents & (EPOLLERR | EPOLLHUP) != 0,
             _ => revents & EPOLLHUP != 0,
         };
-        (eof, write_data(fd, kind)?)
+        (eof, if counted { write_data(fd, kind)? } else { None })
     };
     let kind = entry(st, fd).kind;
     let Some(k) = st.knotes.get(slot) else { return Ok(None) };

@@ -182,6 +182,8 @@ impl PySelector {
     #[pyo3(signature = (*, merge=false))]
     fn new(py: Python<'_>, merge: bool) -> PyResult<PySelector> {
         let kq = Arc::new(Kqueue::new().map_err(os_error)?);
+        // select() returns keys and event masks, never `data`: no byte counts (one syscall or two per event).
+        kq.use_levels_only();
         crate::registry::register(&kq);
         Ok(PySelector {
             kq,
