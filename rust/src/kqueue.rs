@@ -207,7 +207,17 @@ impl Kqueue {
         if self.is_closed() {
             return Err(errno(libc::EBADF));
         }
-        Ok(Locked { st, post: PostUnlock { kick: None, _hz: hz } })
+        Ok(Locked { st, post: PostUnlock { kick: None, _hz: Some(hz) } })
+    }
+
+    /// `lock_open` for a caller that holds a hazard slot for this kqueue already (the collect path).
+    #[inline]
+    fn lock_inside(&self) -> Result<Locked<'_>> {
+        let st = self.lock();
+        if self.is_closed() {
+            return Err(errno(libc::EBADF));
+        }
+        Ok(Locked { st, post: PostUnlock { kick: None, _hz: None } })
     }
 
     /// Closes the kqueue: wakes every thread blocked in it (they return EBADF), waits until none is inside
@@ -618,7 +628,8 @@ impl Kqueue {
     }
 
     /// The general collect: waits, harvests, and looks again while that can find more. `prefetched` is a
-    /// first batch of epoll events the caller already took (the poll fast path).
+    /// first batch of epoll events the caller already took (the poll fast path). The caller holds a hazard
+    /// slot for this kqueue.
     #[inline(never)]
     fn collect_in(&self, events: &mut [Kevent], wait: Wait, prefetched: &[sys::EpollEvent]) -> Result<usize> {
         if events.is_empty() {
@@ -668,7 +679,7 @@ impl Kqueue {
             let before = got;
             let parked;
             {
-                let mut st = self.lock_open()?;
+                let mut st = self.lock_inside()?;
                 let parks_before = st.stats.parks;
                 if first {
                     // A new call: knotes reported from here on are reported once in it.
@@ -780,7 +791,8 @@ pub(crate) struct Locked<'a> {
 
 struct PostUnlock<'a> {
     kick: Option<source::Kick>,
-    _hz: hazard::Guard<'a>,
+    /// None when the caller holds the slot itself (`lock_inside`).
+    _hz: Option<hazard::Guard<'a>>,
 }
 
 impl Drop for PostUnlock<'_> {
