@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 import kqrs
 
 # filters
@@ -87,6 +89,18 @@ def errno_of(kq, change):
     [ev] = kq.control([change], 1, 0)
     assert ev.flags & ERROR
     return ev.data
+
+
+def errno_of_add(kq, change):
+    """The errno of a change: both as the EV_ERROR entry (room) and as the raised OSError (no room)."""
+    ent = kq.control([change], 4, 0)
+    assert len(ent) == 1, ent
+    assert ent[0].flags == ERROR
+    assert (ent[0].ident, ent[0].filter) == (change.ident, change.filter)
+    with pytest.raises(OSError) as ei:
+        kq.control([change], 0)
+    assert ei.value.errno == ent[0].data
+    return ent[0].data
 
 
 def open_fds() -> set[int]:

@@ -38,6 +38,8 @@ from kqrs import (
     VnodeNote,
 )
 
+from kqhelpers import open_fds
+
 HAVE_SIGNAL = kqrs._kqrs._filter_supported(kqrs.KQ_FILTER_SIGNAL)
 HAVE_VNODE = kqrs._kqrs._filter_supported(kqrs.KQ_FILTER_VNODE)
 needs_signal = pytest.mark.skipif(not HAVE_SIGNAL, reason="EVFILT_SIGNAL is not built yet")
@@ -77,18 +79,6 @@ def popen():
         p.wait()
         if p.stdout:
             p.stdout.close()
-
-
-def open_fds() -> set[int]:
-    """This process's open fds (not counting the one listdir used to list them)."""
-    fds = set()
-    for n in os.listdir("/proc/self/fd"):
-        try:
-            os.fstat(int(n))
-        except OSError:
-            continue
-        fds.add(int(n))
-    return fds
 
 
 def only(events: list[Event]) -> Event:

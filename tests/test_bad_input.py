@@ -33,36 +33,38 @@ import pytest
 import kqrs
 from kqrs import _kqrs, kevent
 
-READ = kqrs.KQ_FILTER_READ
-WRITE = kqrs.KQ_FILTER_WRITE
-AIO = kqrs.KQ_FILTER_AIO
-VNODE = kqrs.KQ_FILTER_VNODE
-PROC = kqrs.KQ_FILTER_PROC
-SIGNAL = kqrs.KQ_FILTER_SIGNAL
-TIMER = kqrs.KQ_FILTER_TIMER
-NETDEV = kqrs.KQ_FILTER_NETDEV
-USER = kqrs.KQ_FILTER_USER
-PROCDESC = kqrs.KQ_FILTER_PROCDESC
-FS, LIO = -9, -10
+from kqhelpers import (
+    ABSOLUTE,
+    ADD,
+    AIO,
+    CLEAR,
+    DELETE,
+    DISABLE,
+    DISPATCH,
+    ENABLE,
+    EOF,
+    ERROR,
+    LOWAT,
+    NETDEV,
+    NOTE_EXIT,
+    NOTE_FORK,
+    NSECONDS,
+    ONESHOT,
+    PROC,
+    PROCDESC,
+    READ,
+    RECEIPT,
+    SECONDS,
+    SIGNAL,
+    SYSFLAGS,
+    TIMER,
+    TRIGGER,
+    USER,
+    VNODE,
+    WRITE,
+)
 
-ADD = kqrs.KQ_EV_ADD
-DELETE = kqrs.KQ_EV_DELETE
-ENABLE = kqrs.KQ_EV_ENABLE
-DISABLE = kqrs.KQ_EV_DISABLE
-ONESHOT = kqrs.KQ_EV_ONESHOT
-CLEAR = kqrs.KQ_EV_CLEAR
-RECEIPT = kqrs.KQ_EV_RECEIPT
-DISPATCH = kqrs.KQ_EV_DISPATCH
-SYSFLAGS = kqrs.KQ_EV_SYSFLAGS
-EOF = kqrs.KQ_EV_EOF
-ERROR = kqrs.KQ_EV_ERROR
-TRIGGER = kqrs.KQ_NOTE_TRIGGER
-NOTE_EXIT = kqrs.KQ_NOTE_EXIT
-NOTE_FORK = kqrs.KQ_NOTE_FORK
-SECONDS = kqrs.KQ_NOTE_SECONDS
-NSECONDS = kqrs.KQ_NOTE_NSECONDS
-ABSOLUTE = kqrs.KQ_NOTE_ABSOLUTE
-LOWAT = kqrs.KQ_NOTE_LOWAT
+FS, LIO = -9, -10
 
 HAVE_SIGNAL = _kqrs._filter_supported(SIGNAL)
 HAVE_VNODE = _kqrs._filter_supported(VNODE)

@@ -15,6 +15,8 @@ import pytest
 import kqrs
 from kqrs import _doctor as doctor, kevent
 
+from kqhelpers import FFAND, FFCTRLMASK, FFOR
+
 
 def _doctor(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "kqrs", "doctor", *args], capture_output=True, text=True, timeout=60)
@@ -194,10 +196,9 @@ def test_timer_row_probes_overrun_counts(monkeypatch):
 
 
 def test_user_row_probes_each_fflags_operation(monkeypatch):
-    FFAND, FFOR = kqrs.KQ_NOTE_FFAND, kqrs.KQ_NOTE_FFOR
-    ctrl = kqrs.KQ_NOTE_FFCTRLMASK
     with_bug(
-        monkeypatch, changes=lambda c: copy(c, fflags=(c.fflags & ~ctrl) | FFOR) if c.fflags & ctrl == FFAND else c
+        monkeypatch,
+        changes=lambda c: copy(c, fflags=(c.fflags & ~FFCTRLMASK) | FFOR) if c.fflags & FFCTRLMASK == FFAND else c,
     )  # NOTE_FFAND taken for NOTE_FFOR
     works, detail = doctor.probe_user()
     assert works == "no" and f"{FFAND:#x}" in detail, detail

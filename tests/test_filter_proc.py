@@ -37,25 +37,29 @@ import pytest
 import kqrs
 from kqrs import kevent
 
-PROC = kqrs.KQ_FILTER_PROC
-PROCDESC = getattr(kqrs, "KQ_FILTER_PROCDESC", -13)
-TIMER = kqrs.KQ_FILTER_TIMER
-ADD = kqrs.KQ_EV_ADD
-DELETE = kqrs.KQ_EV_DELETE
-ENABLE = kqrs.KQ_EV_ENABLE
-DISABLE = kqrs.KQ_EV_DISABLE
-ONESHOT = kqrs.KQ_EV_ONESHOT
-DISPATCH = kqrs.KQ_EV_DISPATCH
-CLEAR = kqrs.KQ_EV_CLEAR
-EOF = kqrs.KQ_EV_EOF
-ERROR = kqrs.KQ_EV_ERROR
-NOTE_EXIT = kqrs.KQ_NOTE_EXIT
-NOTE_FORK = kqrs.KQ_NOTE_FORK
-NOTE_EXEC = kqrs.KQ_NOTE_EXEC
-NOTE_TRACK = kqrs.KQ_NOTE_TRACK
-NOTE_TRACKERR = kqrs.KQ_NOTE_TRACKERR
-NOTE_CHILD = kqrs.KQ_NOTE_CHILD
-NOTE_EXITSTATUS = getattr(kqrs, "KQ_NOTE_EXITSTATUS", 0x04000000)
+from kqhelpers import (
+    ADD,
+    CLEAR,
+    DELETE,
+    DISABLE,
+    DISPATCH,
+    ENABLE,
+    EOF,
+    ERROR,
+    NOTE_CHILD,
+    NOTE_EXEC,
+    NOTE_EXIT,
+    NOTE_EXITSTATUS,
+    NOTE_FORK,
+    NOTE_TRACK,
+    NOTE_TRACKERR,
+    ONESHOT,
+    PROC,
+    PROCDESC,
+    apply,
+    errno_of_add,
+)
+
 ALL_NOTES = NOTE_EXIT | NOTE_FORK | NOTE_EXEC | NOTE_TRACK
 EXIT_FLAGS = CLEAR | EOF | ONESHOT
 
@@ -302,10 +306,6 @@ def procdesc(fd, fflags=NOTE_EXIT, flags=ADD, udata=0):
     return kevent(fd, PROCDESC, flags, fflags, 0, udata)
 
 
-def apply(kq, *changes):
-    assert kq.control(list(changes), 0) == []
-
-
 def knotes(kq) -> int:
     return kq._stats()[0]
 
@@ -314,18 +314,6 @@ def one_event(kq, timeout=2.0):
     evs = kq.control(None, 8, timeout)
     assert len(evs) == 1, f"expected one event within {timeout} s, got {evs}"
     return evs[0]
-
-
-def errno_of_add(kq, change):
-    """The errno of a change: both as the EV_ERROR entry (room) and as the raised OSError (no room)."""
-    ent = kq.control([change], 4, 0)
-    assert len(ent) == 1, ent
-    assert ent[0].flags == ERROR
-    assert (ent[0].ident, ent[0].filter) == (change.ident, change.filter)
-    with pytest.raises(OSError) as ei:
-        kq.control([change], 0)
-    assert ei.value.errno == ent[0].data
-    return ent[0].data
 
 
 def quiet(kq, timeout=0.2):

@@ -28,29 +28,31 @@ import pytest
 import kqrs
 from kqrs import kevent
 
-VNODE = kqrs.KQ_FILTER_VNODE
-ADD = kqrs.KQ_EV_ADD
-DELETE = kqrs.KQ_EV_DELETE
-ENABLE = kqrs.KQ_EV_ENABLE
-DISABLE = kqrs.KQ_EV_DISABLE
-ONESHOT = kqrs.KQ_EV_ONESHOT
-DISPATCH = kqrs.KQ_EV_DISPATCH
-CLEAR = kqrs.KQ_EV_CLEAR
-ERROR = kqrs.KQ_EV_ERROR
-EOF = kqrs.KQ_EV_EOF
+from kqhelpers import (
+    ADD,
+    CLEAR,
+    DELETE,
+    DISABLE,
+    DISPATCH,
+    ENABLE,
+    EOF,
+    NOTE_ATTRIB,
+    NOTE_CLOSE,
+    NOTE_CLOSE_WRITE,
+    NOTE_DELETE,
+    NOTE_EXTEND,
+    NOTE_LINK,
+    NOTE_OPEN,
+    NOTE_READ,
+    NOTE_RENAME,
+    NOTE_REVOKE,
+    NOTE_TRUNCATE,
+    NOTE_WRITE,
+    ONESHOT,
+    VNODE,
+    errno_of,
+)
 
-NOTE_DELETE = kqrs.KQ_NOTE_DELETE
-NOTE_WRITE = kqrs.KQ_NOTE_WRITE
-NOTE_EXTEND = kqrs.KQ_NOTE_EXTEND
-NOTE_ATTRIB = kqrs.KQ_NOTE_ATTRIB
-NOTE_LINK = kqrs.KQ_NOTE_LINK
-NOTE_RENAME = kqrs.KQ_NOTE_RENAME
-NOTE_REVOKE = kqrs.KQ_NOTE_REVOKE
-NOTE_TRUNCATE = kqrs.KQ_NOTE_TRUNCATE
-NOTE_OPEN = kqrs.KQ_NOTE_OPEN
-NOTE_CLOSE = kqrs.KQ_NOTE_CLOSE
-NOTE_CLOSE_WRITE = kqrs.KQ_NOTE_CLOSE_WRITE
-NOTE_READ = kqrs.KQ_NOTE_READ
 # Every change; the notes about using the file are opt-in and not part of it.
 ALL = NOTE_DELETE | NOTE_WRITE | NOTE_EXTEND | NOTE_ATTRIB | NOTE_LINK | NOTE_RENAME | NOTE_REVOKE | NOTE_TRUNCATE
 USE = NOTE_OPEN | NOTE_CLOSE | NOTE_CLOSE_WRITE | NOTE_READ
@@ -118,12 +120,6 @@ def vnode(fd, fflags=ALL, flags=ADD | CLEAR, udata=0):
 
 def watch(kq, fd, fflags=ALL, flags=ADD | CLEAR, udata=0):
     assert kq.control([vnode(fd, fflags, flags, udata)], 0) == []
-
-
-def errno_of(kq, change):
-    [ev] = kq.control([change], 1, 0)
-    assert ev.flags & ERROR
-    return ev.data
 
 
 def events(kq, timeout=0.5, n=16):

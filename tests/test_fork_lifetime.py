@@ -15,10 +15,9 @@ import pytest
 import kqrs
 from kqrs import kevent, kqueue
 
-pytestmark = pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+from kqhelpers import ADD, CLEAR, READ, TIMER, TRIGGER, USER
 
-USER, TIMER, READ = kqrs.KQ_FILTER_USER, kqrs.KQ_FILTER_TIMER, kqrs.KQ_FILTER_READ
-ADD, CLEAR, TRIGGER = kqrs.KQ_EV_ADD, kqrs.KQ_EV_CLEAR, kqrs.KQ_NOTE_TRIGGER
+pytestmark = pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 
 
 def _wait_child(pid: int, timeout: float = 10.0) -> int:

@@ -22,22 +22,25 @@ import pytest
 import kqrs
 from kqrs import _kqrs, kevent
 
-USER = kqrs.KQ_FILTER_USER
-TIMER = kqrs.KQ_FILTER_TIMER
-READ = kqrs.KQ_FILTER_READ
-ADD = kqrs.KQ_EV_ADD
-DELETE = kqrs.KQ_EV_DELETE
-ENABLE = kqrs.KQ_EV_ENABLE
-DISABLE = kqrs.KQ_EV_DISABLE
-ONESHOT = kqrs.KQ_EV_ONESHOT
-CLEAR = kqrs.KQ_EV_CLEAR
-RECEIPT = kqrs.KQ_EV_RECEIPT
-DISPATCH = kqrs.KQ_EV_DISPATCH
-ERROR = kqrs.KQ_EV_ERROR
-TRIGGER = kqrs.KQ_NOTE_TRIGGER
-FFCOPY = kqrs.KQ_NOTE_FFCOPY
-SECONDS = kqrs.KQ_NOTE_SECONDS
-USECONDS = kqrs.KQ_NOTE_USECONDS
+from kqhelpers import (
+    ADD,
+    CLEAR,
+    DELETE,
+    DISABLE,
+    DISPATCH,
+    ENABLE,
+    ERROR,
+    FFCOPY,
+    ONESHOT,
+    READ,
+    RECEIPT,
+    SECONDS,
+    TIMER,
+    TRIGGER,
+    USECONDS,
+    USER,
+    apply,
+)
 
 CLOSED_MSG = "I/O operation on closed kqueue object"
 EPS = 1e-6
@@ -54,10 +57,6 @@ def trigger(ident, fflags=0, data=0, udata=0, flags=0):
 
 def timer(ident, data, flags=ADD, fflags=0, udata=0):
     return kevent(ident, TIMER, flags, fflags, data, udata)
-
-
-def apply(kq, *changes):
-    assert kq.control(list(changes), 0) == []
 
 
 class Watchdog:

@@ -20,9 +20,9 @@ import pytest
 
 import kqrs
 
-from kqhelpers import NOTE_EXIT, PROC
+from kqhelpers import CLEAR, EOF, NOTE_EXIT, ONESHOT, PROC
 
-EXIT_FLAGS = kqrs.KQ_EV_CLEAR | kqrs.KQ_EV_EOF | kqrs.KQ_EV_ONESHOT
+EXIT_FLAGS = CLEAR | EOF | ONESHOT
 WANT = 10000
 HEADROOM = 300  # fds kept free for pytest, the kqueue's own fds and the pipe
 MB_PER_CHILD = 1  # a blocked fork of the helper costs well under 0.35 MB; ask for 1 MB each to be safe

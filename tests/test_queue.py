@@ -27,7 +27,7 @@ import kqrs
 import kqrs.asyncio
 from kqrs import EventQueue, kevent, kqueue
 
-READ, ADD, DELETE, CLEAR = kqrs.KQ_FILTER_READ, kqrs.KQ_EV_ADD, kqrs.KQ_EV_DELETE, kqrs.KQ_EV_CLEAR
+from kqhelpers import ADD, CLEAR, DELETE, READ
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import (  # noqa: E402

@@ -35,18 +35,7 @@ import pytest
 import kqrs
 from kqrs import _kqrs, kevent
 
-READ = kqrs.KQ_FILTER_READ
-WRITE = kqrs.KQ_FILTER_WRITE
-USER = kqrs.KQ_FILTER_USER
-TIMER = kqrs.KQ_FILTER_TIMER
-PROC = kqrs.KQ_FILTER_PROC
-ADD = kqrs.KQ_EV_ADD
-DELETE = kqrs.KQ_EV_DELETE
-CLEAR = kqrs.KQ_EV_CLEAR
-ONESHOT = kqrs.KQ_EV_ONESHOT
-TRIGGER = kqrs.KQ_NOTE_TRIGGER
-NOTE_EXIT = kqrs.KQ_NOTE_EXIT
-NOTE_FORK = kqrs.KQ_NOTE_FORK
+from kqhelpers import ADD, CLEAR, DELETE, NOTE_EXIT, NOTE_FORK, PROC, READ, TIMER, TRIGGER, USER, WRITE
 
 LONG = os.environ.get("KQRS_LONG") == "1"
 ADD_DELETE_CYCLES = 1_000_000 if LONG else 50_000
@@ -73,7 +62,10 @@ def rss_kb() -> int:
     return int(status.split(b"VmRSS:", 1)[1].split()[0])
 
 
-def open_fds() -> set[int]:
+def listed_fds() -> set[int]:
+    """Every number /proc/self/fd lists, unchecked (kqhelpers.open_fds fstat()s each and so leaves out the
+    one listdir used): enough for `leaked`, which compares two listings and keeps only the kinds of fd
+    these cycles create."""
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
 
@@ -205,7 +197,7 @@ def add_delete_cycles(total: int, leak: str | None = None) -> tuple[Meter, dict]
     a, b = socket.socketpair()
     os.write(w, b"x")
     first_kqueue_made()
-    fds0 = open_fds()
+    fds0 = listed_fds()
     kq = kqrs.kqueue()
     side = kqrs.kqueue()
     kept: list = []
@@ -261,7 +253,7 @@ def add_delete_cycles(total: int, leak: str | None = None) -> tuple[Meter, dict]
     owned_end = _kqrs._owned_fd_count()
     kq.close()
     side.close()
-    fds1 = open_fds()
+    fds1 = listed_fds()
     for fd in (r, w):
         os.close(fd)
     a.close()
@@ -330,7 +322,7 @@ def test_kqueue_create_close_cycles_keep_memory_and_fds_flat(tmp_path, has_conne
     other = kqrs.kqueue()
     connector = has_connector  # without CAP_NET_ADMIN: no connector in the cycles
     gc.collect()
-    fds0 = open_fds()
+    fds0 = listed_fds()
     owned0 = _kqrs._owned_fd_count()
     base_changes = [
         kevent(1, USER, ADD | CLEAR, TRIGGER, 0, 1),
@@ -366,7 +358,7 @@ def test_kqueue_create_close_cycles_keep_memory_and_fds_flat(tmp_path, has_conne
     elapsed = time.monotonic() - t0
     meter.sample(KQUEUE_CYCLES, warm=True)
     owned1 = _kqrs._owned_fd_count()
-    fds1 = open_fds()
+    fds1 = listed_fds()
     report(
         "kqueue_create_close",
         cycles=KQUEUE_CYCLES,

@@ -43,29 +43,31 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 import kqrs  # noqa: E402
 from kqrs import kevent  # noqa: E402
 
-READ = kqrs.KQ_FILTER_READ
-WRITE = kqrs.KQ_FILTER_WRITE
-USER = kqrs.KQ_FILTER_USER
-TIMER = kqrs.KQ_FILTER_TIMER
-ADD = kqrs.KQ_EV_ADD
-DELETE = kqrs.KQ_EV_DELETE
-ENABLE = kqrs.KQ_EV_ENABLE
-DISABLE = kqrs.KQ_EV_DISABLE
-ONESHOT = kqrs.KQ_EV_ONESHOT
-CLEAR = kqrs.KQ_EV_CLEAR
-RECEIPT = kqrs.KQ_EV_RECEIPT
-DISPATCH = kqrs.KQ_EV_DISPATCH
-EOF = kqrs.KQ_EV_EOF
-ERROR = kqrs.KQ_EV_ERROR
-TRIGGER = kqrs.KQ_NOTE_TRIGGER
-FFAND = kqrs.KQ_NOTE_FFAND
-FFOR = kqrs.KQ_NOTE_FFOR
-FFCOPY = kqrs.KQ_NOTE_FFCOPY
-FFCTRLMASK = kqrs.KQ_NOTE_FFCTRLMASK
-FFLAGSMASK = kqrs.KQ_NOTE_FFLAGSMASK
-SECONDS = kqrs.KQ_NOTE_SECONDS
-USECONDS = kqrs.KQ_NOTE_USECONDS
-NSECONDS = kqrs.KQ_NOTE_NSECONDS
+from kqhelpers import (  # noqa: E402
+    ADD,
+    CLEAR,
+    DELETE,
+    DISABLE,
+    DISPATCH,
+    ENABLE,
+    EOF,
+    ERROR,
+    FFAND,
+    FFCOPY,
+    FFCTRLMASK,
+    FFLAGSMASK,
+    FFOR,
+    NSECONDS,
+    ONESHOT,
+    READ,
+    RECEIPT,
+    SECONDS,
+    TIMER,
+    TRIGGER,
+    USECONDS,
+    USER,
+    WRITE,
+)
 
 STICKY = ONESHOT | CLEAR | RECEIPT | DISPATCH
 INPUT_MASK = ADD | DELETE | ENABLE | DISABLE | ONESHOT | CLEAR | RECEIPT | DISPATCH | 0xF000

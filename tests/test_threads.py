@@ -19,9 +19,7 @@ import pytest
 import kqrs
 from kqrs import EventQueue, kevent, kqueue
 
-USER, TIMER, READ = kqrs.KQ_FILTER_USER, kqrs.KQ_FILTER_TIMER, kqrs.KQ_FILTER_READ
-ADD, DELETE, ENABLE = kqrs.KQ_EV_ADD, kqrs.KQ_EV_DELETE, kqrs.KQ_EV_ENABLE
-ONESHOT, DISPATCH, CLEAR, TRIGGER = kqrs.KQ_EV_ONESHOT, kqrs.KQ_EV_DISPATCH, kqrs.KQ_EV_CLEAR, kqrs.KQ_NOTE_TRIGGER
+from kqhelpers import ADD, CLEAR, DELETE, DISPATCH, ENABLE, ONESHOT, READ, TIMER, TRIGGER, USER
 
 
 def _run(n: int, target, *args) -> list[threading.Thread]:

@@ -20,8 +20,15 @@ import pytest
 import kqrs
 from kqrs._trace import Snapshot, Tracer
 
-CHILD, EXEC, EXIT, FORK = kqrs.KQ_NOTE_CHILD, kqrs.KQ_NOTE_EXEC, kqrs.KQ_NOTE_EXIT, kqrs.KQ_NOTE_FORK
-TRACKERR, EOF, ERROR = kqrs.KQ_NOTE_TRACKERR, kqrs.KQ_EV_EOF, kqrs.KQ_EV_ERROR
+from kqhelpers import (
+    EOF,
+    ERROR,
+    NOTE_CHILD as CHILD,
+    NOTE_EXEC as EXEC,
+    NOTE_EXIT as EXIT,
+    NOTE_FORK as FORK,
+    NOTE_TRACKERR as TRACKERR,
+)
 
 # root, its children C and D, C's child G: above any pid_max, so never this process or its parent
 R, C, D, G = 5_000_000, 5_000_001, 5_000_002, 5_000_003
