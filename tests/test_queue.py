@@ -86,6 +86,52 @@ def test_fifo_and_the_size_methods() -> None:
             q.get(timeout=0)
 
 
+def test_plain_and_spelled_out_calls_behave_the_same() -> None:
+    """put(x) / get() (the plain calls, which take kqrs's fast path) and the same calls with their
+    arguments spelled out (PyO3's full methods) share one queue and one behaviour, errors included."""
+    q = EventQueue(maxsize=2)
+    q.put(1)
+    q.put(2, True, None)
+    with pytest.raises(queue.Full):
+        q.put_nowait(3)
+    with pytest.raises(queue.Full):
+        q.put(3, block=False)
+    assert [q.get(), q.get(block=True, timeout=None)] == [1, 2]
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    with pytest.raises(queue.Empty):
+        q.get(False)
+    with pytest.raises(TypeError):
+        q.put()
+    with pytest.raises(TypeError):
+        q.get(True, None, "extra")
+    with pytest.raises(TypeError):
+        EventQueue.put(object(), 1)  # a method called on something that is not a queue
+    q.close()
+    for call in (lambda: q.put(1), lambda: q.put(1, True), lambda: q.get(), lambda: q.get(True)):
+        with pytest.raises(ValueError, match="closed EventQueue"):
+            call()
+
+
+def test_a_subclass_overriding_put_and_get_is_called() -> None:
+    seen = []
+
+    class Logged(EventQueue):
+        def put(self, item, block=True, timeout=None):
+            seen.append(("put", item))
+            super().put(item, block, timeout)
+
+        def get(self, block=True, timeout=None):
+            item = super().get(block, timeout)
+            seen.append(("get", item))
+            return item
+
+    q = Logged()
+    q.put(7)
+    assert q.get() == 7
+    assert seen == [("put", 7), ("get", 7)]
+
+
 def test_same_object_comes_out_and_references_are_released() -> None:
     class Item:
         pass

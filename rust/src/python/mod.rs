@@ -688,6 +688,20 @@ impl PyKqueue {
     }
 }
 
+/// `kq.control(changelist, max_events[, timeout])` called with positional arguments only (sys/pycall.rs).
+fn fast_control<'a, 'py>(
+    py: Python<'py>,
+    kq: &'a PyKqueue,
+    args: &[Borrowed<'a, 'py, PyAny>],
+) -> Option<PyResult<Bound<'py, PyAny>>> {
+    let (changelist, max_events, timeout) = match args {
+        [c, m] => (c, m, None),
+        [c, m, t] => (c, m, Some(&**t)),
+        _ => return None,
+    };
+    Some(kq.control_impl(py, changelist, max_events, timeout).map(Bound::into_any))
+}
+
 impl PyKqueue {
     fn control_impl<'py>(
         &self,
@@ -840,6 +854,10 @@ fn _kqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyKevent>()?;
     m.add_class::<selector::PySelector>()?;
     m.add_class::<queue::PyEventQueue>()?;
+    // The hottest methods' plain calls skip PyO3's argument parser (sys/pycall.rs).
+    let py = m.py();
+    crate::sys::pycall::install::<0, PyKqueue>(py, c"control", fast_control)?;
+    queue::install_fast(py)?;
     m.add_function(wrap_pyfunction!(_has_epoll_pwait2, m)?)?;
     m.add_function(wrap_pyfunction!(_filter_supported, m)?)?;
     m.add_function(wrap_pyfunction!(_proc_support, m)?)?;

@@ -505,6 +505,51 @@ impl PyEventQueue {
     }
 }
 
+/// `q.get()` / `q.get_nowait()` / `q.put(item)` / `q.put_nowait(item)` as most calls are made: no
+/// argument beyond the item (sys/pycall.rs); anything else goes to the full methods below.
+fn fast_get<'a, 'py>(
+    py: Python<'py>,
+    q: &'a PyEventQueue,
+    args: &[Borrowed<'a, 'py, PyAny>],
+) -> Option<PyResult<Bound<'py, PyAny>>> {
+    args.is_empty().then(|| q.get(py, None, None).map(|o| o.into_bound(py)))
+}
+
+fn fast_get_nowait<'a, 'py>(
+    py: Python<'py>,
+    q: &'a PyEventQueue,
+    args: &[Borrowed<'a, 'py, PyAny>],
+) -> Option<PyResult<Bound<'py, PyAny>>> {
+    args.is_empty().then(|| q.get_nowait(py).map(|o| o.into_bound(py)))
+}
+
+fn fast_put<'a, 'py>(
+    py: Python<'py>,
+    q: &'a PyEventQueue,
+    args: &[Borrowed<'a, 'py, PyAny>],
+) -> Option<PyResult<Bound<'py, PyAny>>> {
+    let [item] = args else { return None };
+    Some(q.put(py, item, None, None).map(|()| py.None().into_bound(py)))
+}
+
+fn fast_put_nowait<'a, 'py>(
+    py: Python<'py>,
+    q: &'a PyEventQueue,
+    args: &[Borrowed<'a, 'py, PyAny>],
+) -> Option<PyResult<Bound<'py, PyAny>>> {
+    let [item] = args else { return None };
+    Some(q.put_nowait(py, item).map(|()| py.None().into_bound(py)))
+}
+
+/// Installs the fast paths above (slots 1-4 of sys/pycall.rs).
+pub(crate) fn install_fast(py: Python<'_>) -> PyResult<()> {
+    use crate::sys::pycall::install;
+    install::<1, PyEventQueue>(py, c"get", fast_get)?;
+    install::<2, PyEventQueue>(py, c"get_nowait", fast_get_nowait)?;
+    install::<3, PyEventQueue>(py, c"put", fast_put)?;
+    install::<4, PyEventQueue>(py, c"put_nowait", fast_put_nowait)
+}
+
 #[pymethods]
 impl PyEventQueue {
     /// EventQueue(maxsize=0): `maxsize` > 0 bounds the queue (`put` then waits for room, `put_nowait`

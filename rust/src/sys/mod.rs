@@ -18,6 +18,8 @@ mod membarrier;
 mod mounts;
 mod owned;
 mod pidfd;
+#[cfg(feature = "python")]
+pub mod pycall;
 mod signal;
 mod sockdiag;
 mod timerfd;

@@ -1,0 +1,170 @@
+//! CPython's calling convention for the hottest Python methods (`kqueue.control`, `EventQueue.put` and
+//! `get`): their common calls skip PyO3's generic argument parser and call trampoline.
+//!
+//! PyO3 turns every method into a METH_FASTCALL|METH_KEYWORDS function that parses its arguments against a
+//! description (defaults, keywords, `*args`) and runs the body under a thread-local call counter and a
+//! panic guard: some 20-30 ns a call, as much as `queue.SimpleQueue.put` costs whole. `install` puts a
+//! plain METH_FASTCALL|METH_KEYWORDS function of kqrs's own in front of such a method: a call with only
+//! positional arguments, at most `MAX_ARGS` of them, goes to a `Fast` function written in safe Rust; it
+//! answers it, or says `None` and the call goes on to PyO3's method unchanged, as does any call with
+//! keywords. Behaviour, errors and signatures stay PyO3's.
+
+use std::ffi::CStr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
+use std::sync::OnceLock;
+
+use pyo3::ffi;
+use pyo3::panic::PanicException;
+use pyo3::prelude::*;
+use pyo3::pyclass::boolean_struct::True;
+use pyo3::PyClass;
+
+/// The most positional arguments a fast call takes.
+pub const MAX_ARGS: usize = 3;
+
+/// A method's fast path: the instance (of class `T`, frozen), the positional arguments. `None`: not handled
+/// here, the call goes to PyO3's method.
+pub type Fast<T> =
+    for<'a, 'py> fn(Python<'py>, &'a T, &[Borrowed<'a, 'py, PyAny>]) -> Option<PyResult<Bound<'py, PyAny>>>;
+
+/// One installed method: its fast path (a `Fast<T>` as an address: the slot's trampoline knows `T`) and the
+/// PyO3 method it stands in front of.
+struct Slot {
+    fast: usize,
+    full: Py<PyAny>,
+}
+
+/// How many methods can be installed (one trampoline each).
+const SLOTS: usize = 8;
+static INSTALLED: [OnceLock<Slot>; SLOTS] = [const { OnceLock::new() }; SLOTS];
+
+/// Calls `full` (PyO3's method, an unbound method descriptor) with `slf` and the call's own arguments.
+fn call_full(
+    _py: Python<'_>,
+    full: &Py<PyAny>,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: usize,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let nkw = if kwnames.is_null() {
+        0
+    } else {
+        // SAFETY: a non-null kwnames of a vectorcall is a tuple of str (CPython's contract).
+        usize::try_from(unsafe { ffi::PyTuple_GET_SIZE(kwnames) }).unwrap_or(0)
+    };
+    let mut all = Vec::with_capacity(1 + nargs + nkw);
+    all.push(slf);
+    if nargs + nkw > 0 {
+        // SAFETY: a vectorcall's `args` holds `nargs` positional arguments followed by one value per
+        // keyword name, all valid for the call.
+        all.extend_from_slice(unsafe { std::slice::from_raw_parts(args, nargs + nkw) });
+    }
+    // SAFETY: `full` is a live callable; `all` holds `1 + nargs` positional arguments and the keyword
+    // values, borrowed for the call; kwnames is the caller's (or null). A null result has an exception set,
+    // which goes to our caller as it is.
+    unsafe { ffi::PyObject_Vectorcall(full.as_ptr(), all.as_ptr(), 1 + nargs, kwnames) }
+}
+
+/// The body of every trampoline: the fast path when the call is plain, else PyO3's method.
+#[inline(always)]
+fn dispatch<T: PyClass<Frozen = True> + Sync>(
+    id: usize,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a method's C function with the GIL held (or, free-threaded, attached to the
+    // interpreter): the token is valid for this call.
+    let py = unsafe { Python::assume_attached() };
+    let Some(slot) = INSTALLED[id].get() else {
+        // (never: a trampoline is handed to CPython only once its slot is set)
+        PanicException::new_err("kqrs: fast method called before it was installed").restore(py);
+        return std::ptr::null_mut();
+    };
+    let nargs = usize::try_from(nargs).unwrap_or(usize::MAX);
+    let Some(slf_nn) = NonNull::new(slf) else {
+        return call_full(py, &slot.full, slf, args, nargs, kwnames);
+    };
+    if !kwnames.is_null() || nargs > MAX_ARGS || (nargs > 0 && args.is_null()) {
+        return call_full(py, &slot.full, slf, args, nargs, kwnames);
+    }
+    // SAFETY: `slf` is the instance the method descriptor was called on, alive for the call.
+    let me = unsafe { Borrowed::from_ptr(py, slf_nn.as_ptr()) };
+    // SAFETY: CPython's method descriptor checks that `self` is an instance of the type it was made for
+    // (descr_check, before calling the C function), and `install::<ID, T>` made this slot's descriptor on
+    // `T`'s type.
+    let this = unsafe { me.cast_unchecked::<T>() };
+    // SAFETY: slot `id` holds a `Fast<T>` stored by `install::<ID, T>`, the only one that hands this
+    // trampoline (the one for `ID` and `T`) to CPython; fn pointers round-trip through usize.
+    let fast = unsafe { std::mem::transmute::<usize, Fast<T>>(slot.fast) };
+    let mut buf = [me; MAX_ARGS];
+    for (i, b) in buf.iter_mut().enumerate().take(nargs) {
+        // SAFETY: `args[i]` for i < nargs is a positional argument, a valid object borrowed for the call.
+        *b = unsafe { Borrowed::from_ptr(py, *args.add(i)) };
+    }
+    let r = catch_unwind(AssertUnwindSafe(|| fast(py, this.get(), &buf[..nargs])));
+    match r {
+        Ok(None) => call_full(py, &slot.full, slf, args, nargs, kwnames),
+        Ok(Some(Ok(obj))) => obj.into_ptr(),
+        Ok(Some(Err(e))) => {
+            e.restore(py);
+            std::ptr::null_mut()
+        }
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic in kqrs".into());
+            PanicException::new_err(msg).restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// The trampoline of slot `ID`, as CPython calls a METH_FASTCALL|METH_KEYWORDS method.
+extern "C" fn trampoline<const ID: usize, T: PyClass<Frozen = True> + Sync>(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    dispatch::<T>(ID, slf, args, nargs, kwnames)
+}
+
+/// Puts `fast` in front of the method `name` of class `T` (made, not yet used): slot `ID` must be free.
+/// The method keeps its name, its docstring and text signature (PyO3's, copied).
+pub fn install<const ID: usize, T: PyClass<Frozen = True> + Sync>(
+    py: Python<'_>,
+    name: &'static CStr,
+    fast: Fast<T>,
+) -> PyResult<()> {
+    const { assert!(ID < SLOTS) };
+    let ty = py.get_type::<T>();
+    let full = ty.getattr(name.to_str().unwrap_or_default())?;
+    let doc: Option<String> = full.getattr("__doc__")?.extract()?;
+    let sig: Option<String> = full.getattr("__text_signature__").ok().and_then(|s| s.extract().ok());
+    // CPython's convention: the signature line, "--", a blank line, then the docstring.
+    let doc_c = match sig {
+        Some(sig) => format!("{}{}\n--\n\n{}", name.to_str().unwrap_or_default(), sig, doc.unwrap_or_default()),
+        None => doc.unwrap_or_default(),
+    };
+    let doc_c = std::ffi::CString::new(doc_c).unwrap_or_default();
+    if INSTALLED[ID].set(Slot { fast: fast as usize, full: full.unbind() }).is_err() {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err("kqrs: fast method slot taken twice"));
+    }
+    let def = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: name.as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: trampoline::<ID, T> },
+        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_doc: Box::leak(doc_c.into_boxed_c_str()).as_ptr(),
+    }));
+    // SAFETY: `ty` is a type object; `def` is leaked, so it outlives the type as CPython requires.
+    let descr = unsafe { ffi::PyDescr_NewMethod(ty.as_type_ptr(), def) };
+    // SAFETY: PyDescr_NewMethod returns a new reference or null with an exception set.
+    let descr = unsafe { Bound::from_owned_ptr_or_err(py, descr) }?;
+    ty.setattr(name.to_str().unwrap_or_default(), descr)
+}
