@@ -757,3 +757,43 @@ def test_kqrs_selector_reports_what_epoll_selector_reports():
     epoll = _ready_sets(selectors.EpollSelector, _selector_cases)
     assert ("zero-length datagram", selectors.EVENT_READ) in epoll
     assert _ready_sets(kqrs.KqueueSelector, _selector_cases) == epoll
+
+
+def test_kqrs_selector_plain_and_keyword_calls_behave_the_same():
+    """register/modify/unregister/get_key/select with positional arguments (kqrs's fast path) and with
+    keywords (PyO3's full methods) share one selector and one behaviour, errors included."""
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    sel = kqrs.KqueueSelector()
+    try:
+        k1 = sel.register(a, selectors.EVENT_READ, "a")
+        k2 = sel.register(fileobj=c, events=selectors.EVENT_READ, data="c")
+        assert (k1.data, k2.data) == ("a", "c")
+        with pytest.raises(KeyError):
+            sel.register(a, selectors.EVENT_READ)
+        with pytest.raises(KeyError):
+            sel.register(fileobj=a, events=selectors.EVENT_READ)
+        with pytest.raises(ValueError):
+            sel.register(b, 0)
+        with pytest.raises(TypeError):
+            sel.register(b)
+        b.send(b"x")
+        d.send(b"y")
+        assert sorted(k.data for k, _ in sel.select(0)) == ["a", "c"]
+        assert sorted(k.data for k, _ in sel.select(timeout=0)) == ["a", "c"]
+        assert sel.modify(a, selectors.EVENT_READ, "a2").data == "a2"
+        assert sel.modify(c, selectors.EVENT_READ, data="c2").data == "c2"
+        assert sel.get_key(a).data == "a2" and sel.get_key(fileobj=c).data == "c2"
+        assert sel.unregister(a).data == "a2"
+        assert sel.unregister(fileobj=c).data == "c2"
+        for call in (lambda: sel.get_key(a), lambda: sel.unregister(a), lambda: sel.get_key(fileobj=a)):
+            with pytest.raises(KeyError):
+                call()
+        with pytest.raises(TypeError):
+            sel.select(0, 1)
+    finally:
+        sel.close()
+        for s in (a, b, c, d):
+            s.close()
+    with pytest.raises(RuntimeError):
+        sel.get_key(a)

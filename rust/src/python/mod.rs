@@ -858,6 +858,7 @@ fn _kqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     crate::sys::pycall::install::<0, PyKqueue>(py, c"control", fast_control)?;
     queue::install_fast(py)?;
+    selector::install_fast(py)?;
     m.add_function(wrap_pyfunction!(_has_epoll_pwait2, m)?)?;
     m.add_function(wrap_pyfunction!(_filter_supported, m)?)?;
     m.add_function(wrap_pyfunction!(_proc_support, m)?)?;

@@ -176,6 +176,73 @@ impl PySelector {
     }
 }
 
+/// The selector's hot methods as most calls are made, positional arguments only (sys/pycall.rs); any other
+/// call goes to the full methods below.
+fn fast_select<'a, 'py>(
+    py: Python<'py>,
+    s: &'a PySelector,
+    args: &[Borrowed<'a, 'py, PyAny>],
+) -> Option<PyResult<Bound<'py, PyAny>>> {
+    let timeout = match args {
+        [] => None,
+        [t] => Some(&**t),
+        _ => return None,
+    };
+    Some(s.select(py, timeout).map(Bound::into_any))
+}
+
+fn fast_register<'a, 'py>(
+    py: Python<'py>,
+    s: &'a PySelector,
+    args: &[Borrowed<'a, 'py, PyAny>],
+) -> Option<PyResult<Bound<'py, PyAny>>> {
+    match args {
+        [f, e] => Some(s.register(py, f, e, None)),
+        [f, e, d] => Some(s.register(py, f, e, Some(d))),
+        _ => None,
+    }
+}
+
+fn fast_modify<'a, 'py>(
+    py: Python<'py>,
+    s: &'a PySelector,
+    args: &[Borrowed<'a, 'py, PyAny>],
+) -> Option<PyResult<Bound<'py, PyAny>>> {
+    match args {
+        [f, e] => Some(s.modify(py, f, e, None)),
+        [f, e, d] => Some(s.modify(py, f, e, Some(d))),
+        _ => None,
+    }
+}
+
+fn fast_unregister<'a, 'py>(
+    py: Python<'py>,
+    s: &'a PySelector,
+    args: &[Borrowed<'a, 'py, PyAny>],
+) -> Option<PyResult<Bound<'py, PyAny>>> {
+    let [f] = args else { return None };
+    Some(s.unregister(py, f))
+}
+
+fn fast_get_key<'a, 'py>(
+    py: Python<'py>,
+    s: &'a PySelector,
+    args: &[Borrowed<'a, 'py, PyAny>],
+) -> Option<PyResult<Bound<'py, PyAny>>> {
+    let [f] = args else { return None };
+    Some(s.get_key(py, f))
+}
+
+/// Installs the fast paths above (slots 5-9 of sys/pycall.rs).
+pub(crate) fn install_fast(py: Python<'_>) -> PyResult<()> {
+    use crate::sys::pycall::install;
+    install::<5, PySelector>(py, c"select", fast_select)?;
+    install::<6, PySelector>(py, c"register", fast_register)?;
+    install::<7, PySelector>(py, c"modify", fast_modify)?;
+    install::<8, PySelector>(py, c"unregister", fast_unregister)?;
+    install::<9, PySelector>(py, c"get_key", fast_get_key)
+}
+
 #[pymethods]
 impl PySelector {
     #[new]

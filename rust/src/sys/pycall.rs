@@ -36,7 +36,7 @@ struct Slot {
 }
 
 /// How many methods can be installed (one trampoline each).
-const SLOTS: usize = 8;
+const SLOTS: usize = 12;
 static INSTALLED: [OnceLock<Slot>; SLOTS] = [const { OnceLock::new() }; SLOTS];
 
 /// Calls `full` (PyO3's method, an unbound method descriptor) with `slf` and the call's own arguments.
