@@ -38,12 +38,16 @@ pub fn owned_fd_count() -> usize {
     OWNED[..=(max as usize / 64)].iter().map(|w| w.load(Ordering::SeqCst).count_ones() as usize).sum()
 }
 
-/// In a fork child: closes every fd kqrs owns. Async-signal-safe (atomics and close only).
+/// In a fork child: closes every fd kqrs owns. Async-signal-safe (atomics, close and close_range only).
+/// kqrs's fds mostly come in runs of consecutive numbers (a kqueue and its timer source, kqueues made one
+/// after another), and a run goes in one close_range(2) instead of a close(2) each.
 pub fn close_owned_in_child() {
     let max = OWNED_MAX.load(Ordering::SeqCst);
     if max < 0 {
         return;
     }
+    // The run being gathered: [start, end) (start == end: none).
+    let (mut start, mut end) = (0i32, 0i32);
     for (i, w) in OWNED[..=(max as usize / 64)].iter().enumerate() {
         // Read first: writing only words that have bits keeps the child from copying pages it never needed
         // (every write to a page shared with the parent costs a copy-on-write fault).
@@ -52,12 +56,33 @@ pub fn close_owned_in_child() {
         }
         let mut bits = w.swap(0, Ordering::SeqCst);
         while bits != 0 {
-            let b = bits.trailing_zeros();
+            let fd = (i * 64) as i32 + bits.trailing_zeros() as i32;
             bits &= bits - 1;
-            // SAFETY: the fd was created by kqrs and is owned by no one else in this child.
-            unsafe {
-                libc::close((i * 64) as i32 + b as i32);
+            if fd != end {
+                close_run(start, end);
+                start = fd;
             }
+            end = fd + 1;
+        }
+    }
+    close_run(start, end);
+}
+
+/// Closes fds `start..end` (all kqrs's own), with one close_range(2) where the kernel has it (5.9+; an
+/// older one says ENOSYS and they are closed one by one). Nothing is remembered between calls: a write to
+/// a static would cost the child a copy-on-write fault.
+fn close_run(start: RawFd, end: RawFd) {
+    if end - start >= 2 {
+        // SAFETY: close_range(2) of fds kqrs created and nobody else owns in this child; no flags.
+        let r = unsafe { libc::syscall(libc::SYS_close_range, start as libc::c_uint, (end - 1) as libc::c_uint, 0) };
+        if r == 0 {
+            return;
+        }
+    }
+    for fd in start..end {
+        // SAFETY: the fd was created by kqrs and is owned by no one else in this child.
+        unsafe {
+            libc::close(fd);
         }
     }
 }
