@@ -113,6 +113,25 @@ def test_plain_and_spelled_out_calls_behave_the_same() -> None:
             call()
 
 
+def test_an_item_refused_by_a_full_queue_is_released_at_once() -> None:
+    """put_nowait on a full queue drops its reference to the item before it returns (no deferred release):
+    the item's weakref is dead as soon as the caller lets go of it."""
+
+    class Item:
+        pass
+
+    q = EventQueue(1)
+    q.put(0)
+    item = Item()
+    ref = weakref.ref(item)
+    with pytest.raises(queue.Full):
+        q.put_nowait(item)
+    with pytest.raises(queue.Full):
+        q.put(item, False)
+    del item
+    assert ref() is None
+
+
 def test_a_subclass_overriding_put_and_get_is_called() -> None:
     seen = []
 
