@@ -33,12 +33,57 @@ const SIGRT_FIRST: usize = 32;
 /// Set while a thread counts queued real-time signals (a flag, not a lock: a fork child may inherit it set,
 /// and clears it).
 static RT_SCAN_BUSY: AtomicBool = AtomicBool::new(false);
-/// What the last real-time count explained: the user's queued-signal total (/proc's SigQ) it read before
-/// taking the queues, and the watched real-time signals pending then. Taking and putting back the queues
-/// makes the pending-signal signalfd readable again; an unchanged pair tells that wake-up from a new send
-/// without taking the queues again (which would wake every kqueue again, for ever). u64::MAX: none yet.
-static RT_LAST_SIGQ: AtomicU64 = AtomicU64::new(u64::MAX);
-static RT_LAST_BITS: AtomicU64 = AtomicU64::new(0);
+/// A thread wanted to count while another one was counting: the counting one looks again before it stops.
+static RT_SCAN_MISSED: AtomicBool = AtomicBool::new(false);
+/// Bumped when what was counted must be looked at afresh (a signal newly watched, a fork child).
+static RT_EPOCH: AtomicU64 = AtomicU64::new(1);
+/// Counts in a row that found nothing new although the user's queued-signal total had changed: other
+/// processes of the same user change it too (SigQ is per user), and each count's put-back wakes the kqueue
+/// again. From RT_FRUITLESS_MAX on, such a change alone no longer starts a count (no spin); a delivery, a
+/// newly watched signal or a change in what is pending does.
+static RT_FRUITLESS: AtomicU32 = AtomicU32::new(0);
+const RT_FRUITLESS_MAX: u32 = 8;
+
+thread_local! {
+    /// What this thread's last real-time count explained: (RT_EPOCH, the user's queued-signal total read
+    /// before taking the queues, the watched real-time signals pending for this thread then). Taking and
+    /// putting back the queues makes the pending-signal signalfd readable again; an unchanged triple tells
+    /// that wake-up from a new send without taking the queues again (which would wake every kqueue again,
+    /// for ever). Per thread: each thread sees its own pending signals besides the process's.
+    static RT_SEEN: std::cell::Cell<(u64, u64, u64)> = const { std::cell::Cell::new((0, 0, 0)) };
+}
+
+/// The sender's part of a siginfo, to tell queued instances apart.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Sender {
+    code: i32,
+    pid: u32,
+    uid: u32,
+    tid: u32,
+    overrun: u32,
+    fd: i32,
+    band: u32,
+    ptr: u64,
+}
+
+impl Sender {
+    fn of(si: &libc::signalfd_siginfo) -> Sender {
+        Sender {
+            code: si.ssi_code,
+            pid: si.ssi_pid,
+            uid: si.ssi_uid,
+            tid: si.ssi_tid,
+            overrun: si.ssi_overrun,
+            fd: si.ssi_fd,
+            band: si.ssi_band,
+            ptr: si.ssi_ptr,
+        }
+    }
+}
+
+/// Per real-time signal: the instances the last count put back (all counted), in queue order. Only the
+/// counting thread (RT_SCAN_BUSY) touches it; a fork child that finds it locked does without.
+static RT_COUNTED: std::sync::Mutex<[Vec<Sender>; NSIG]> = std::sync::Mutex::new([const { Vec::new() }; NSIG]);
 /// A signalfd whose mask is every watched signal. Never read: registered (edge-triggered) in each kqueue
 /// that watches signals, it reports that a watched signal is pending, which a blocked signal stays.
 static SIG_PENDING_FD: AtomicI32 = AtomicI32::new(-1);
@@ -86,6 +131,9 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     SIG_RUNS[(tid & 63) as usize].fetch_add(1, Ordering::SeqCst);
     if i < NSIG {
         SIG_SEQ[i].fetch_add(1, Ordering::SeqCst);
+        if RT_FRUITLESS.load(Ordering::Relaxed) != 0 {
+            RT_FRUITLESS.store(0, Ordering::Relaxed); // a delivery: what is queued changed
+        }
         // Counted already if a scan saw it pending while it was blocked (`signal_scan_pending`).
         if SIG_MARK[i].fetch_update(Ordering::SeqCst, Ordering::SeqCst, |m| m.checked_sub(1)).is_err() {
             SIG_COUNT[i].fetch_add(1, Ordering::SeqCst);
@@ -187,9 +235,10 @@ pub fn signals_reset_in_child() {
     if RT_SCAN_BUSY.load(Ordering::Relaxed) {
         RT_SCAN_BUSY.store(false, Ordering::SeqCst);
     }
-    if RT_LAST_SIGQ.load(Ordering::Relaxed) != u64::MAX {
-        RT_LAST_SIGQ.store(u64::MAX, Ordering::SeqCst);
+    if RT_SCAN_MISSED.load(Ordering::Relaxed) {
+        RT_SCAN_MISSED.store(false, Ordering::SeqCst);
     }
+    // (RT_EPOCH and RT_FRUITLESS need nothing: the child's first knote for a signal bumps and clears them.)
     for i in 1..NSIG {
         if SIG_REFS[i].load(Ordering::Relaxed) == 0 || SIG_REFS[i].swap(0, Ordering::SeqCst) == 0 {
             continue;
@@ -224,7 +273,8 @@ pub fn signal_ref(sig: i32) -> Result<()> {
         // An instance pending from before (blocked) is still to be delivered: counted like one sent now, which
         // lets a program block a signal, add its knote, then unblock it without losing one sent meanwhile.
         SIG_MARK[i].store(0, Ordering::SeqCst);
-        RT_LAST_SIGQ.store(u64::MAX, Ordering::SeqCst); // its queued instances are to be counted
+        RT_EPOCH.fetch_add(1, Ordering::SeqCst); // its queued instances are to be counted
+        RT_FRUITLESS.store(0, Ordering::SeqCst);
         SIG_REFS[i].fetch_add(1, Ordering::SeqCst);
         if let Err(e) = update_pending_fd() {
             SIG_REFS[i].fetch_sub(1, Ordering::SeqCst);
@@ -429,26 +479,46 @@ fn sig_status() -> Option<SigStatus> {
 /// and still queued are the first ones (SIG_MARK says how many).
 #[cold]
 fn scan_realtime(pending: u64) {
-    if RT_SCAN_BUSY.swap(true, Ordering::Acquire) {
-        return; // another thread is counting; the instances it puts back wake this kqueue again
-    }
-    if let Some(status) = sig_status() {
-        let seen =
-            RT_LAST_SIGQ.load(Ordering::SeqCst) == status.queued && RT_LAST_BITS.load(Ordering::SeqCst) == pending;
-        if !seen {
-            for sig in SIGRT_FIRST..NSIG {
-                if pending & (1 << (sig - 1)) != 0 {
-                    recount_queue(sig as i32, &status);
-                }
-            }
-            RT_LAST_SIGQ.store(status.queued, Ordering::SeqCst);
-            RT_LAST_BITS.store(pending, Ordering::SeqCst);
+    loop {
+        // (Marked first: a thread that finds the flag taken leaves its mark where the holder looks after it
+        // lets go, so a send that came during another thread's count is not left uncounted.)
+        RT_SCAN_MISSED.store(true, Ordering::SeqCst);
+        if RT_SCAN_BUSY.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        RT_SCAN_MISSED.store(false, Ordering::SeqCst);
+        scan_realtime_once(pending);
+        RT_SCAN_BUSY.store(false, Ordering::SeqCst);
+        if !RT_SCAN_MISSED.load(Ordering::SeqCst) {
+            return;
         }
     }
-    RT_SCAN_BUSY.store(false, Ordering::Release);
 }
 
-fn recount_queue(sig: i32, status: &SigStatus) {
+fn scan_realtime_once(pending: u64) {
+    let Some(status) = sig_status() else { return };
+    let epoch = RT_EPOCH.load(Ordering::SeqCst);
+    let (seen_epoch, seen_sigq, seen_bits) = RT_SEEN.with(|c| c.get());
+    let unchanged = seen_epoch == epoch && seen_bits == pending;
+    if unchanged && (seen_sigq == status.queued || RT_FRUITLESS.load(Ordering::SeqCst) >= RT_FRUITLESS_MAX) {
+        return; // nothing new: the wake-up was a put-back's (or others' churn, see RT_FRUITLESS)
+    }
+    let mut new = 0;
+    for sig in SIGRT_FIRST..NSIG {
+        if pending & (1 << (sig - 1)) != 0 {
+            new += recount_queue(sig as i32, &status);
+        }
+    }
+    if new > 0 || seen_epoch != epoch || seen_bits != pending {
+        RT_FRUITLESS.store(0, Ordering::SeqCst);
+    } else {
+        RT_FRUITLESS.fetch_add(1, Ordering::SeqCst);
+    }
+    RT_SEEN.with(|c| c.set((epoch, status.queued, pending)));
+}
+
+/// Takes, counts and puts back the queued instances of `sig` this thread can see; returns how many were new.
+fn recount_queue(sig: i32, status: &SigStatus) -> u64 {
     let bit = 1u64 << (sig - 1);
     // SAFETY: sigset_t is plain old data; sigemptyset initialises it and sig is in 1..NSIG.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -460,7 +530,7 @@ fn recount_queue(sig: i32, status: &SigStatus) {
     // SAFETY: `set` is a valid sigset_t; -1 asks for a new signalfd.
     let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
     if fd < 0 {
-        return; // (no fd to spare: these instances are counted when delivered)
+        return 0; // (no fd to spare: these instances are counted when delivered)
     }
     // A signalfd read takes this thread's own instances first, then the process's. Pending in both places,
     // which one an instance came from is asked again after each one.
@@ -483,15 +553,45 @@ fn recount_queue(sig: i32, status: &SigStatus) {
     }
     // SAFETY: fd is ours and used no more.
     unsafe { libc::close(fd) };
+    let i = sig as usize;
     let queued = u32::try_from(taken.len()).unwrap_or(u32::MAX);
-    // Marks left by a delivery that had left the queue but not yet reached the handler are taken by that
-    // handler: at worst one instance is counted at its delivery instead of now.
-    let marked = SIG_MARK[sig as usize].swap(queued, Ordering::SeqCst);
-    SIG_COUNT[sig as usize].fetch_add(u64::from(queued.saturating_sub(marked)), Ordering::SeqCst);
+    let marked = SIG_MARK[i].swap(queued, Ordering::SeqCst);
+    // The instances counted before and still queued are the first ones; which of the counted ones are left
+    // is told by their senders: one taken meanwhile without a delivery (sigwaitinfo, a signalfd of the
+    // application) leaves a mark no instance answers to. Without a record, every mark stands.
+    let senders: Vec<Sender> = taken.iter().map(|(si, _)| Sender::of(si)).collect();
+    let still = match RT_COUNTED.try_lock() {
+        Ok(mut c) => {
+            let before = std::mem::replace(&mut c[i], senders);
+            counted_still_queued(&before, marked as usize, &c[i])
+        }
+        Err(_) => marked.min(queued) as usize,
+    };
+    // (A delivery that had left the queue but not yet reached the handler takes one of the new marks: that
+    // instance is then counted at its delivery instead of now.)
+    let new = u64::from(queued) - still.min(queued as usize) as u64;
+    SIG_COUNT[i].fetch_add(new, Ordering::SeqCst);
     for (si, private) in &taken {
         requeue(sig, si, *private);
     }
+    new
 }
+
+/// How many of the instances queued now (`now`, in queue order) were counted before: the last `marked` of
+/// `before` (what the last count put back; the first ones were delivered since, each taking a mark) that
+/// still lead the queue. Counted ones taken without a delivery are missing from its front.
+fn counted_still_queued(before: &[Sender], marked: usize, now: &[Sender]) -> usize {
+    if marked > before.len() {
+        return marked.min(now.len()); // no record of them: every mark stands
+    }
+    let expected = &before[before.len() - marked..];
+    (0..=marked.min(now.len())).rev().find(|&k| expected[marked - k..] == now[..k]).unwrap_or(0)
+}
+
+// The siginfo offsets `requeue` writes are those of 64-bit Linux (x86_64, aarch64: the targets kqrs builds).
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+compile_error!("sys/signal.rs writes siginfo_t with 64-bit Linux offsets");
+const _: () = assert!(std::mem::size_of::<libc::siginfo_t>() == 128);
 
 /// Puts back an instance taken from the queue, with the siginfo it was sent with.
 fn requeue(sig: i32, si: &libc::signalfd_siginfo, private: bool) {
@@ -510,8 +610,8 @@ fn requeue(sig: i32, si: &libc::signalfd_siginfo, private: bool) {
             base.add(16).cast::<u32>().write_unaligned(si.ssi_tid);
             base.add(20).cast::<u32>().write_unaligned(si.ssi_overrun);
             base.add(24).cast::<u64>().write_unaligned(si.ssi_ptr);
-        } else if (1..=6).contains(&code) {
-            // POLL_IN .. POLL_HUP: an F_SETSIG signal
+        } else if (1..=6).contains(&code) || code == libc::SI_SIGIO {
+            // POLL_IN .. POLL_HUP (an F_SETSIG signal) and SI_SIGIO: the _sigpoll layout
             base.add(16).cast::<i64>().write_unaligned(i64::from(si.ssi_band));
             base.add(24).cast::<i32>().write_unaligned(si.ssi_fd);
         } else {
@@ -534,8 +634,15 @@ fn requeue(sig: i32, si: &libc::signalfd_siginfo, private: bool) {
     };
     if r != 0 {
         // Only the main thread may put back a kill()'s siginfo for the whole process: from another one it goes
-        // back as a kill() of this process's own (the sender's pid and uid are lost, the instance is not).
-        // SAFETY: kill(2) of this process with a valid signal number.
-        unsafe { libc::kill(pid, sig) };
+        // back as a kill() of this process's own (the sender's pid and uid are lost, the instance is not); one
+        // that was this thread's own goes back to it with tgkill.
+        // SAFETY: kill(2) / tgkill(2) of this process (and thread) with a valid signal number.
+        unsafe {
+            if private {
+                libc::syscall(libc::SYS_tgkill, pid, tid, sig);
+            } else {
+                libc::kill(pid, sig);
+            }
+        }
     }
 }
