@@ -438,7 +438,7 @@ impl PyEventQueue {
                 }
             } else if !getter && s == DONE {
                 // The item is in the queue already: the put happened, the exception still propagates.
-                back = w.take();
+                back = w.take().map(|i| i.into_bound(py));
             }
             drop(g);
             if let Some(w) = wake {
@@ -590,14 +590,15 @@ impl PyEventQueue {
         if self.is_forked() {
             return Err(closed_err("put()"));
         }
-        let item = item.clone().unbind();
+        // The item becomes a `Py` only where it is stored: a refused one is released at once (a `Py` dropped
+        // in a fast call waits for PyO3's next call, sys/pycall.rs).
         let g = self.lock();
         if g.closed {
             drop(g);
             return Err(closed_err("put()"));
         }
         if g.items.len() < self.bound() {
-            self.push_unlock(g, item);
+            self.push_unlock(g, item.clone().unbind());
             return Ok(());
         }
         drop(g);
@@ -614,20 +615,20 @@ impl PyEventQueue {
         }
         if g.items.len() < self.bound() {
             // Room was made while the arguments were looked at.
-            self.push_unlock(g, item);
+            self.push_unlock(g, item.clone().unbind());
             return Ok(());
         }
-        let w = Waiter::new(Some(item));
+        let w = Waiter::new(Some(item.clone().unbind()));
         g.putters.push_back(w.clone());
         drop(g);
         match self.wait(py, &w, deadline, false)? {
             DONE => Ok(()),
             CLOSED => {
-                drop(w.take());
+                drop(w.take().map(|i| i.into_bound(py)));
                 Err(closed_err("put()"))
             }
             _ => {
-                drop(w.take());
+                drop(w.take().map(|i| i.into_bound(py)));
                 Err(full_err(py))
             }
         }

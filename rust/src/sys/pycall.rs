@@ -8,17 +8,21 @@
 //! positional arguments, at most `MAX_ARGS` of them, goes to a `Fast` function written in safe Rust; it
 //! answers it, or says `None` and the call goes on to PyO3's method unchanged, as does any call with
 //! keywords. Behaviour, errors and signatures stay PyO3's.
+//!
+//! What this trampoline does not do that PyO3's does: count the thread as inside a PyO3 call, and drain
+//! PyO3's pool of deferred releases (behind a process-wide mutex, which made PyO3's trampoline cost as much
+//! as the queue's whole `put` across threads). So a `Py` dropped in a `Fast` function is released at PyO3's
+//! next call, not at once: the fast functions drop `Bound`s, which are released at once (queue.rs keeps
+//! items as `Bound` until they are stored).
 
 use std::ffi::CStr;
-use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 
 use pyo3::exceptions::PySystemError;
 use pyo3::ffi;
-// PyO3's own call trampoline for METH_FASTCALL|METH_KEYWORDS functions (what its #[pymethods] use; public but
-// not documented, so tied to the PyO3 version Cargo.toml pins): it sets up what a PyO3 call needs.
-use pyo3::impl_::trampoline::{fastcall_cfunction_with_keywords as fcwk, MethodDef};
+use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::pyclass::boolean_struct::True;
 use pyo3::PyClass;
@@ -49,13 +53,13 @@ static INSTALLED: [OnceLock<Slot>; SLOTS] = [const { OnceLock::new() }; SLOTS];
 
 /// Calls `full` (PyO3's method, an unbound method descriptor) with `slf` and the call's own arguments.
 fn call_full(
-    py: Python<'_>,
+    _py: Python<'_>,
     full: &Py<PyAny>,
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargs: usize,
     kwnames: *mut ffi::PyObject,
-) -> PyResult<*mut ffi::PyObject> {
+) -> *mut ffi::PyObject {
     let nkw = if kwnames.is_null() {
         0
     } else {
@@ -65,44 +69,41 @@ fn call_full(
     let mut all = Vec::with_capacity(1 + nargs + nkw);
     all.push(slf);
     if nargs + nkw > 0 {
-        // SAFETY: a vectorcall's `args` (checked non-null by the caller) holds `nargs` positional arguments
-        // followed by one value per keyword name, all valid for the call.
+        // SAFETY: a vectorcall's `args` holds `nargs` positional arguments followed by one value per
+        // keyword name, all valid for the call.
         all.extend_from_slice(unsafe { std::slice::from_raw_parts(args, nargs + nkw) });
     }
     // SAFETY: `full` is a live callable; `all` holds `1 + nargs` positional arguments and the keyword
-    // values, borrowed for the call; kwnames is the caller's (or null).
-    let r = unsafe { ffi::PyObject_Vectorcall(full.as_ptr(), all.as_ptr(), 1 + nargs, kwnames) };
-    if r.is_null() {
-        Err(PyErr::fetch(py))
-    } else {
-        Ok(r)
-    }
+    // values, borrowed for the call; kwnames is the caller's (or null). A null result has an exception set,
+    // which goes to our caller as it is.
+    unsafe { ffi::PyObject_Vectorcall(full.as_ptr(), all.as_ptr(), 1 + nargs, kwnames) }
 }
 
-/// The body of slot `ID`'s C function, run by PyO3's own call trampoline (which marks the thread as inside a
-/// PyO3 call, so objects dropped here are released at once, and turns a panic into PanicException): the fast
-/// path when the call is plain, else PyO3's method.
-///
-/// # Safety
-/// Called only by PyO3's `fastcall_cfunction_with_keywords` trampoline, i.e. by CPython as the C function of
-/// the method descriptor `install::<ID, T>` made: the thread is attached, and the arguments are a vectorcall's.
-unsafe fn body<const ID: usize, T: PyClass<Frozen = True> + Sync>(
-    py: Python<'_>,
+/// The body of every trampoline: the fast path when the call is plain, else PyO3's method.
+#[inline(always)]
+fn dispatch<T: PyClass<Frozen = True> + Sync>(
+    id: usize,
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
-) -> PyResult<*mut ffi::PyObject> {
-    let Some(slot) = INSTALLED[ID].get() else {
-        // (never: the C function is handed to CPython only once its slot is set)
-        return Err(PySystemError::new_err("kqrs: fast method called before it was installed"));
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a method's C function with the GIL held (or, free-threaded, attached to the
+    // interpreter): the token is valid for this call.
+    let py = unsafe { Python::assume_attached() };
+    let Some(slot) = INSTALLED[id].get() else {
+        // (never: a trampoline is handed to CPython only once its slot is set)
+        PanicException::new_err("kqrs: fast method called before it was installed").restore(py);
+        return std::ptr::null_mut();
     };
     let nargs = usize::try_from(nargs).unwrap_or(usize::MAX);
     let Some(slf_nn) = NonNull::new(slf) else {
-        return Err(PySystemError::new_err("kqrs: method called without self"));
+        PySystemError::new_err("kqrs: method called without self").restore(py);
+        return std::ptr::null_mut();
     };
     if (nargs > 0 || !kwnames.is_null()) && args.is_null() {
-        return Err(PySystemError::new_err("kqrs: method called with arguments but no argument array"));
+        PySystemError::new_err("kqrs: method called with arguments but no argument array").restore(py);
+        return std::ptr::null_mut();
     }
     if !kwnames.is_null() || nargs > MAX_ARGS {
         return call_full(py, &slot.full, slf, args, nargs, kwnames);
@@ -113,25 +114,42 @@ unsafe fn body<const ID: usize, T: PyClass<Frozen = True> + Sync>(
     // (descr_check, before calling the C function), and `install::<ID, T>` made this slot's descriptor on
     // `T`'s type.
     let this = unsafe { me.cast_unchecked::<T>() };
-    // SAFETY: slot `ID` holds a `Fast<T>` stored by `install::<ID, T>`, the only one that hands this body
-    // (the one for `ID` and `T`) to CPython; fn pointers round-trip through `*const ()`.
+    // SAFETY: slot `id` holds a `Fast<T>` stored by `install::<ID, T>`, the only one that hands this
+    // trampoline (the one for `ID` and `T`) to CPython; fn pointers round-trip through `*const ()`.
     let fast = unsafe { std::mem::transmute::<*const (), Fast<T>>(slot.fast) };
     let mut buf = [me; MAX_ARGS];
     for (i, b) in buf.iter_mut().enumerate().take(nargs) {
         // SAFETY: `args[i]` for i < nargs is a positional argument, a valid object borrowed for the call.
         *b = unsafe { Borrowed::from_ptr(py, *args.add(i)) };
     }
-    match fast(py, this.get(), &buf[..nargs]) {
-        None => call_full(py, &slot.full, slf, args, nargs, kwnames),
-        Some(r) => r.map(Bound::into_ptr),
+    let r = catch_unwind(AssertUnwindSafe(|| fast(py, this.get(), &buf[..nargs])));
+    match r {
+        Ok(None) => call_full(py, &slot.full, slf, args, nargs, kwnames),
+        Ok(Some(Ok(obj))) => obj.into_ptr(),
+        Ok(Some(Err(e))) => {
+            e.restore(py);
+            std::ptr::null_mut()
+        }
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic in kqrs".into());
+            PanicException::new_err(msg).restore(py);
+            std::ptr::null_mut()
+        }
     }
 }
 
-/// Slot `ID`'s body as PyO3's trampoline wants it (PyO3's way of making one C function per Rust function).
-struct Def<const ID: usize, T>(PhantomData<T>);
-
-impl<const ID: usize, T: PyClass<Frozen = True> + Sync> MethodDef<fcwk::Func> for Def<ID, T> {
-    const METH: fcwk::Func = body::<ID, T>;
+/// The trampoline of slot `ID`, as CPython calls a METH_FASTCALL|METH_KEYWORDS method.
+extern "C" fn trampoline<const ID: usize, T: PyClass<Frozen = True> + Sync>(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    dispatch::<T>(ID, slf, args, nargs, kwnames)
 }
 
 /// Puts `fast` in front of the method `name` of class `T` (made, not yet used): slot `ID` must be free.
@@ -157,7 +175,7 @@ pub fn install<const ID: usize, T: PyClass<Frozen = True> + Sync>(
     }
     let def = Box::leak(Box::new(ffi::PyMethodDef {
         ml_name: name.as_ptr(),
-        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: fcwk::<Def<ID, T>> },
+        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: trampoline::<ID, T> },
         ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
         ml_doc: Box::leak(doc_c.into_boxed_c_str()).as_ptr(),
     }));
