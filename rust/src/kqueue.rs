@@ -203,11 +203,9 @@ impl Kqueue {
     /// it wakes then does not find the lock taken) on an fd close() has not closed yet.
     fn lock_open(&self) -> Result<Locked<'_>> {
         let hz = hazard::enter(self.id, &self.slotless);
-        let st = self.lock();
-        if self.is_closed() {
-            return Err(errno(libc::EBADF));
-        }
-        Ok(Locked { st, post: PostUnlock { kick: None, _hz: Some(hz) } })
+        let mut locked = self.lock_inside()?;
+        locked.post._hz = Some(hz);
+        Ok(locked)
     }
 
     /// `lock_open` for a caller that holds a hazard slot for this kqueue already (the collect path).

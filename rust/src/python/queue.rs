@@ -399,6 +399,25 @@ impl PyEventQueue {
         (item, w)
     }
 
+    /// Takes the oldest item without waiting (waking a putter that gets its room): None when there is none,
+    /// ValueError once closed.
+    fn take_now(&self) -> PyResult<Option<Py<PyAny>>> {
+        if self.is_forked() {
+            return Err(closed_err("get()"));
+        }
+        let mut g = self.lock();
+        let (item, w) = self.pop(&mut g);
+        let closed = g.closed;
+        drop(g);
+        if let Some(w) = w {
+            w.wake();
+        }
+        match item {
+            None if closed => Err(closed_err("get()")),
+            item => Ok(item),
+        }
+    }
+
     /// Sleeps until `w` is settled (Ok(state)), or gives up: Ok(WAITING) on timeout, Err on a signal
     /// handler's exception or a failed wait. A getter's item handed over just as it gave up goes back to
     /// the front of the queue.
@@ -740,40 +759,12 @@ impl PyEventQueue {
 
     /// get(block=False).
     fn get_nowait(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        if self.is_forked() {
-            return Err(closed_err("get()"));
-        }
-        let mut g = self.lock();
-        let (item, w) = self.pop(&mut g);
-        let closed = g.closed;
-        drop(g);
-        if let Some(w) = w {
-            w.wake();
-        }
-        match item {
-            Some(item) => Ok(item),
-            None if closed => Err(closed_err("get()")),
-            None => Err(empty_err(py)),
-        }
+        self.take_now()?.ok_or_else(|| empty_err(py))
     }
 
     /// The oldest item, or `default` when there is none (no exception: for asyncio's async_get).
     fn _try_get(&self, default: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        if self.is_forked() {
-            return Err(closed_err("get()"));
-        }
-        let mut g = self.lock();
-        let (item, w) = self.pop(&mut g);
-        let closed = g.closed;
-        drop(g);
-        if let Some(w) = w {
-            w.wake();
-        }
-        match item {
-            Some(item) => Ok(item),
-            None if closed => Err(closed_err("get()")),
-            None => Ok(default.clone().unbind()),
-        }
+        Ok(self.take_now()?.unwrap_or_else(|| default.clone().unbind()))
     }
 
     /// Removes and returns up to `max_items` of the oldest items (None: all) as a list, in one call. Waits
