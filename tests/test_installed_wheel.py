@@ -8,6 +8,7 @@ and they are skipped, saying so.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -26,17 +27,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-# The C runtime, nothing else: what manylinux2014 lets a wheel take from the system.
-ALLOWED_NEEDED = {
-    "libc.so.6",
-    "libm.so.6",
-    "libpthread.so.0",
-    "libdl.so.2",
-    "librt.so.1",
-    "libgcc_s.so.1",
-    "ld-linux-x86-64.so.2",
-    "ld-linux-aarch64.so.1",
-}
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 ABI = f"cp{sys.version_info.major}{sys.version_info.minor}" + ("t" if FREE_THREADED else "")
 
@@ -46,35 +36,14 @@ def wheel_tags() -> list[str]:
     return [ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("Tag:")]
 
 
-def glibc_of(platform_tag: str) -> tuple[int, int]:
-    legacy = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
-    m = re.fullmatch(r"manylinux_(\d+)_(\d+)_\w+", platform_tag)
-    if m:
-        return (int(m.group(1)), int(m.group(2)))
-    m = re.fullmatch(r"(manylinux\d+)_\w+", platform_tag)
-    assert m and m.group(1) in legacy, f"{platform_tag} is not a manylinux tag"
-    return legacy[m.group(1)]
-
-
-def elf_needed_and_glibc(path: Path) -> tuple[set[str], tuple[int, int]]:
-    """DT_NEEDED names and the newest GLIBC_x.y symbol version the ELF file asks for."""
-    from elftools.elf.dynamic import DynamicSection
-    from elftools.elf.elffile import ELFFile
-    from elftools.elf.gnuversions import GNUVerNeedSection
-
-    needed: set[str] = set()
-    newest = (0, 0)
-    with open(path, "rb") as f:
-        for sec in ELFFile(f).iter_sections():
-            if isinstance(sec, DynamicSection):
-                needed |= {t.needed for t in sec.iter_tags() if t.entry.d_tag == "DT_NEEDED"}
-            if isinstance(sec, GNUVerNeedSection):
-                for _lib, auxes in sec.iter_versions():
-                    for aux in auxes:
-                        m = re.fullmatch(r"GLIBC_(\d+)\.(\d+)(?:\.\d+)?", aux.name)
-                        if m:
-                            newest = max(newest, (int(m.group(1)), int(m.group(2))))
-    return needed, newest
+def wheel_checks():
+    """scripts/check-wheels.py, the release check of every wheel built: its manylinux tag reading and its
+    ELF facts (DT_NEEDED, newest GLIBC_ version) are the ones these tests apply to the installed wheel."""
+    spec = importlib.util.spec_from_file_location("check_wheels", ROOT / "scripts" / "check-wheels.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def test_kqrs_under_test_is_the_installed_wheel_not_the_source_tree() -> None:
@@ -95,14 +64,15 @@ def test_installed_wheel_is_manylinux_2_17_or_older_for_this_interpreter() -> No
     for tag in tags:
         py, abi, plat = tag.split("-")
         assert (py, abi) == (ABI.rstrip("t"), ABI), tag
-        assert glibc_of(plat) <= (2, 17), tag
+        assert wheel_checks().glibc_of(plat) <= (2, 17), tag
         assert plat.endswith("_" + sysconfig.get_platform().split("-")[-1]), tag
 
 
 def test_extension_links_only_the_c_runtime_and_glibc_2_17() -> None:
-    needed, newest = elf_needed_and_glibc(Path(_kqrs.__file__ or ""))
+    checks = wheel_checks()
+    _machine, needed, newest = checks.elf_facts(Path(_kqrs.__file__ or "").read_bytes())
     assert needed, "no DT_NEEDED at all: not a dynamically linked extension?"
-    assert needed <= ALLOWED_NEEDED, needed - ALLOWED_NEEDED
+    assert all(checks.ALLOWED_NEEDED.fullmatch(n) for n in needed), needed
     assert (2, 2) <= newest <= (2, 17), newest
 
 
