@@ -82,6 +82,51 @@ def test_child_holds_no_kqrs_fd_and_can_reuse_the_numbers() -> None:
         kq.close()
 
 
+def test_child_leaves_large_knote_tables_alone_and_the_parent_keeps_them() -> None:
+    """Tables this large live in memory a fork child gets zero-filled (MADV_WIPEONFORK): the child must see
+    the kqueue closed, fail every call on it, drop it without touching that memory, and build its own."""
+    n = 10_000
+    kq = kqueue()
+    a, b = socket.socketpair()
+    kq.control([kevent(i, USER, ADD | CLEAR) for i in range(n)] + [kevent(a, READ, ADD)], 0)
+    assert kq._stats()[0] == n + 1
+    holder = [kq]
+
+    def child() -> bool:
+        import gc
+
+        old = holder[0]
+        if not old.closed:
+            return False
+        for changes, nevents in ((None, 1), ([kevent(1, USER, 0, TRIGGER)], 0)):
+            try:
+                old.control(changes, nevents, 0)
+                return False
+            except (OSError, ValueError):
+                pass
+        holder.clear()
+        del old
+        gc.collect()
+        with kqueue() as mine:
+            mine.control([kevent(i, USER, ADD | CLEAR) for i in range(n)], 0)
+            mine.control([kevent(n - 1, USER, 0, TRIGGER)], 0)
+            return [e.ident for e in mine.control(None, 4, 0)] == [n - 1] and mine._stats()[0] == n
+
+    try:
+        assert _child(child) == 0
+        assert kq._stats()[0] == n + 1
+        b.send(b"xy")
+        kq.control([kevent(n - 1, USER, 0, TRIGGER), kevent(7, USER, 0, TRIGGER)], 0)
+        got = sorted((e.filter, e.ident, e.data) for e in kq.control(None, 8, 1))
+        assert got == sorted([(USER, 7, 0), (USER, n - 1, 0), (READ, a.fileno(), 2)])
+        kq.control([kevent(i, USER, kqrs.KQ_EV_DELETE) for i in range(n)], 0)
+        assert kq._stats()[0] == 1
+    finally:
+        kq.close()
+        a.close()
+        b.close()
+
+
 def test_child_can_create_and_use_kqueues_at_once() -> None:
     parent_kq = kqueue()
 

@@ -80,16 +80,24 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> "Any":
-    import importlib
+def _submodule(mod: str) -> "Any":
+    # __import__, not importlib.import_module: the importlib package (and warnings, which it imports) would
+    # be two more modules in every process that touches kqrs, copied by each fork().
+    import sys
 
+    full = f"{__name__}.{mod}"
+    __import__(full)
+    return sys.modules[full]
+
+
+def __getattr__(name: str) -> "Any":
     if name == "_kqrs":  # the extension itself, as an attribute (kqrs._kqrs.X) before anything loaded it
-        return importlib.import_module(f"{__name__}._kqrs")
+        return _submodule("_kqrs")
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'kqrs' has no attribute {name!r}")
 
-    module = importlib.import_module(f"{__name__}.{mod}")
+    module = _submodule(mod)
     value = getattr(module, name)
     if mod == "_kqrs":  # both at once: the next access to either is a plain global
         globals().update(kqueue=module.kqueue, kevent=module.kevent)

@@ -413,7 +413,15 @@ def probe_fork() -> tuple[str, str]:
         _, status = os.waitpid(pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             return NO, "the child saw the parent's kqueue open"
-        return OK, "a kqueue reads as closed in a fork child, which can make new ones"
+        if not _kqrs._has_wipeonfork():
+            return PARTIAL, (
+                "a kqueue reads as closed in a fork child, which can make new ones; but each fork copies the"
+                " knote tables (no MADV_WIPEONFORK: Linux 4.14+)"
+            )
+        return OK, (
+            "a kqueue reads as closed in a fork child, which can make new ones; fork does not copy the knote"
+            " tables (MADV_WIPEONFORK)"
+        )
     finally:
         kq.close()
 

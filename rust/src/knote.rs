@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::sys::RawFd;
+use crate::sys::{RawFd, WipeVec};
 
 /// A cheap hasher for integer keys (idents are not attacker-chosen hash-flooding input in any useful way:
 /// a collision only costs a longer probe, and it is keyed by the caller's own idents).
@@ -149,7 +149,7 @@ const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 /// recognised as stale.
 #[derive(Default)]
 pub(crate) struct Slab {
-    slots: Vec<Slot>,
+    slots: WipeVec<Slot>,
     free: Vec<u32>,
     len: usize,
 }
@@ -211,7 +211,7 @@ impl Slab {
 #[derive(Default)]
 pub(crate) struct Index {
     /// slot + 1 per entry; 0 = empty.
-    table: Vec<u32>,
+    table: WipeVec<u32>,
     len: usize,
 }
 
@@ -262,9 +262,9 @@ impl Index {
 
     fn grow(&mut self, slab: &Slab) {
         let cap = (self.table.len() * 2).max(16);
-        let old = std::mem::replace(&mut self.table, vec![0; cap]);
+        let old = std::mem::replace(&mut self.table, WipeVec::filled(cap, 0));
         let mask = cap - 1;
-        for v in old.into_iter().filter(|&v| v != 0) {
+        for &v in old.iter().filter(|&&v| v != 0) {
             let Some(k) = slab.get(v - 1) else { continue };
             let mut i = home(k.ident, k.filter, mask);
             while self.table[i] != 0 {
@@ -311,7 +311,7 @@ impl Index {
     }
 
     pub fn clear(&mut self) {
-        self.table = Vec::new();
+        self.table = WipeVec::new();
         self.len = 0;
     }
 }

@@ -91,7 +91,7 @@ pub(crate) struct State {
     pub timers: crate::filter::timer::Heap,
     pub rt_timers: crate::filter::timer::Heap,
     pub knotes: Slab,
-    pub fdtab: Vec<FdEntry>,
+    pub fdtab: sys::WipeVec<FdEntry>,
     pub index: Index,
     pub active: ActiveQueue,
     /// Knotes on the active queue that are still live (`queued`); at 0 the kick is reset at once, so the
@@ -907,7 +907,7 @@ impl State {
             timers: Default::default(),
             rt_timers: Default::default(),
             knotes: Slab::default(),
-            fdtab: Vec::new(),
+            fdtab: sys::WipeVec::new(),
             index: Index::default(),
             active: ActiveQueue::new(),
             queued_live: 0,
@@ -952,7 +952,7 @@ impl State {
     fn close_all(&mut self) {
         crate::filter::close_all(self);
         self.knotes = Slab::default();
-        self.fdtab = Vec::new();
+        self.fdtab = sys::WipeVec::new();
         self.index.clear();
         self.active.clear();
         self.timers.clear();

@@ -780,6 +780,12 @@ fn _has_epoll_pwait2() -> bool {
     crate::sys::has_epoll_pwait2()
 }
 
+/// Whether fork children skip the knote tables' memory (MADV_WIPEONFORK, Linux 4.14+).
+#[pyfunction]
+fn _has_wipeonfork() -> bool {
+    crate::sys::wipeonfork_supported()
+}
+
 #[pyfunction]
 fn _filter_supported(filter: i16) -> bool {
     crate::is_supported(filter)
@@ -860,6 +866,7 @@ fn _kqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     queue::install_fast(py)?;
     selector::install_fast(py)?;
     m.add_function(wrap_pyfunction!(_has_epoll_pwait2, m)?)?;
+    m.add_function(wrap_pyfunction!(_has_wipeonfork, m)?)?;
     m.add_function(wrap_pyfunction!(_filter_supported, m)?)?;
     m.add_function(wrap_pyfunction!(_proc_support, m)?)?;
     m.add_function(wrap_pyfunction!(_owned_fd_count, m)?)?;

@@ -23,6 +23,7 @@ pub mod pycall;
 mod signal;
 mod sockdiag;
 mod timerfd;
+mod wipevec;
 
 #[cfg(feature = "capi")]
 pub mod c_entry;
@@ -45,6 +46,7 @@ pub use pidfd::*;
 pub use signal::*;
 pub use sockdiag::*;
 pub use timerfd::*;
+pub use wipevec::*;
 
 /// A positive errno value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,353 @@
+//! `WipeVec`: a growable array whose memory a fork child does not copy.
+//!
+//! fork() copies the page tables of every private anonymous page the parent has touched, and the child's
+//! exit tears them down again: about 20-40 µs per MiB here. A kqueue's knote slab and index are the bulk of
+//! what kqrs holds (64 bytes a knote), yet a fork child never reads them: its copy of every kqueue is closed
+//! and leaked untouched (`Kqueue::drop`, the registries). So once an array outgrows `MAPPED_MIN` bytes it
+//! moves to a mapping of its own marked `MADV_WIPEONFORK`: the child gets that range zero-filled, at no cost
+//! per page. (A zero-filled range rather than none at all, as `MADV_DONTFORK` would leave: a stray read in
+//! the child sees zeros instead of faulting.) Kernels without it (before 4.14) keep a plain mapping, which
+//! forks as the heap does. Small arrays stay on the heap: a mapping per kqueue would cost a page and a VMA
+//! for every small queue.
+//!
+//! The child must never read, write or drop a `WipeVec`'s elements it inherited: their bytes are zero there.
+
+use std::alloc::{self, Layout};
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+/// Arrays of at least this many bytes live in a mapping of their own.
+const MAPPED_MIN: usize = 8192;
+
+fn page() -> usize {
+    4096
+}
+
+/// Whether this kernel honours MADV_WIPEONFORK (asked once; for `doctor` and tests).
+#[cfg(any(test, feature = "python"))]
+pub fn wipeonfork_supported() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static STATE: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 yes, 2 no
+    match STATE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => match Mapping::new(page()) {
+            Some(m) => {
+                let ok = m.wiped;
+                drop(m);
+                STATE.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+                ok
+            }
+            None => false,
+        },
+    }
+}
+
+/// A private anonymous read-write mapping of `len` bytes (a multiple of the page size).
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+    wiped: bool,
+}
+
+impl Mapping {
+    fn new(len: usize) -> Option<Mapping> {
+        // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing: it aliases nothing.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        let mut m = Mapping { ptr: NonNull::new(p.cast())?, len, wiped: false };
+        m.mark();
+        Some(m)
+    }
+
+    fn mark(&mut self) {
+        // SAFETY: advice on a range this Mapping owns; it changes what a fork child sees, not this process.
+        self.wiped = unsafe { libc::madvise(self.ptr.as_ptr().cast(), self.len, libc::MADV_WIPEONFORK) } == 0;
+    }
+
+    /// Grows to `len` bytes, moving if it must; the contents are kept.
+    fn grow(&mut self, len: usize) -> bool {
+        // SAFETY: remaps a range this Mapping owns; MREMAP_MAYMOVE lets the kernel pick the new address, and
+        // no reference into the old range outlives this call (the owner re-derives pointers from `ptr`).
+        let p = unsafe { libc::mremap(self.ptr.as_ptr().cast(), self.len, len, libc::MREMAP_MAYMOVE) };
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        let Some(ptr) = NonNull::new(p.cast()) else { return false };
+        self.ptr = ptr;
+        self.len = len;
+        self.mark(); // the flag moves with the range; marking again also covers the grown tail
+        true
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the range this Mapping owns; nothing refers into it any more.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The allocation failure the global allocator reports (it aborts): a size that overflows, or a mapping
+/// the kernel refused.
+#[cold]
+fn too_big<T>() -> ! {
+    alloc::handle_alloc_error(Layout::new::<T>())
+}
+
+fn array_layout<T>(cap: usize) -> Layout {
+    Layout::array::<T>(cap).unwrap_or_else(|_| too_big::<T>())
+}
+
+/// A `Vec`-like array (push, resize, slice access) that moves to a fork-wiped mapping when large.
+pub struct WipeVec<T> {
+    ptr: NonNull<T>,
+    len: usize,
+    cap: usize,
+    /// Set when the storage is a mapping (cap * size_of::<T>() bytes rounded up to pages, `map_len`).
+    map_len: usize,
+    _owns: PhantomData<T>,
+}
+
+// SAFETY: a WipeVec owns its elements as a Vec does; sending or sharing it is sending or sharing them.
+unsafe impl<T: Send> Send for WipeVec<T> {}
+// SAFETY: as above: &WipeVec only hands out &T.
+unsafe impl<T: Sync> Sync for WipeVec<T> {}
+
+impl<T> Default for WipeVec<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> WipeVec<T> {
+    const SIZE: usize = std::mem::size_of::<T>();
+
+    /// An empty array (no allocation).
+    pub const fn new() -> Self {
+        assert!(std::mem::size_of::<T>() > 0, "WipeVec holds sized elements");
+        WipeVec { ptr: NonNull::dangling(), len: 0, cap: 0, map_len: 0, _owns: PhantomData }
+    }
+
+    /// Whether the storage is a mapping a fork child gets zero-filled.
+    #[cfg(test)]
+    pub fn is_mapped(&self) -> bool {
+        self.map_len != 0
+    }
+
+    /// Makes room for `more` further elements.
+    pub fn reserve(&mut self, more: usize) {
+        let need = self.len.checked_add(more).unwrap_or_else(|| too_big::<T>());
+        if need > self.cap {
+            self.grow_to(need.max(self.cap * 2).max(4));
+        }
+    }
+
+    #[inline]
+    pub fn push(&mut self, v: T) {
+        if self.len == self.cap {
+            self.reserve(1);
+        }
+        // SAFETY: len < cap after reserve: the slot is inside the allocation and holds no live value.
+        unsafe { self.ptr.as_ptr().add(self.len).write(v) };
+        self.len += 1;
+    }
+
+    fn grow_to(&mut self, cap: usize) {
+        let bytes = cap.checked_mul(Self::SIZE).unwrap_or_else(|| too_big::<T>());
+        if bytes < MAPPED_MIN {
+            let layout = array_layout::<T>(cap);
+            let p = if self.cap == 0 {
+                // SAFETY: layout has a non-zero size (cap >= 1, T sized and not zero-sized).
+                unsafe { alloc::alloc(layout) }
+            } else {
+                let old = array_layout::<T>(self.cap);
+                // SAFETY: ptr was allocated by the global allocator with `old` (heap storage: map_len == 0,
+                // since mapped storage never shrinks back below MAPPED_MIN); the new size is non-zero.
+                unsafe { alloc::realloc(self.ptr.as_ptr().cast(), old, layout.size()) }
+            };
+            let Some(p) = NonNull::new(p.cast::<T>()) else { alloc::handle_alloc_error(layout) };
+            self.ptr = p;
+            self.cap = cap;
+            return;
+        }
+        let map_len = bytes.div_ceil(page()) * page();
+        let cap = map_len / Self::SIZE;
+        if self.map_len != 0 {
+            let mut m = Mapping { ptr: self.ptr.cast(), len: self.map_len, wiped: false };
+            let ok = m.grow(map_len);
+            self.ptr = m.ptr.cast();
+            self.map_len = m.len;
+            std::mem::forget(m);
+            if !ok {
+                too_big::<T>();
+            }
+            self.cap = cap;
+            return;
+        }
+        let Some(m) = Mapping::new(map_len) else { too_big::<T>() };
+        let new = m.ptr.cast::<T>();
+        std::mem::forget(m);
+        if self.cap != 0 {
+            // SAFETY: the old storage holds `len` initialised elements; the new mapping has room for `cap` >=
+            // len and does not overlap it. The elements are moved bitwise; the old storage is then freed
+            // without dropping them.
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), new.as_ptr(), self.len);
+                alloc::dealloc(self.ptr.as_ptr().cast(), array_layout::<T>(self.cap));
+            }
+        }
+        self.ptr = new;
+        self.cap = cap;
+        self.map_len = map_len;
+    }
+}
+
+impl<T: Clone> WipeVec<T> {
+    /// Grows to `len` elements, each new one a clone of `v` (never shrinks).
+    pub fn resize(&mut self, len: usize, v: T) {
+        if len <= self.len {
+            return;
+        }
+        self.reserve(len - self.len);
+        while self.len < len {
+            // SAFETY: len < cap: the slot is inside the allocation and holds no live value.
+            unsafe { self.ptr.as_ptr().add(self.len).write(v.clone()) };
+            self.len += 1;
+        }
+    }
+
+    /// An array of `len` clones of `v`.
+    pub fn filled(len: usize, v: T) -> Self {
+        let mut w = WipeVec::new();
+        w.resize(len, v);
+        w
+    }
+}
+
+impl<T> std::ops::Deref for WipeVec<T> {
+    type Target = [T];
+    #[inline]
+    fn deref(&self) -> &[T] {
+        // SAFETY: the first `len` elements are initialised; ptr is non-null and aligned (dangling when cap
+        // is 0, which is valid for an empty slice).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> std::ops::DerefMut for WipeVec<T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in deref, and &mut self makes the access unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> Drop for WipeVec<T> {
+    fn drop(&mut self) {
+        // SAFETY: the first `len` elements are initialised and owned here; each is dropped once.
+        unsafe { std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len)) };
+        if self.map_len != 0 {
+            drop(Mapping { ptr: self.ptr.cast(), len: self.map_len, wiped: false });
+        } else if self.cap != 0 {
+            // SAFETY: heap storage allocated with this layout by grow_to.
+            unsafe { alloc::dealloc(self.ptr.as_ptr().cast(), array_layout::<T>(self.cap)) };
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for WipeVec<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_from_heap_to_mapping_keeping_contents() {
+        let mut w: WipeVec<String> = WipeVec::new();
+        for i in 0..5000 {
+            w.push(i.to_string());
+        }
+        assert!(w.is_mapped());
+        assert!(w.iter().enumerate().all(|(i, s)| *s == i.to_string()));
+        w[7] = "x".into();
+        assert_eq!(w[7], "x");
+    }
+
+    #[test]
+    fn small_arrays_stay_on_the_heap() {
+        let w = WipeVec::filled(100, 0u32);
+        assert!(!w.is_mapped());
+        assert_eq!(w.len(), 100);
+        assert!(w.iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn resize_fills_and_never_shrinks() {
+        let mut w = WipeVec::filled(3000, 7u64);
+        assert!(w.is_mapped());
+        w.resize(10, 1);
+        assert_eq!(w.len(), 3000);
+        w.resize(3001, 9);
+        assert_eq!((w[0], w[2999], w[3000]), (7, 7, 9));
+    }
+
+    #[test]
+    fn drops_every_element_once() {
+        use std::rc::Rc;
+        let probe = Rc::new(());
+        let mut w = WipeVec::new();
+        for _ in 0..3000 {
+            w.push(probe.clone());
+        }
+        assert_eq!(Rc::strong_count(&probe), 3001);
+        drop(w);
+        assert_eq!(Rc::strong_count(&probe), 1);
+    }
+
+    #[test]
+    fn a_fork_child_sees_the_mapping_zeroed() {
+        let w = WipeVec::filled(4 * MAPPED_MIN, 0xabu8);
+        assert!(w.is_mapped());
+        assert!(wipeonfork_supported(), "Linux 4.14+ has MADV_WIPEONFORK");
+        use std::os::fd::AsRawFd;
+        let pair = std::os::unix::net::UnixStream::pair();
+        assert!(pair.is_ok(), "socketpair: {pair:?}");
+        let Ok((a, b)) = pair else { return };
+        let (r, wr) = (a.as_raw_fd(), b.as_raw_fd());
+        // SAFETY: fork in a test: the child only reads memory it owns, writes one byte and _exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                let b = [u8::from(w.iter().all(|&v| v == 0))];
+                // SAFETY: b is valid for reading 1 byte; wr is an open socket.
+                unsafe { libc::write(wr, b.as_ptr().cast(), 1) };
+                // SAFETY: ends the child without running the parent's destructors or atexit handlers.
+                unsafe { libc::_exit(0) };
+            }
+            pid => {
+                let mut b = [9u8];
+                // SAFETY: b is valid for writing 1 byte; r is an open socket.
+                unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) };
+                // SAFETY: reaps our own child; no status wanted.
+                unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+                assert_eq!(b[0], 1, "the child saw the parent's bytes");
+                assert!(w.iter().all(|&v| v == 0xab), "the parent's copy is untouched");
+            }
+        }
+    }
+}
