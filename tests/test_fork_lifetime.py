@@ -127,6 +127,55 @@ def test_child_leaves_large_knote_tables_alone_and_the_parent_keeps_them() -> No
         b.close()
 
 
+@pytest.mark.parametrize("child_makes_a_kqueue", [False, True])
+def test_grandchild_closes_only_its_parents_kqrs_fds(child_makes_a_kqueue: bool) -> None:
+    """The fork handler closes the fds kqrs owns in the forking process, and nothing else: not files the
+    child opened on the numbers its parent's kqueues had, whether or not the child made kqueues itself."""
+    kq = kqueue()
+    kq.control([kevent(1, TIMER, ADD, 0, 1000)], 0)
+    parent_fds = set(range(kq.fileno(), kq.fileno() + 4))
+
+    def child() -> bool:
+        # the numbers the parent's kqueue held are free here: the child's own files take them
+        mine = [os.pipe() for _ in range(3)]
+        taken = {fd for p in mine for fd in p}
+        if not taken & parent_fds:
+            return False
+        own = kqueue() if child_makes_a_kqueue else None
+        if own is not None:
+            own.control([kevent(1, TIMER, ADD, 0, 1000)], 0)
+            if kqrs._kqrs._owned_fd_count() < 2:
+                return False
+        elif kqrs._kqrs._owned_fd_count() != 0:
+            return False
+        own_fd = own.fileno() if own is not None else -1
+
+        def grandchild() -> bool:
+            for r, w in mine:  # every file the child opened is still open, and works
+                os.write(w, b"g")
+                if os.read(r, 1) != b"g":
+                    return False
+            if own_fd >= 0:
+                try:
+                    os.fstat(own_fd)
+                    return False  # the child's kqueue fd is still open in the grandchild
+                except OSError:
+                    pass
+            return kqrs._kqrs._owned_fd_count() == 0
+
+        ok = _child(grandchild) == 0
+        if own is not None:
+            ok = ok and own.control([kevent(2, USER, ADD | CLEAR)], 0) == [] and not own.closed
+            own.close()
+        return ok
+
+    try:
+        assert _child(child) == 0
+        assert not kq.closed
+    finally:
+        kq.close()
+
+
 def test_child_can_create_and_use_kqueues_at_once() -> None:
     parent_kq = kqueue()
 

@@ -27,22 +27,19 @@ pub(crate) fn token(index: u32, gen: u32) -> u64 {
     index as u64 | ((gen as u64 & 0x7fff_ffff) << 32)
 }
 
-static FORK_GEN: AtomicU64 = AtomicU64::new(0);
 static ATFORK: Once = Once::new();
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 extern "C" fn on_fork_child() {
     // Async-signal-safe: atomics and close(2) only. Every kqueue of the parent reads as closed from now
     // on, and its fds (and every other fd kqrs made) are closed, so their numbers are free in the child.
-    FORK_GEN.fetch_add(1, Ordering::SeqCst);
-    sys::close_owned_in_child();
-    sys::dead_reset_in_child();
-    crate::filter::in_fork_child();
+    sys::fork_child_reset();
 }
 
 /// The fork generation of this process: bumped in every child after fork().
+#[inline]
 pub fn fork_generation() -> u64 {
-    FORK_GEN.load(Ordering::Relaxed)
+    sys::fork_gen()
 }
 
 /// Counters that tell what the engine had to absorb (for tests and `doctor`).

@@ -210,12 +210,6 @@ pub(crate) fn close_all(st: &mut State) {
     vnode::close(st);
 }
 
-/// In a fork child (async-signal-safe: atomics and async-signal-safe calls only): the filters' process-wide
-/// state is reset; the child has no knotes.
-pub(crate) fn in_fork_child() {
-    signal::in_fork_child();
-}
-
 /// A knote taken off the active queue.
 pub(crate) fn active_ready(st: &mut State, slot: u32, out: &mut [Kevent], n: &mut usize) {
     let Some(k) = st.knotes.get(slot) else { return };

@@ -120,8 +120,3 @@ pub(crate) fn registrations(st: &State, v: &mut Vec<(RawFd, u32, u64)>) {
         }
     }
 }
-
-/// In a fork child (async-signal-safe): every watched signal gets its saved disposition back.
-pub(crate) fn in_fork_child() {
-    sys::signals_reset_in_child();
-}

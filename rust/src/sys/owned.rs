@@ -4,16 +4,60 @@
 //! touched where fds are). The pthread_atfork child handler closes them all with nothing but atomic loads
 //! and close(2), both async-signal-safe, so a fork while other threads are inside kqrs cannot deadlock the
 //! child, and the child holds none of the parent's kqueue fds.
+//!
+//! The handler only reads the bitmap (a write would cost the child a copy-on-write fault): the bitmap says
+//! which generation it describes (`FORK.owned_gen`, on the fork page), and the child clears its stale
+//! bits the first time it tracks an fd of its own.
 
+use super::host::{fork_gen, FORK};
 use super::RawFd;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+/// `FORK.owned_gen` while one thread clears a stale bitmap.
+const CLEARING: u64 = u64::MAX;
 
 const FD_WORDS: usize = 1 << 14;
 static OWNED: [AtomicU64; FD_WORDS] = [const { AtomicU64::new(0) }; FD_WORDS];
 static OWNED_MAX: AtomicI32 = AtomicI32::new(-1);
 
+/// Whether the bitmap describes this generation (else its bits are fds an ancestor owned, closed since).
+#[inline]
+fn current() -> bool {
+    FORK.owned_gen.load(Ordering::Acquire) == fork_gen()
+}
+
+/// Makes the bitmap describe this generation: clears what a fork ancestor left (once per generation, by
+/// the first thread to get here; others wait for it).
+fn freshen() {
+    let gen = fork_gen();
+    loop {
+        let cur = FORK.owned_gen.load(Ordering::Acquire);
+        if cur == gen {
+            return;
+        }
+        if cur != CLEARING
+            && FORK.owned_gen.compare_exchange(cur, CLEARING, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        {
+            let max = OWNED_MAX.swap(-1, Ordering::SeqCst);
+            if max >= 0 {
+                for w in &OWNED[..=(max as usize / 64)] {
+                    if w.load(Ordering::Relaxed) != 0 {
+                        w.store(0, Ordering::SeqCst);
+                    }
+                }
+            }
+            FORK.owned_gen.store(gen, Ordering::Release);
+            return;
+        }
+        std::thread::yield_now();
+    }
+}
+
 /// Records `fd` as kqrs's own (closed in a fork child). Returns it.
 pub fn track(fd: RawFd) -> RawFd {
+    if !current() {
+        freshen();
+    }
     if fd >= 0 && (fd as usize) < FD_WORDS * 64 {
         OWNED[fd as usize / 64].fetch_or(1 << (fd % 64), Ordering::SeqCst);
         OWNED_MAX.fetch_max(fd, Ordering::SeqCst);
@@ -23,7 +67,7 @@ pub fn track(fd: RawFd) -> RawFd {
 
 /// Forgets that kqrs owns `fd` (its owner closed it already: it may name someone else's file by now).
 pub fn untrack(fd: RawFd) {
-    if fd >= 0 && (fd as usize) < FD_WORDS * 64 {
+    if fd >= 0 && (fd as usize) < FD_WORDS * 64 && current() {
         OWNED[fd as usize / 64].fetch_and(!(1 << (fd % 64)), Ordering::SeqCst);
     }
 }
@@ -32,7 +76,7 @@ pub fn untrack(fd: RawFd) {
 /// How many fds kqrs owns now (for tests and `doctor`).
 pub fn owned_fd_count() -> usize {
     let max = OWNED_MAX.load(Ordering::SeqCst);
-    if max < 0 {
+    if max < 0 || !current() {
         return 0;
     }
     OWNED[..=(max as usize / 64)].iter().map(|w| w.load(Ordering::SeqCst).count_ones() as usize).sum()
@@ -43,18 +87,16 @@ pub fn owned_fd_count() -> usize {
 /// after another), and a run goes in one close_range(2) instead of a close(2) each.
 pub fn close_owned_in_child() {
     let max = OWNED_MAX.load(Ordering::SeqCst);
-    if max < 0 {
+    // Called before the generation is bumped: a bitmap of an older generation (or being cleared) lists
+    // no fd of this process's parent.
+    if max < 0 || !current() {
         return;
     }
     // The run being gathered: [start, end) (start == end: none).
     let (mut start, mut end) = (0i32, 0i32);
     for (i, w) in OWNED[..=(max as usize / 64)].iter().enumerate() {
-        // Read first: writing only words that have bits keeps the child from copying pages it never needed
-        // (every write to a page shared with the parent costs a copy-on-write fault).
-        if w.load(Ordering::Relaxed) == 0 {
-            continue;
-        }
-        let mut bits = w.swap(0, Ordering::SeqCst);
+        // Read only: the bits stay, stale, until the child tracks an fd of its own (`freshen`).
+        let mut bits = w.load(Ordering::SeqCst);
         while bits != 0 {
             let fd = (i * 64) as i32 + bits.trailing_zeros() as i32;
             bits &= bits - 1;

@@ -108,7 +108,8 @@ pub fn signal_wake_fd() -> Result<RawFd> {
     if fd >= 0 {
         return Ok(fd);
     }
-    // SAFETY: plain syscall with flag arguments.
+    super::host::FORK.signals.store(true, Ordering::SeqCst); // a fork child has this to forget
+                                                             // SAFETY: plain syscall with flag arguments.
     let new = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
     match SIG_WAKE.compare_exchange(-1, new, Ordering::SeqCst, Ordering::SeqCst) {
         Ok(_) => Ok(new),
@@ -266,6 +267,7 @@ pub fn signal_ref(sig: i32) -> Result<()> {
     let mut saved = SIG_SAVED.lock().unwrap_or_else(|p| p.into_inner());
     let i = sig as usize;
     if SIG_REFS[i].load(Ordering::SeqCst) == 0 {
+        super::host::FORK.signals.store(true, Ordering::SeqCst); // a fork child has this to reset
         let prev = current_action(sig)?;
         if !is_ours(&prev) {
             install_over(sig, prev, &mut saved)?;
