@@ -99,6 +99,14 @@ impl Waiter {
     }
 }
 
+/// Wakes `w`'s thread with the GIL released, as os.eventfd_write makes its write: the woken thread wants
+/// the GIL the moment it runs, and finds it free, instead of sleeping on it again until this thread lets
+/// go (a second wake-up: a put → blocked get hand-off took 10 µs with the GIL held across the wake, 3 µs
+/// without, on this machine).
+fn wake_released(py: Python<'_>, w: Arc<Waiter>) {
+    py.detach(move || w.wake());
+}
+
 /// How a sleep ended.
 enum Slept {
     Settled(u32),
@@ -336,12 +344,12 @@ impl PyEventQueue {
     /// Queues `item` in a queue with room (or hands it to the oldest waiting getter), updates the count and
     /// the fd, releases the lock, then wakes that getter.
     #[inline]
-    fn push_unlock(&self, mut g: MutexGuard<'_, Inner>, item: Py<PyAny>) {
+    fn push_unlock(&self, py: Python<'_>, mut g: MutexGuard<'_, Inner>, item: Py<PyAny>) {
         let w = g.deliver(item, false);
         g.settle(&self.core.len, self.maxsize);
         drop(g);
         if let Some(w) = w {
-            w.wake();
+            wake_released(py, w);
         }
     }
 
@@ -401,7 +409,7 @@ impl PyEventQueue {
 
     /// Takes the oldest item without waiting (waking a putter that gets its room): None when there is none,
     /// ValueError once closed.
-    fn take_now(&self) -> PyResult<Option<Py<PyAny>>> {
+    fn take_now(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         if self.is_forked() {
             return Err(closed_err("get()"));
         }
@@ -410,7 +418,7 @@ impl PyEventQueue {
         let closed = g.closed;
         drop(g);
         if let Some(w) = w {
-            w.wake();
+            wake_released(py, w);
         }
         match item {
             None if closed => Err(closed_err("get()")),
@@ -617,7 +625,7 @@ impl PyEventQueue {
             return Err(closed_err("put()"));
         }
         if g.items.len() < self.bound() {
-            self.push_unlock(g, item.clone().unbind());
+            self.push_unlock(py, g, item.clone().unbind());
             return Ok(());
         }
         drop(g);
@@ -634,7 +642,7 @@ impl PyEventQueue {
         }
         if g.items.len() < self.bound() {
             // Room was made while the arguments were looked at.
-            self.push_unlock(g, item.clone().unbind());
+            self.push_unlock(py, g, item.clone().unbind());
             return Ok(());
         }
         let w = Waiter::new(Some(item.clone().unbind()));
@@ -742,7 +750,7 @@ impl PyEventQueue {
         if let Some(item) = item {
             drop(g);
             if let Some(w) = w {
-                w.wake();
+                wake_released(py, w);
             }
             return Ok(item);
         }
@@ -759,12 +767,12 @@ impl PyEventQueue {
 
     /// get(block=False).
     fn get_nowait(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.take_now()?.ok_or_else(|| empty_err(py))
+        self.take_now(py)?.ok_or_else(|| empty_err(py))
     }
 
     /// The oldest item, or `default` when there is none (no exception: for asyncio's async_get).
     fn _try_get(&self, default: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        Ok(self.take_now()?.unwrap_or_else(|| default.clone().unbind()))
+        Ok(self.take_now(default.py())?.unwrap_or_else(|| default.clone().unbind()))
     }
 
     /// Removes and returns up to `max_items` of the oldest items (None: all) as a list, in one call. Waits
@@ -813,8 +821,8 @@ impl PyEventQueue {
         }
         let wake = self.take_many(&mut g, max - out.len(), &mut out);
         drop(g);
-        for w in wake {
-            w.wake();
+        if !wake.is_empty() {
+            py.detach(move || wake.iter().for_each(|w| w.wake()));
         }
         PyList::new(py, out)
     }
@@ -899,12 +907,11 @@ impl PyEventQueue {
             return;
         }
         let (items, woken) = self.do_close();
-        for w in &woken {
-            w.wake();
+        if !woken.is_empty() {
+            py.detach(move || woken.iter().for_each(|w| w.wake()));
         }
         // Dropped with the lock free: an item's __del__ may use the queue.
         drop(items);
-        let _ = py;
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
