@@ -398,6 +398,12 @@ impl PyKqueue {
     }
 }
 
+/// Built for free-threaded CPython (no GIL: nothing to hand over around a wake-up).
+pub(crate) const FREE_THREADED: bool = {
+    let v = env!("KQRS_BUILD_FREE_THREADED").as_bytes();
+    v.len() == 1 && v[0] == b'1'
+};
+
 thread_local! {
     /// Each thread's reusable output buffer, so a control() call does not allocate its event array.
     static OUTBUF: std::cell::RefCell<Vec<Kevent>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -448,7 +454,7 @@ pub(crate) fn kevent_py(
         // woken thread needs the GIL as soon as it wakes (holding it across the kick doubles the
         // cross-thread wake-up latency).
         let (r, kick) = kq.apply_deferring_kick(changes, out);
-        if kick.is_some() {
+        if kick.is_some() && !FREE_THREADED {
             py.detach(move || kick.fire());
         } else {
             drop(kick);
