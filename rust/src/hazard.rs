@@ -44,11 +44,15 @@ pub(crate) fn init(gen: u64) {
     MODE_GEN.store(gen, Ordering::Release);
 }
 
-struct Owned(Cell<usize>);
+/// Gives the thread's slot back when the thread exits.
+struct Release(usize);
 
-impl Drop for Owned {
+impl Drop for Release {
     fn drop(&mut self) {
-        let i = self.0.get();
+        let i = self.0;
+        // A kqueue call made by a later thread-local destructor of this thread finds no slot and counts
+        // itself in the kqueue's counter.
+        let _ = MINE.try_with(|m| m.set(SLOTS + 1));
         if i < SLOTS {
             TABLE[i].id.store(0, Ordering::SeqCst);
             TABLE[i].claimed.store(false, Ordering::Release);
@@ -57,8 +61,39 @@ impl Drop for Owned {
 }
 
 thread_local! {
-    /// This thread's slot index; SLOTS = none yet, SLOTS + 1 = none available.
-    static MINE: Owned = const { Owned(Cell::new(SLOTS)) };
+    /// This thread's slot index; SLOTS = none yet, SLOTS + 1 = none available. No destructor, so reading
+    /// it is a plain thread-local load (the hot path); `RELEASE` returns the slot at thread exit.
+    static MINE: Cell<usize> = const { Cell::new(SLOTS) };
+    static RELEASE: std::cell::RefCell<Option<Release>> = const { std::cell::RefCell::new(None) };
+}
+
+/// This thread's slot, claimed on first use (SLOTS + 1: none available).
+#[inline]
+fn my_slot() -> usize {
+    let i = MINE.with(Cell::get);
+    if i != SLOTS {
+        return i;
+    }
+    claim_mine()
+}
+
+#[cold]
+#[inline(never)]
+fn claim_mine() -> usize {
+    let i = claim();
+    // Registered before it is published: a thread whose destructors already ran cannot register one,
+    // and then does without a slot (it never gets one it could not give back).
+    let registered = RELEASE.try_with(|r| *r.borrow_mut() = Some(Release(i))).is_ok();
+    let i = if registered {
+        i
+    } else {
+        if i < SLOTS {
+            TABLE[i].claimed.store(false, Ordering::Release);
+        }
+        SLOTS + 1
+    };
+    MINE.with(|m| m.set(i));
+    i
 }
 
 fn claim() -> usize {
@@ -84,16 +119,7 @@ pub(crate) struct Guard<'a> {
 /// without a slot). The caller must check the kqueue's closed flag *after* this returns.
 #[inline]
 pub(crate) fn enter(id: u64, overflow: &AtomicUsize) -> Guard<'_> {
-    let slot = MINE
-        .try_with(|m| {
-            let mut i = m.0.get();
-            if i == SLOTS {
-                i = claim();
-                m.0.set(i);
-            }
-            i
-        })
-        .unwrap_or(SLOTS + 1);
+    let slot = my_slot();
     if slot >= SLOTS {
         overflow.fetch_add(1, Ordering::SeqCst);
         return Guard { slot, prev: 0, overflow };
@@ -137,16 +163,7 @@ pub(crate) struct Token {
 /// `enter` without a guard; None when every slot is taken.
 #[cfg(feature = "capi")]
 pub(crate) fn publish(id: u64) -> Option<Token> {
-    let slot = MINE
-        .try_with(|m| {
-            let mut i = m.0.get();
-            if i == SLOTS {
-                i = claim();
-                m.0.set(i);
-            }
-            i
-        })
-        .unwrap_or(SLOTS + 1);
+    let slot = my_slot();
     if slot >= SLOTS {
         return None;
     }
@@ -175,7 +192,7 @@ pub(crate) fn barrier() {
 /// `busy` for every thread but the caller (close() called from inside a kevent() call on the same kqueue,
 /// by a signal handler, must not wait for itself).
 pub(crate) fn busy_others(id: u64, overflow: &AtomicUsize) -> bool {
-    let mine = MINE.try_with(|m| m.0.get()).unwrap_or(SLOTS + 1);
+    let mine = MINE.with(Cell::get);
     let high = HIGH.load(Ordering::Acquire);
     TABLE[..high].iter().enumerate().any(|(i, s)| i != mine && s.id.load(Ordering::Acquire) == id)
         || overflow.load(Ordering::Acquire) != 0

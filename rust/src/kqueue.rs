@@ -576,21 +576,49 @@ impl Kqueue {
     /// deadline has passed (at once for `Wait::Poll`). Returns EINTR to the caller.
     #[inline]
     pub fn collect(&self, events: &mut [Kevent], wait: Wait) -> Result<usize> {
+        if wait == Wait::Poll && !events.is_empty() {
+            self.poll(events)
+        } else {
+            self.collect_with(events, wait, &[])
+        }
+    }
+
+    /// The hot path of a poll: one epoll_wait into a small buffer, and nothing else when it is empty.
+    /// Everything else is out of line, so that this path saves and restores little.
+    fn poll(&self, events: &mut [Kevent]) -> Result<usize> {
+        let guard = hazard::enter(self.id, &self.slotless);
+        if self.is_closed() || self.active_hint.load(Ordering::Acquire) {
+            drop(guard);
+            return self.collect_with(events, Wait::Poll, &[]);
+        }
+        let mut first = sys::EventBuf::<16>::new();
+        match first.wait(self.wait_ep.load(Ordering::Acquire), events.len(), Some(0)) {
+            Ok(0) => {
+                drop(guard);
+                if self.has_retired.load(Ordering::Acquire) {
+                    self.close_retired();
+                }
+                Ok(0)
+            }
+            Ok(_) => {
+                drop(guard);
+                self.collect_with(events, Wait::Poll, first.events())
+            }
+            Err(e) => {
+                drop(guard);
+                Err(e)
+            }
+        }
+    }
+
+    /// `collect`'s general path (`prefetched`: a first batch of epoll events already taken).
+    #[inline(never)]
+    fn collect_with(&self, events: &mut [Kevent], wait: Wait, prefetched: &[sys::EpollEvent]) -> Result<usize> {
         let guard = hazard::enter(self.id, &self.slotless);
         if self.is_closed() {
             return Err(errno(libc::EBADF));
         }
-        let r = if wait == Wait::Poll && !events.is_empty() && !self.active_hint.load(Ordering::Acquire) {
-            // The hot path of a poll: one epoll_wait into a small buffer, and nothing else when it is empty.
-            let mut first = sys::EventBuf::<16>::new();
-            match first.wait(self.wait_ep.load(Ordering::Acquire), events.len(), Some(0)) {
-                Ok(0) => Ok(0),
-                Ok(_) => self.collect_in(events, wait, first.events()),
-                Err(e) => Err(e),
-            }
-        } else {
-            self.collect_in(events, wait, &[])
-        };
+        let r = self.collect_in(events, wait, prefetched);
         drop(guard);
         if self.has_retired.load(Ordering::Acquire) {
             self.close_retired();
