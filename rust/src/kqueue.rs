@@ -600,15 +600,23 @@ impl Kqueue {
                 }
                 Ok(0)
             }
-            Ok(_) => {
-                drop(guard);
-                self.collect_with(events, Wait::Poll, first.events())
-            }
+            Ok(_) => self.poll_ready(events, first.events(), guard),
             Err(e) => {
                 drop(guard);
                 Err(e)
             }
         }
+    }
+
+    /// A poll whose epoll_wait found something: harvests it, inside the caller's hazard slot.
+    #[inline(never)]
+    fn poll_ready(&self, events: &mut [Kevent], got: &[sys::EpollEvent], guard: hazard::Guard<'_>) -> Result<usize> {
+        let r = self.collect_in(events, Wait::Poll, got);
+        drop(guard);
+        if self.has_retired.load(Ordering::Acquire) {
+            self.close_retired();
+        }
+        r
     }
 
     /// `collect`'s general path (`prefetched`: a first batch of epoll events already taken).
