@@ -135,20 +135,12 @@ impl Waiter {
 /// go (a second wake-up: a put → blocked get hand-off took 10 µs with the GIL held across the wake, 3 µs
 /// without, on this machine).
 /// (Free-threaded CPython has no GIL to hand over: the wake is made attached.)
-fn wake_released(py: Python<'_>, w: Arc<Waiter>) {
-    if super::FREE_THREADED {
-        w.wake();
-    } else {
-        py.detach(move || w.wake());
-    }
-}
-
-/// `wake_released` for several.
-fn wake_all_released(py: Python<'_>, ws: Vec<Arc<Waiter>>) {
-    if super::FREE_THREADED {
+fn wake_released(py: Python<'_>, ws: &[Arc<Waiter>]) {
+    if ws.is_empty() {
+    } else if super::FREE_THREADED {
         ws.iter().for_each(|w| w.wake());
     } else {
-        py.detach(move || ws.iter().for_each(|w| w.wake()));
+        py.detach(|| ws.iter().for_each(|w| w.wake()));
     }
 }
 
@@ -395,19 +387,22 @@ impl PyEventQueue {
         let w = g.deliver(item, false);
         g.settle(&self.core.len, self.maxsize);
         drop(g);
-        if let Some(w) = w {
-            wake_released(py, w);
-        }
+        wake_released(py, w.as_slice());
     }
 
     /// The state, locked. Never called in a fork child (see `is_forked`).
     #[inline]
     fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.try_take().unwrap_or_else(|| self.lock_contended())
+    }
+
+    /// The lock if it is free (nothing that can panic runs under it: a poisoned lock is taken over).
+    #[inline]
+    fn try_take(&self) -> Option<MutexGuard<'_, Inner>> {
         match self.core.inner.try_lock() {
-            Ok(g) => g,
-            // Nothing that can panic runs under the lock; a poisoned lock is taken over.
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => self.lock_contended(),
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
         }
     }
 
@@ -417,20 +412,14 @@ impl PyEventQueue {
     /// slice), then sleep in the mutex.
     #[cold]
     fn lock_contended(&self) -> MutexGuard<'_, Inner> {
-        for _ in 0..SPINS {
-            std::hint::spin_loop();
-            match self.core.inner.try_lock() {
-                Ok(g) => return g,
-                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(TryLockError::WouldBlock) => {}
+        for i in 0..SPINS + YIELDS {
+            if i < SPINS {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
             }
-        }
-        for _ in 0..YIELDS {
-            std::thread::yield_now();
-            match self.core.inner.try_lock() {
-                Ok(g) => return g,
-                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(TryLockError::WouldBlock) => {}
+            if let Some(g) = self.try_take() {
+                return g;
             }
         }
         self.core.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -473,9 +462,7 @@ impl PyEventQueue {
         let (item, w) = self.pop(&mut g);
         let closed = g.closed;
         drop(g);
-        if let Some(w) = w {
-            wake_released(py, w);
-        }
+        wake_released(py, w.as_slice());
         match item {
             None if closed => Err(closed_err("get()")),
             item => Ok(item),
@@ -808,9 +795,7 @@ impl PyEventQueue {
         let (item, w) = self.pop(&mut g);
         if let Some(item) = item {
             drop(g);
-            if let Some(w) = w {
-                wake_released(py, w);
-            }
+            wake_released(py, w.as_slice());
             return Ok(item);
         }
         if g.closed {
@@ -880,9 +865,7 @@ impl PyEventQueue {
         }
         let wake = self.take_many(&mut g, max - out.len(), &mut out);
         drop(g);
-        if !wake.is_empty() {
-            wake_all_released(py, wake);
-        }
+        wake_released(py, &wake);
         PyList::new(py, out)
     }
 
@@ -966,9 +949,7 @@ impl PyEventQueue {
             return;
         }
         let (items, woken) = self.do_close();
-        if !woken.is_empty() {
-            wake_all_released(py, woken);
-        }
+        wake_released(py, &woken);
         // Dropped with the lock free: an item's __del__ may use the queue.
         drop(items);
     }
