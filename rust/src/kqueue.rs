@@ -410,16 +410,13 @@ impl Kqueue {
         prefetched: &[sys::EpollEvent],
         alias: RawFd,
     ) -> Result<Step> {
-        let n = {
-            let _g = hazard::enter(self.id, &self.slotless);
-            if self.is_closed() {
-                return Err(errno(libc::EBADF));
-            }
-            self.collect_in(events, Wait::Poll, prefetched)?
-        };
-        if self.has_retired.load(Ordering::Acquire) {
-            self.close_retired();
+        let guard = hazard::enter(self.id, &self.slotless);
+        if self.is_closed() {
+            return Err(errno(libc::EBADF));
         }
+        let r = self.collect_in(events, Wait::Poll, prefetched);
+        self.leave(guard);
+        let n = r?;
         if n > 0 || wait == Wait::Poll {
             return Ok(Step::Done(n));
         }
@@ -594,10 +591,7 @@ impl Kqueue {
         let mut first = sys::EventBuf::<16>::new();
         match first.wait(self.wait_ep.load(Ordering::Acquire), events.len(), Some(0)) {
             Ok(0) => {
-                drop(guard);
-                if self.has_retired.load(Ordering::Acquire) {
-                    self.close_retired();
-                }
+                self.leave(guard);
                 Ok(0)
             }
             Ok(_) => self.poll_ready(events, first.events(), guard),
@@ -608,14 +602,21 @@ impl Kqueue {
         }
     }
 
-    /// A poll whose epoll_wait found something: harvests it, inside the caller's hazard slot.
-    #[inline(never)]
-    fn poll_ready(&self, events: &mut [Kevent], got: &[sys::EpollEvent], guard: hazard::Guard<'_>) -> Result<usize> {
-        let r = self.collect_in(events, Wait::Poll, got);
+    /// Ends a presence in the wait path: gives the hazard slot back, then closes inner epolls a rebuild
+    /// retired if no thread can be waiting on them any more.
+    #[inline]
+    fn leave(&self, guard: hazard::Guard<'_>) {
         drop(guard);
         if self.has_retired.load(Ordering::Acquire) {
             self.close_retired();
         }
+    }
+
+    /// A poll whose epoll_wait found something: harvests it, inside the caller's hazard slot.
+    #[inline(never)]
+    fn poll_ready(&self, events: &mut [Kevent], got: &[sys::EpollEvent], guard: hazard::Guard<'_>) -> Result<usize> {
+        let r = self.collect_in(events, Wait::Poll, got);
+        self.leave(guard);
         r
     }
 
@@ -627,10 +628,7 @@ impl Kqueue {
             return Err(errno(libc::EBADF));
         }
         let r = self.collect_in(events, wait, prefetched);
-        drop(guard);
-        if self.has_retired.load(Ordering::Acquire) {
-            self.close_retired();
-        }
+        self.leave(guard);
         r
     }
 
