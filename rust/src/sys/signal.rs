@@ -108,8 +108,9 @@ pub fn signal_wake_fd() -> Result<RawFd> {
     if fd >= 0 {
         return Ok(fd);
     }
-    super::host::FORK.signals.store(true, Ordering::SeqCst); // a fork child has this to forget
-                                                             // SAFETY: plain syscall with flag arguments.
+    // A fork child has this fd to forget (`fork_child_reset`).
+    super::host::FORK.signals.store(true, Ordering::SeqCst);
+    // SAFETY: plain syscall with flag arguments.
     let new = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
     match SIG_WAKE.compare_exchange(-1, new, Ordering::SeqCst, Ordering::SeqCst) {
         Ok(_) => Ok(new),

@@ -19,9 +19,8 @@ use std::ptr::NonNull;
 /// Arrays of at least this many bytes live in a mapping of their own.
 const MAPPED_MIN: usize = 8192;
 
-fn page() -> usize {
-    4096
-}
+/// Mapping sizes are rounded up to this (the kernel rounds further on larger pages).
+const PAGE: usize = 4096;
 
 /// Whether this kernel honours MADV_WIPEONFORK (asked once; for `doctor` and tests).
 #[cfg(any(test, feature = "python"))]
@@ -31,72 +30,62 @@ pub fn wipeonfork_supported() -> bool {
     match STATE.load(Ordering::Relaxed) {
         1 => true,
         2 => false,
-        _ => match Mapping::new(page()) {
-            Some(m) => {
-                let ok = m.wiped;
-                drop(m);
-                STATE.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
-                ok
-            }
-            None => false,
-        },
-    }
-}
-
-/// A private anonymous read-write mapping of `len` bytes (a multiple of the page size).
-struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-    wiped: bool,
-}
-
-impl Mapping {
-    fn new(len: usize) -> Option<Mapping> {
-        // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing: it aliases nothing.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return None;
+        _ => {
+            let Some(p) = map(PAGE) else { return false };
+            let ok = mark(p, PAGE);
+            unmap(p, PAGE);
+            STATE.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+            ok
         }
-        let mut m = Mapping { ptr: NonNull::new(p.cast())?, len, wiped: false };
-        m.mark();
-        Some(m)
-    }
-
-    fn mark(&mut self) {
-        // SAFETY: advice on a range this Mapping owns; it changes what a fork child sees, not this process.
-        self.wiped = unsafe { libc::madvise(self.ptr.as_ptr().cast(), self.len, libc::MADV_WIPEONFORK) } == 0;
-    }
-
-    /// Grows to `len` bytes, moving if it must; the contents are kept.
-    fn grow(&mut self, len: usize) -> bool {
-        // SAFETY: remaps a range this Mapping owns; MREMAP_MAYMOVE lets the kernel pick the new address, and
-        // no reference into the old range outlives this call (the owner re-derives pointers from `ptr`).
-        let p = unsafe { libc::mremap(self.ptr.as_ptr().cast(), self.len, len, libc::MREMAP_MAYMOVE) };
-        if p == libc::MAP_FAILED {
-            return false;
-        }
-        let Some(ptr) = NonNull::new(p.cast()) else { return false };
-        self.ptr = ptr;
-        self.len = len;
-        self.mark(); // the flag moves with the range; marking again also covers the grown tail
-        true
     }
 }
 
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps the range this Mapping owns; nothing refers into it any more.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+/// A fresh private anonymous read-write mapping of `len` bytes, marked MADV_WIPEONFORK where the kernel
+/// can; None when the kernel refuses.
+fn map(len: usize) -> Option<NonNull<u8>> {
+    // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing: it aliases nothing.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
     }
+    let p = NonNull::new(p.cast())?;
+    mark(p, len);
+    Some(p)
+}
+
+/// Marks a mapping made by `map` MADV_WIPEONFORK; whether the kernel took it.
+fn mark(p: NonNull<u8>, len: usize) -> bool {
+    // SAFETY: advice on a range `map` made; it changes what a fork child sees, not this process.
+    unsafe { libc::madvise(p.as_ptr().cast(), len, libc::MADV_WIPEONFORK) == 0 }
+}
+
+/// Grows a mapping made by `map` from `old` to `len` bytes, moving it if it must (contents kept); None
+/// when the kernel refuses (the old mapping is then untouched).
+fn remap(p: NonNull<u8>, old: usize, len: usize) -> Option<NonNull<u8>> {
+    // SAFETY: remaps a range `map` made; MREMAP_MAYMOVE lets the kernel pick the new address, and the
+    // caller re-derives every pointer from the result.
+    let q = unsafe { libc::mremap(p.as_ptr().cast(), old, len, libc::MREMAP_MAYMOVE) };
+    if q == libc::MAP_FAILED {
+        return None;
+    }
+    let q = NonNull::new(q.cast())?;
+    mark(q, len); // the flag moves with the range; marking again also covers the grown tail
+    Some(q)
+}
+
+/// Unmaps a mapping made by `map`.
+fn unmap(p: NonNull<u8>, len: usize) {
+    // SAFETY: unmaps a range `map` made, which nothing refers into any more.
+    unsafe { libc::munmap(p.as_ptr().cast(), len) };
 }
 
 /// The allocation failure the global allocator reports (it aborts): a size that overflows, or a mapping
@@ -182,23 +171,17 @@ impl<T> WipeVec<T> {
             self.cap = cap;
             return;
         }
-        let map_len = bytes.div_ceil(page()) * page();
+        let map_len = bytes.div_ceil(PAGE) * PAGE;
         let cap = map_len / Self::SIZE;
         if self.map_len != 0 {
-            let mut m = Mapping { ptr: self.ptr.cast(), len: self.map_len, wiped: false };
-            let ok = m.grow(map_len);
-            self.ptr = m.ptr.cast();
-            self.map_len = m.len;
-            std::mem::forget(m);
-            if !ok {
-                too_big::<T>();
-            }
+            let Some(p) = remap(self.ptr.cast(), self.map_len, map_len) else { too_big::<T>() };
+            self.ptr = p.cast();
             self.cap = cap;
+            self.map_len = map_len;
             return;
         }
-        let Some(m) = Mapping::new(map_len) else { too_big::<T>() };
-        let new = m.ptr.cast::<T>();
-        std::mem::forget(m);
+        let Some(new) = map(map_len) else { too_big::<T>() };
+        let new = new.cast::<T>();
         if self.cap != 0 {
             // SAFETY: the old storage holds `len` initialised elements; the new mapping has room for `cap` >=
             // len and does not overlap it. The elements are moved bitwise; the old storage is then freed
@@ -259,7 +242,7 @@ impl<T> Drop for WipeVec<T> {
         // SAFETY: the first `len` elements are initialised and owned here; each is dropped once.
         unsafe { std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len)) };
         if self.map_len != 0 {
-            drop(Mapping { ptr: self.ptr.cast(), len: self.map_len, wiped: false });
+            unmap(self.ptr.cast(), self.map_len);
         } else if self.cap != 0 {
             // SAFETY: heap storage allocated with this layout by grow_to.
             unsafe { alloc::dealloc(self.ptr.as_ptr().cast(), array_layout::<T>(self.cap)) };
