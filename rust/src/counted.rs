@@ -12,8 +12,10 @@
 //! waits for a lock a thread of the parent held at fork time.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, TryLockError, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Weak;
+
+use crate::forklock::ForkLock;
 
 use crate::sys::RawFd;
 
@@ -26,39 +28,23 @@ type Table = HashMap<RawFd, Weak<dyn Counted>>;
 
 /// Entries registered (in any generation): 0 keeps the lookup off the report path.
 static ENTRIES: AtomicUsize = AtomicUsize::new(0);
-static TABLE: Mutex<Option<(u64, Table)>> = Mutex::new(None);
-/// The fork generation of the thread holding TABLE's lock (u64::MAX when free).
-static HOLDER: AtomicU64 = AtomicU64::new(u64::MAX);
+/// The table, with the fork generation it belongs to.
+static TABLE: ForkLock<Option<(u64, Table)>> = ForkLock::new(None);
 
 fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> Option<R> {
-    let gen = crate::fork_generation();
-    let mut g = loop {
-        match TABLE.try_lock() {
-            Ok(g) => break g,
-            Err(TryLockError::Poisoned(p)) => break p.into_inner(),
-            Err(TryLockError::WouldBlock) => {
-                if HOLDER.load(Ordering::SeqCst) != gen {
-                    // Held by a thread of the parent that does not exist in this fork child.
-                    return None;
+    TABLE
+        .with(|slot| {
+            let gen = crate::fork_generation();
+            if !matches!(slot, Some((g_gen, _)) if *g_gen == gen) {
+                // First use in this process (or this fork child): the parent's entries name fds closed here.
+                if let Some((_, old)) = slot.take() {
+                    std::mem::forget(old);
                 }
-                std::thread::yield_now();
+                *slot = Some((gen, HashMap::new()));
             }
-        }
-    };
-    HOLDER.store(gen, Ordering::SeqCst);
-    match &mut *g {
-        Some((g_gen, _)) if *g_gen == gen => {}
-        slot => {
-            // First use in this process (or this fork child): the parent's entries name fds closed here.
-            if let Some((_, old)) = slot.take() {
-                std::mem::forget(old);
-            }
-            *slot = Some((gen, HashMap::new()));
-        }
-    }
-    let r = g.as_mut().map(|(_, t)| f(t));
-    HOLDER.store(u64::MAX, Ordering::SeqCst);
-    r
+            slot.as_mut().map(|(_, t)| f(t))
+        })
+        .flatten()
 }
 
 #[cfg_attr(not(feature = "python"), allow(dead_code))]

@@ -7,6 +7,7 @@
 pub mod consts;
 mod counted;
 mod filter;
+mod forklock;
 mod hazard;
 mod kevent;
 mod knote;

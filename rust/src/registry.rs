@@ -3,44 +3,32 @@
 //! pending events (FreeBSD's filt_kqueue). A fork child starts with an empty registry: the parent's
 //! kqueues are closed there.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use crate::forklock::ForkLock;
 
 use crate::kqueue::{fork_generation, Kqueue};
 use crate::sys::{self, RawFd};
 
-static REGISTRY: Mutex<(u64, Vec<Weak<Kqueue>>)> = Mutex::new((0, Vec::new()));
-/// The fork generation of the thread holding REGISTRY's lock (u64::MAX when free).
-static HOLDER: AtomicU64 = AtomicU64::new(u64::MAX);
+/// The kqueues, with the fork generation they belong to.
+static REGISTRY: ForkLock<(u64, Vec<Weak<Kqueue>>)> = ForkLock::new((0, Vec::new()));
 /// How many kqueues were registered (a hint: 0 means no fd can be a registered kqueue).
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 
+/// Runs `f` on this generation's list; None in a fork child whose parent held the lock at fork time (the
+/// caller does without the registry).
 fn with<R>(f: impl FnOnce(&mut Vec<Weak<Kqueue>>) -> R) -> Option<R> {
-    let gen = fork_generation();
-    let mut g = loop {
-        match REGISTRY.try_lock() {
-            Ok(g) => break g,
-            Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                if HOLDER.load(Ordering::SeqCst) != gen {
-                    // Held by a thread of the parent that does not exist in this fork child: it will never
-                    // be released. Do without the registry.
-                    return None;
-                }
-                std::thread::yield_now();
-            }
+    REGISTRY.with(|g| {
+        let gen = fork_generation();
+        if g.0 != gen {
+            // First use in this fork child: forget the parent's kqueues (leaked, not dropped: dropping would
+            // run their destructors on state copied mid-flight).
+            std::mem::forget(std::mem::take(&mut g.1));
+            g.0 = gen;
         }
-    };
-    HOLDER.store(gen, Ordering::SeqCst);
-    if g.0 != gen {
-        // First use in this fork child: forget the parent's kqueues (leaked, not dropped: dropping would
-        // run their destructors on state copied mid-flight).
-        std::mem::forget(std::mem::take(&mut g.1));
-        g.0 = gen;
-    }
-    let r = f(&mut g.1);
-    HOLDER.store(u64::MAX, Ordering::SeqCst);
-    Some(r)
+        f(&mut g.1)
+    })
 }
 
 /// Adds `kq` (forgetting kqueues closed or dropped since).
