@@ -1,7 +1,8 @@
 //! The PyO3 layer: `kqrs._kqrs.kqueue` and `kqrs._kqrs.kevent`, mirroring CPython's `select.kqueue` and
 //! `select.kevent` (argument parsing, error types and messages, comparisons).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::Ordering::{self, Relaxed};
+use std::sync::atomic::{AtomicI16, AtomicI64, AtomicU16, AtomicU32, AtomicU64};
 use std::sync::Arc;
 
 use pyo3::basic::CompareOp;
@@ -83,21 +84,19 @@ fn ident_of(o: &Bound<'_, PyAny>) -> PyResult<usize> {
 }
 
 /// A kqueue event or change, as `select.kevent`.
-#[pyclass(name = "kevent", module = "kqrs", skip_from_py_object, freelist = 256)]
-#[derive(Clone)]
+///
+/// Frozen, with each member in a relaxed atomic: reading a kevent (every change a `control()` call takes,
+/// every attribute read) is plain loads, with no borrow flag to take and release with two locked
+/// instructions, while the members stay writable as CPython's are. A member is one word, so a reader never
+/// sees it torn; as in CPython, nothing orders one member's store against another's.
+#[pyclass(name = "kevent", module = "kqrs", skip_from_py_object, freelist = 256, frozen)]
 pub struct PyKevent {
-    #[pyo3(get)]
-    ident: u64,
-    #[pyo3(get)]
-    filter: i16,
-    #[pyo3(get)]
-    flags: u16,
-    #[pyo3(get)]
-    fflags: u32,
-    #[pyo3(get)]
-    data: i64,
-    #[pyo3(get)]
-    udata: u64,
+    ident: AtomicU64,
+    filter: AtomicI16,
+    flags: AtomicU16,
+    fflags: AtomicU32,
+    data: AtomicI64,
+    udata: AtomicU64,
 }
 
 const KEVENT_ARGS: [&str; 6] = ["ident", "filter", "flags", "fflags", "data", "udata"];
@@ -136,28 +135,33 @@ fn as_unsigned_member(v: &Bound<'_, PyAny>) -> PyResult<u64> {
 impl PyKevent {
     fn to_kevent(&self) -> Kevent {
         Kevent {
-            ident: self.ident as usize,
-            filter: self.filter,
-            flags: self.flags,
-            fflags: self.fflags,
-            data: self.data as isize,
-            udata: self.udata as usize,
+            ident: self.ident.load(Relaxed) as usize,
+            filter: self.filter.load(Relaxed),
+            flags: self.flags.load(Relaxed),
+            fflags: self.fflags.load(Relaxed),
+            data: self.data.load(Relaxed) as isize,
+            udata: self.udata.load(Relaxed) as usize,
+        }
+    }
+
+    fn new_of(ident: u64, filter: i16, flags: u16, fflags: u32, data: i64, udata: u64) -> PyKevent {
+        PyKevent {
+            ident: AtomicU64::new(ident),
+            filter: AtomicI16::new(filter),
+            flags: AtomicU16::new(flags),
+            fflags: AtomicU32::new(fflags),
+            data: AtomicI64::new(data),
+            udata: AtomicU64::new(udata),
         }
     }
 
     fn from_kevent(k: &Kevent) -> PyKevent {
-        PyKevent {
-            ident: k.ident as u64,
-            filter: k.filter,
-            flags: k.flags,
-            fflags: k.fflags,
-            data: k.data as i64,
-            udata: k.udata as u64,
-        }
+        PyKevent::new_of(k.ident as u64, k.filter, k.flags, k.fflags, k.data as i64, k.udata as u64)
     }
 
     fn key(&self) -> (u64, i16, u16, u32, i64, i64) {
-        (self.ident, self.filter, self.flags, self.fflags, self.data, self.udata as i64)
+        let k = self.to_kevent();
+        (k.ident as u64, k.filter, k.flags, k.fflags, k.data as i64, k.udata as i64)
     }
 }
 
@@ -235,77 +239,104 @@ impl PyKevent {
             }
         };
         let ident = ident_of(&ident)? as u64;
-        Ok(PyKevent { ident, filter, flags, fflags, data, udata })
+        Ok(PyKevent::new_of(ident, filter, flags, fflags, data, udata))
     }
 
     #[deleter]
-    fn delete_ident(&mut self) -> PyResult<()> {
+    fn delete_ident(&self) -> PyResult<()> {
         settable(None).map(|_| ())
     }
     #[deleter]
-    fn delete_filter(&mut self) -> PyResult<()> {
+    fn delete_filter(&self) -> PyResult<()> {
         settable(None).map(|_| ())
     }
     #[deleter]
-    fn delete_flags(&mut self) -> PyResult<()> {
+    fn delete_flags(&self) -> PyResult<()> {
         settable(None).map(|_| ())
     }
     #[deleter]
-    fn delete_fflags(&mut self) -> PyResult<()> {
+    fn delete_fflags(&self) -> PyResult<()> {
         settable(None).map(|_| ())
     }
     #[deleter]
-    fn delete_data(&mut self) -> PyResult<()> {
+    fn delete_data(&self) -> PyResult<()> {
         settable(None).map(|_| ())
     }
     #[deleter]
-    fn delete_udata(&mut self) -> PyResult<()> {
+    fn delete_udata(&self) -> PyResult<()> {
         settable(None).map(|_| ())
     }
 
     #[setter]
-    fn set_ident(&mut self, v: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.ident = as_unsigned_member(v)?;
+    fn set_ident(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.ident.store(as_unsigned_member(v)?, Relaxed);
         Ok(())
     }
 
     #[setter]
-    fn set_filter(&mut self, py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn set_filter(&self, py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<()> {
         let x = as_long(v)?;
-        self.filter = truncating(py, x, i16::MIN as i64, i16::MAX as i64, "short")? as i16;
+        self.filter.store(truncating(py, x, i16::MIN as i64, i16::MAX as i64, "short")? as i16, Relaxed);
         Ok(())
     }
 
     #[setter]
-    fn set_flags(&mut self, py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn set_flags(&self, py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<()> {
         let x = as_long(v)?;
-        self.flags = truncating(py, x, 0, u16::MAX as i64, "unsigned short")? as u16;
+        self.flags.store(truncating(py, x, 0, u16::MAX as i64, "unsigned short")? as u16, Relaxed);
         Ok(())
     }
 
     #[setter]
-    fn set_fflags(&mut self, py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn set_fflags(&self, py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<()> {
         let x = as_long(v)?;
-        self.fflags = truncating(py, x, 0, u32::MAX as i64, "unsigned int")? as u32;
+        self.fflags.store(truncating(py, x, 0, u32::MAX as i64, "unsigned int")? as u32, Relaxed);
         Ok(())
     }
 
     #[setter]
-    fn set_data(&mut self, v: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.data = as_index(v)?.extract::<i64>().map_err(|_| PyOverflowError::new_err("int too big to convert"))?;
+    fn set_data(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        let d = as_index(v)?.extract::<i64>().map_err(|_| PyOverflowError::new_err("int too big to convert"))?;
+        self.data.store(d, Relaxed);
         Ok(())
     }
 
     #[setter]
-    fn set_udata(&mut self, v: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.udata = as_unsigned_member(v)?;
+    fn set_udata(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.udata.store(as_unsigned_member(v)?, Relaxed);
         Ok(())
+    }
+
+    #[getter]
+    fn ident(&self) -> u64 {
+        self.ident.load(Relaxed)
+    }
+    #[getter]
+    fn filter(&self) -> i16 {
+        self.filter.load(Relaxed)
+    }
+    #[getter]
+    fn flags(&self) -> u16 {
+        self.flags.load(Relaxed)
+    }
+    #[getter]
+    fn fflags(&self) -> u32 {
+        self.fflags.load(Relaxed)
+    }
+    #[getter]
+    fn data(&self) -> i64 {
+        self.data.load(Relaxed)
+    }
+    #[getter]
+    fn udata(&self) -> u64 {
+        self.udata.load(Relaxed)
     }
 
     fn __repr__(&self) -> String {
+        let k = self.to_kevent();
         format!(
             "<kqrs.kevent ident={} filter={} flags=0x{:x} fflags=0x{:x} data=0x{:x} udata=0x{:x}>",
-            self.ident, self.filter, self.flags, self.fflags, self.data as u64, self.udata
+            k.ident, k.filter, k.flags, k.fflags, k.data as u64, k.udata
         )
     }
 
@@ -313,10 +344,7 @@ impl PyKevent {
         let Ok(o) = other.cast::<PyKevent>() else {
             return py.NotImplemented();
         };
-        let Ok(o) = o.try_borrow() else {
-            return py.NotImplemented();
-        };
-        let (a, b) = (self.key(), o.key());
+        let (a, b) = (self.key(), o.get().key());
         let r = match op {
             CompareOp::Lt => a < b,
             CompareOp::Le => a <= b,
@@ -732,7 +760,7 @@ impl PyKqueue {
                 let Ok(ev) = item.cast::<PyKevent>() else {
                     return Err(PyTypeError::new_err("changelist must be an iterable of select.kevent objects"));
                 };
-                let k = ev.try_borrow()?.to_kevent();
+                let k = ev.get().to_kevent();
                 signals |= k.filter == EVFILT_SIGNAL && k.flags & EV_ADD != 0;
                 changes.push(k);
                 Ok(())
