@@ -1,6 +1,6 @@
 //! Records how this build was made, for `kqrs._kqrs.build_info()` and `kqrs doctor`: the target triple, the
 //! oldest glibc the binary was linked for, the compiler, and (with the `python` feature) the CPython ABI.
-//! Nothing here changes what is compiled.
+//! Nothing here changes what is compiled. One thing changes how it is linked: `static_unwinder`.
 
 use std::env;
 use std::process::Command;
@@ -16,6 +16,7 @@ fn main() {
     println!("cargo:rustc-env=KQRS_BUILD_PROFILE={}", env::var("PROFILE").unwrap_or_default());
     println!("cargo:rustc-env=KQRS_BUILD_RUSTC={}", rustc_version());
     println!("cargo:rustc-env=KQRS_BUILD_GLIBC={}", target_glibc(&target, &host));
+    static_unwinder(&target, &host);
 
     #[cfg(feature = "python")]
     {
@@ -62,4 +63,49 @@ fn target_glibc(target: &str, host: &str) -> String {
         .and_then(|s| s.trim().strip_prefix("glibc ").map(str::to_string))
         .map(|v| format!("{v} (this build machine's)"))
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// Links GCC's unwinder (libgcc_eh.a) into the binary instead of loading libgcc_s.so.1 beside it, for a
+/// native linux-gnu build linked by the system's cc.
+///
+/// Rust's std asks for `-lgcc_s` (panics unwind). A loaded libgcc_s is five more mappings in every process
+/// that loads kqrs, and fork() copies each mapping and exit() tears it down again: measured, about 2% of
+/// a fork + exit + waitpid. The wheels scripts/build-wheels.sh makes are linked by zig, which already links
+/// its own unwinder statically: this makes a native build (maturin develop, the benchmarks' wheel) the
+/// same. The trick: a `libgcc_s.a` that is libgcc_eh.a, in a directory searched before the system's, so
+/// std's `-lgcc_s` finds it. Its symbols stay inside the binary (Rust exports only the entry points).
+///
+/// Left alone, so linking works as before, when: cross-compiling, a linker is set for the target (zig,
+/// a cross cc), the compiler has no libgcc_eh.a, or KQRS_DYNAMIC_UNWINDER=1.
+fn static_unwinder(target: &str, host: &str) {
+    println!("cargo:rerun-if-env-changed=KQRS_DYNAMIC_UNWINDER");
+    println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
+    let linker_var = format!("CARGO_TARGET_{}_LINKER", target.to_uppercase().replace('-', "_"));
+    println!("cargo:rerun-if-env-changed={linker_var}");
+    if env::var("KQRS_DYNAMIC_UNWINDER").is_ok_and(|v| v == "1")
+        || !target.ends_with("-linux-gnu")
+        || target != host
+        || env::var_os("RUSTC_LINKER").is_some()
+        || env::var_os(&linker_var).is_some()
+    {
+        return;
+    }
+    let Some(eh) = Command::new("cc")
+        .arg("-print-file-name=libgcc_eh.a")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| std::path::PathBuf::from(s.trim()))
+        .filter(|p| p.is_absolute() && p.is_file())
+    else {
+        return;
+    };
+    let Some(out) = env::var_os("OUT_DIR").map(std::path::PathBuf::from) else { return };
+    let dir = out.join("static-unwinder");
+    let lib = dir.join("libgcc_s.a");
+    let _ = std::fs::remove_file(&lib);
+    if std::fs::create_dir_all(&dir).is_err() || std::os::unix::fs::symlink(&eh, &lib).is_err() {
+        return;
+    }
+    println!("cargo:rustc-link-search=native={}", dir.display());
 }

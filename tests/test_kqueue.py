@@ -6,6 +6,7 @@ EVFILT_USER and EVFILT_TIMER serve as the probes: they need no fd, so each test 
 
 from __future__ import annotations
 
+import ast
 import errno
 import fcntl
 import os
@@ -981,6 +982,21 @@ def test_import_kqrs_loads_no_extension():
     code = "import sys; import kqrs; print(sorted(m for m in sys.modules if m.startswith('kqrs')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "['kqrs', 'kqrs._constants']", out.stderr
+
+
+def test_the_extension_brings_no_other_shared_library():
+    """build.rs links the unwinder Rust's panics need into the extension (libgcc_eh.a), as the zig-linked
+    wheels do: loading kqrs maps no libgcc_s.so, whose mappings every fork() would copy and tear down."""
+    code = (
+        "import kqrs; before = open('/proc/self/maps').read(); kqrs.kqueue().close(); "
+        "after = open('/proc/self/maps').read(); "
+        "print(sorted({l.split()[-1].rsplit('/', 1)[-1] for l in after.splitlines() if '.so' in l} - "
+        "{l.split()[-1].rsplit('/', 1)[-1] for l in before.splitlines() if '.so' in l}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    new = ast.literal_eval(out.stdout)
+    assert len(new) == 1 and new[0].startswith("_kqrs."), new
 
 
 def test_the_extension_is_an_attribute_before_first_use():

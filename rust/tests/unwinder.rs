@@ -1,0 +1,33 @@
+//! build.rs links GCC's unwinder into kqrs's binaries (libgcc_eh.a) instead of loading libgcc_s.so.1 (see
+//! `static_unwinder` there). This test binary is linked the same way: a panic must still unwind, and be
+//! caught, as PyO3 needs to turn a panic into an exception and the C face to stop one at its boundary.
+
+use std::panic::{catch_unwind, resume_unwind};
+
+struct Dropped<'a>(&'a std::cell::Cell<bool>);
+
+impl Drop for Dropped<'_> {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+#[test]
+fn a_panic_unwinds_through_frames_and_is_caught() {
+    let dropped = std::cell::Cell::new(false);
+    // resume_unwind: an unwinding panic without the panic hook's message.
+    let r = catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _guard = Dropped(&dropped);
+        resume_unwind(Box::new(42u32));
+    }));
+    let payload = r.expect_err("the panic was caught");
+    assert_eq!(payload.downcast_ref::<u32>(), Some(&42));
+    assert!(dropped.get(), "the frame's destructor ran while unwinding");
+}
+
+#[test]
+fn this_binary_does_not_load_libgcc_s() {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    assert!(!maps.is_empty(), "/proc/self/maps is readable");
+    assert!(!maps.contains("libgcc_s"), "libgcc_s.so is mapped:\n{maps}");
+}
