@@ -82,6 +82,59 @@ fn remap(p: NonNull<u8>, old: usize, len: usize) -> Option<NonNull<u8>> {
     Some(q)
 }
 
+/// Mappings given back by dropped arrays, kept for the next array that needs one: a kqueue made after
+/// another one closed (a fresh selector or queue per task) then reuses pages that are already mapped,
+/// instead of taking a page fault (and the page's zeroing) for each of them, as a fresh mapping would. Kept
+/// pages are given to the kernel with MADV_FREE: it reclaims them only under memory pressure, and a reused
+/// page it did not reclaim is written to without a fault. At most `SPARES` mappings and `SPARE_BYTES` bytes.
+/// Only ever try-locked: an array never waits for it, and a fork child whose parent held it (its holder is
+/// gone) just does without.
+struct Spares {
+    maps: [(usize, usize); SPARES], // (address, length); length 0: empty
+}
+
+const SPARES: usize = 4;
+const SPARE_BYTES: usize = 16 << 20;
+
+static SPARE: std::sync::Mutex<Spares> = std::sync::Mutex::new(Spares { maps: [(0, 0); SPARES] });
+
+/// The smallest kept mapping of at least `len` bytes, with its length.
+fn take_spare(len: usize) -> Option<(NonNull<u8>, usize)> {
+    let mut s = SPARE.try_lock().ok()?;
+    let (i, &(addr, have)) = s.maps.iter().enumerate().filter(|(_, &(_, l))| l >= len).min_by_key(|(_, &(_, l))| l)?;
+    s.maps[i] = (0, 0);
+    Some((NonNull::new(addr as *mut u8)?, have))
+}
+
+/// Keeps a mapping made by `map` for reuse (its pages freed lazily); false when there is no room for it.
+fn keep_spare(p: NonNull<u8>, len: usize) -> bool {
+    let Ok(mut s) = SPARE.try_lock() else { return false };
+    let kept: usize = s.maps.iter().map(|&(_, l)| l).sum();
+    let Some(slot) = s.maps.iter_mut().find(|m| m.1 == 0) else { return false };
+    if kept + len > SPARE_BYTES {
+        return false;
+    }
+    // SAFETY: advice on a range `map` made that nothing refers into any more: its contents may be dropped.
+    if unsafe { libc::madvise(p.as_ptr().cast(), len, libc::MADV_FREE) } != 0 {
+        return false;
+    }
+    *slot = (p.as_ptr() as usize, len);
+    true
+}
+
+/// A mapping for an array of `len` bytes (at least): a kept one if one is large enough, else a fresh one.
+/// Returns it with its length. Its contents are unspecified (an array writes before it reads).
+fn map_for(len: usize) -> Option<(NonNull<u8>, usize)> {
+    take_spare(len).or_else(|| map(len).map(|p| (p, len)))
+}
+
+/// Gives a mapping made by `map_for` back: kept for reuse, or unmapped.
+fn release(p: NonNull<u8>, len: usize) {
+    if !keep_spare(p, len) {
+        unmap(p, len);
+    }
+}
+
 /// Unmaps a mapping made by `map`.
 fn unmap(p: NonNull<u8>, len: usize) {
     // SAFETY: unmaps a range `map` made, which nothing refers into any more.
@@ -180,7 +233,8 @@ impl<T> WipeVec<T> {
             self.map_len = map_len;
             return;
         }
-        let Some(new) = map(map_len) else { too_big::<T>() };
+        let Some((new, map_len)) = map_for(map_len) else { too_big::<T>() };
+        let cap = map_len / Self::SIZE;
         let new = new.cast::<T>();
         if self.cap != 0 {
             // SAFETY: the old storage holds `len` initialised elements; the new mapping has room for `cap` >=
@@ -242,7 +296,7 @@ impl<T> Drop for WipeVec<T> {
         // SAFETY: the first `len` elements are initialised and owned here; each is dropped once.
         unsafe { std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len)) };
         if self.map_len != 0 {
-            unmap(self.ptr.cast(), self.map_len);
+            release(self.ptr.cast(), self.map_len);
         } else if self.cap != 0 {
             // SAFETY: heap storage allocated with this layout by grow_to.
             unsafe { alloc::dealloc(self.ptr.as_ptr().cast(), array_layout::<T>(self.cap)) };
@@ -332,5 +386,58 @@ mod tests {
                 assert!(w.iter().all(|&v| v == 0xab), "the parent's copy is untouched");
             }
         }
+    }
+
+    /// Runs `body` in a process of its own (this test binary, run again for this one test, one thread),
+    /// where no other test takes or keeps spare mappings meanwhile.
+    fn alone(test: &str, body: impl FnOnce()) {
+        if std::env::var_os("KQRS_WIPEVEC_ALONE").is_some() {
+            body();
+            return;
+        }
+        let exe = std::env::current_exe();
+        assert!(exe.is_ok(), "{exe:?}");
+        let Ok(exe) = exe else { return };
+        let out = std::process::Command::new(exe)
+            .args(["--exact", test, "--test-threads=1", "--nocapture"])
+            .env("KQRS_WIPEVEC_ALONE", "1")
+            .output();
+        assert!(out.as_ref().is_ok_and(|o| o.status.success()), "{out:?}");
+        let stdout = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        assert!(stdout.contains("1 passed"), "the test ran: {stdout}");
+    }
+
+    #[test]
+    fn a_dropped_mapping_is_kept_and_reused_by_the_next_array() {
+        alone("sys::wipevec::tests::a_dropped_mapping_is_kept_and_reused_by_the_next_array", || {
+            let a = WipeVec::filled(100_000, 1u64);
+            let (p, kept) = (a.ptr.cast::<u8>(), a.map_len);
+            drop(a);
+            // a smaller array takes it (its pages already mapped), whatever they held
+            let b = WipeVec::filled(50_000, 2u64);
+            assert_eq!(b.ptr.cast::<u8>(), p, "the kept mapping is reused");
+            assert_eq!(b.map_len, kept);
+            assert_eq!(b.cap, kept / 8);
+            assert!(b.iter().all(|&v| v == 2) && b.len() == 50_000);
+            // still wiped for a fork child
+            assert!(wipeonfork_supported());
+            let mut flags = String::new();
+            if let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") {
+                let start = format!("{:x}-", p.as_ptr() as usize);
+                let mut inside = false;
+                for line in smaps.lines() {
+                    if line.starts_with(&start) {
+                        inside = true;
+                    } else if inside && line.starts_with("VmFlags:") {
+                        flags = line.to_string();
+                        break;
+                    }
+                }
+            }
+            assert!(flags.split_whitespace().any(|f| f == "wf"), "MADV_WIPEONFORK kept: {flags:?}");
+            // one larger than any kept mapping gets a fresh one
+            let c = WipeVec::filled(300_000, 3u64);
+            assert_ne!(c.ptr.cast::<u8>(), p);
+        });
     }
 }
