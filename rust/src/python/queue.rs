@@ -39,12 +39,12 @@ const DONE: u32 = 1;
 /// The queue was closed while it waited.
 const CLOSED: u32 = 2;
 
-/// How many times a thread that finds the lock taken yields before it sleeps in the mutex.
+/// How many times a thread that finds the lock taken yields before it sleeps in the mutex. It does not
+/// spin on the lock first: measured on this 2-vCPU VM, 4 producers / 4 consumers on free-threaded 3.13t
+/// ran at 1.13-1.17x SimpleQueue without spinning, 1.24-1.31x with 8 pauses and 1.41-1.74x with 64 (a
+/// PAUSE loop in a guest costs exits when the host is busy, and a spinning thread holds the vCPU the
+/// lock's holder needs). CPython's PyMutex also yields rather than spins.
 const YIELDS: u32 = 16;
-
-/// How many times it first spins (a pause each): the lock is held for a few dozen instructions, so on
-/// another core it is free again within a few hundred cycles, far sooner than a sched_yield(2) returns.
-const SPINS: u32 = 64;
 
 static EMPTY: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static FULL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -407,17 +407,11 @@ impl PyEventQueue {
     }
 
     /// The lock is held by another thread: held for a few instructions, so it is free again as soon as
-    /// that thread runs. Spin briefly (the holder is likely running on another core), then yield the CPU
-    /// to it a few times (with more threads than cores, spinning longer would only burn the holder's time
-    /// slice), then sleep in the mutex.
+    /// that thread runs. Yield the CPU to it a few times, then sleep in the mutex.
     #[cold]
     fn lock_contended(&self) -> MutexGuard<'_, Inner> {
-        for i in 0..SPINS + YIELDS {
-            if i < SPINS {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+        for _ in 0..YIELDS {
+            std::thread::yield_now();
             if let Some(g) = self.try_take() {
                 return g;
             }
