@@ -80,13 +80,23 @@ fn target_glibc(target: &str, host: &str) -> String {
 fn static_unwinder(target: &str, host: &str) {
     println!("cargo:rerun-if-env-changed=KQRS_DYNAMIC_UNWINDER");
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
+    println!("cargo:rerun-if-env-changed=KQRS_TARGET_GLIBC");
+    println!("cargo::rustc-check-cfg=cfg(kqrs_static_unwinder)");
     let linker_var = format!("CARGO_TARGET_{}_LINKER", target.to_uppercase().replace('-', "_"));
     println!("cargo:rerun-if-env-changed={linker_var}");
+    // A linker given in RUSTFLAGS (`-C linker=...`, e.g. a zig wrapper) is a linker set for the target too.
+    let rustflags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    let linker_in_flags = rustflags.split('\x1f').any(|f| f.starts_with("linker=") || f.starts_with("-Clinker="))
+        || rustflags.contains("-C\x1flinker=");
     if env::var("KQRS_DYNAMIC_UNWINDER").is_ok_and(|v| v == "1")
         || !target.ends_with("-linux-gnu")
         || target != host
         || env::var_os("RUSTC_LINKER").is_some()
         || env::var_os(&linker_var).is_some()
+        || linker_in_flags
+        // a build for an older glibc than this machine's (the wheels: 2.17): gcc's libgcc_eh.a may need
+        // newer glibc symbols (gcc 12's wants _dl_find_object, glibc 2.35), which libgcc_s would not
+        || env::var("KQRS_TARGET_GLIBC").is_ok_and(|v| !v.is_empty())
     {
         return;
     }
@@ -108,4 +118,5 @@ fn static_unwinder(target: &str, host: &str) {
         return;
     }
     println!("cargo:rustc-link-search=native={}", dir.display());
+    println!("cargo:rustc-cfg=kqrs_static_unwinder");
 }

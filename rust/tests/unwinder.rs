@@ -25,9 +25,12 @@ fn a_panic_unwinds_through_frames_and_is_caught() {
     assert!(dropped.get(), "the frame's destructor ran while unwinding");
 }
 
+/// build.rs says (cfg `kqrs_static_unwinder`) whether it linked the unwinder in; libgcc_s is mapped
+/// exactly when it did not.
 #[test]
-fn this_binary_does_not_load_libgcc_s() {
+fn this_binary_loads_libgcc_s_only_when_build_rs_did_not_link_the_unwinder_in() {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
     assert!(!maps.is_empty(), "/proc/self/maps is readable");
-    assert!(!maps.contains("libgcc_s"), "libgcc_s.so is mapped:\n{maps}");
+    let static_unwinder = cfg!(kqrs_static_unwinder);
+    assert_eq!(maps.contains("libgcc_s"), !static_unwinder, "static unwinder: {static_unwinder}; maps:\n{maps}");
 }

@@ -157,7 +157,8 @@ pub struct WipeVec<T> {
     ptr: NonNull<T>,
     len: usize,
     cap: usize,
-    /// Set when the storage is a mapping (cap * size_of::<T>() bytes rounded up to pages, `map_len`).
+    /// Set when the storage is a mapping: its length in bytes (at least cap * size_of::<T>(), rounded up to
+    /// pages; more when a larger kept mapping was reused, and then cap covers it).
     map_len: usize,
     _owns: PhantomData<T>,
 }
