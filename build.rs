@@ -69,33 +69,32 @@ fn target_glibc(target: &str, host: &str) -> String {
 /// native linux-gnu build linked by the system's cc.
 ///
 /// Rust's std asks for `-lgcc_s` (panics unwind). A loaded libgcc_s is five more mappings in every process
-/// that loads kqrs, and fork() copies each mapping and exit() tears it down again: measured, about 2% of
-/// a fork + exit + waitpid. The wheels scripts/build-wheels.sh makes are linked by zig, which already links
-/// its own unwinder statically: this makes a native build (maturin develop, the benchmarks' wheel) the
-/// same. The trick: a `libgcc_s.a` that is libgcc_eh.a, in a directory searched before the system's, so
-/// std's `-lgcc_s` finds it. Its symbols stay inside the binary (Rust exports only the entry points).
+/// that loads kqrs, which fork() copies and exit() tears down again (measured: about 0.3% of a fork +
+/// exit + waitpid of a process with 10 kqueues). The wheels scripts/build-wheels.sh makes are linked by
+/// zig, which already links its own unwinder statically: this makes a native build (maturin develop, the
+/// benchmarks' wheel, the C library) the same. The trick: a `libgcc_s.a` that is libgcc_eh.a, in a
+/// directory searched before the system's, so std's `-lgcc_s` finds it. Its symbols stay inside the binary
+/// (Rust exports only the entry points). Tells the crate with cfg `kqrs_static_unwinder`.
 ///
-/// Left alone, so linking works as before, when: cross-compiling, a linker is set for the target (zig,
-/// a cross cc), the compiler has no libgcc_eh.a, or KQRS_DYNAMIC_UNWINDER=1.
+/// Left alone, so linking works as before, when: cross-compiling; a linker is set for the target (in the
+/// environment or in RUSTFLAGS: zig, a cross cc); the build is for an older glibc than this machine's
+/// (KQRS_TARGET_GLIBC, the wheels' 2.17: gcc 12's libgcc_eh.a needs glibc 2.35's `_dl_find_object`, which
+/// libgcc_s hid); the compiler has no libgcc_eh.a; or KQRS_DYNAMIC_UNWINDER=1.
 fn static_unwinder(target: &str, host: &str) {
     println!("cargo:rerun-if-env-changed=KQRS_DYNAMIC_UNWINDER");
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
-    println!("cargo:rerun-if-env-changed=KQRS_TARGET_GLIBC");
     println!("cargo::rustc-check-cfg=cfg(kqrs_static_unwinder)");
     let linker_var = format!("CARGO_TARGET_{}_LINKER", target.to_uppercase().replace('-', "_"));
     println!("cargo:rerun-if-env-changed={linker_var}");
-    // A linker given in RUSTFLAGS (`-C linker=...`, e.g. a zig wrapper) is a linker set for the target too.
+    // `-C linker=X` arrives as the two arguments "-C", "linker=X"; `-Clinker=X` as one.
     let rustflags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    let linker_in_flags = rustflags.split('\x1f').any(|f| f.starts_with("linker=") || f.starts_with("-Clinker="))
-        || rustflags.contains("-C\x1flinker=");
+    let linker_in_flags = rustflags.split('\x1f').any(|f| f.starts_with("linker=") || f.starts_with("-Clinker="));
     if env::var("KQRS_DYNAMIC_UNWINDER").is_ok_and(|v| v == "1")
         || !target.ends_with("-linux-gnu")
         || target != host
         || env::var_os("RUSTC_LINKER").is_some()
         || env::var_os(&linker_var).is_some()
         || linker_in_flags
-        // a build for an older glibc than this machine's (the wheels: 2.17): gcc's libgcc_eh.a may need
-        // newer glibc symbols (gcc 12's wants _dl_find_object, glibc 2.35), which libgcc_s would not
         || env::var("KQRS_TARGET_GLIBC").is_ok_and(|v| !v.is_empty())
     {
         return;

@@ -88,29 +88,25 @@ fn remap(p: NonNull<u8>, old: usize, len: usize) -> Option<NonNull<u8>> {
 /// pages are given to the kernel with MADV_FREE: it reclaims them only under memory pressure, and a reused
 /// page it did not reclaim is written to without a fault. At most `SPARES` mappings and `SPARE_BYTES` bytes.
 /// Only ever try-locked: an array never waits for it, and a fork child whose parent held it (its holder is
-/// gone) just does without.
-struct Spares {
-    maps: [(usize, usize); SPARES], // (address, length); length 0: empty
-}
+/// gone) just does without. Each entry is (address, length); length 0: empty.
+static SPARE: std::sync::Mutex<[(usize, usize); SPARES]> = std::sync::Mutex::new([(0, 0); SPARES]);
 
 const SPARES: usize = 4;
 const SPARE_BYTES: usize = 16 << 20;
 
-static SPARE: std::sync::Mutex<Spares> = std::sync::Mutex::new(Spares { maps: [(0, 0); SPARES] });
-
 /// The smallest kept mapping of at least `len` bytes, with its length.
 fn take_spare(len: usize) -> Option<(NonNull<u8>, usize)> {
     let mut s = SPARE.try_lock().ok()?;
-    let (i, &(addr, have)) = s.maps.iter().enumerate().filter(|(_, &(_, l))| l >= len).min_by_key(|(_, &(_, l))| l)?;
-    s.maps[i] = (0, 0);
+    let (i, &(addr, have)) = s.iter().enumerate().filter(|(_, &(_, l))| l >= len).min_by_key(|(_, &(_, l))| l)?;
+    s[i] = (0, 0);
     Some((NonNull::new(addr as *mut u8)?, have))
 }
 
 /// Keeps a mapping made by `map` for reuse (its pages freed lazily); false when there is no room for it.
 fn keep_spare(p: NonNull<u8>, len: usize) -> bool {
     let Ok(mut s) = SPARE.try_lock() else { return false };
-    let kept: usize = s.maps.iter().map(|&(_, l)| l).sum();
-    let Some(slot) = s.maps.iter_mut().find(|m| m.1 == 0) else { return false };
+    let kept: usize = s.iter().map(|&(_, l)| l).sum();
+    let Some(slot) = s.iter_mut().find(|m| m.1 == 0) else { return false };
     if kept + len > SPARE_BYTES {
         return false;
     }
