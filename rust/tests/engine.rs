@@ -1035,6 +1035,70 @@ fn procdesc_reports_the_exit_through_a_pidfd() {
     assert_eq!(c.wait().expect("wait").code(), Some(4));
 }
 
+/// A pidfd's file outlives its number when another process holds it: here a child forked with the raw
+/// syscall (no at-fork handler closes kqrs's fds in it). After the exit is reported and the knote is gone,
+/// nothing of it may report again, and the next knote (whose pidfd may get the same number) works.
+#[test]
+fn proc_exit_while_a_forked_process_still_holds_the_pidfd() {
+    let q = kq();
+    let mut a = child("exit 6");
+    let pa = a.id() as usize;
+    change(&q, &[kev(pa, EVFILT_PROC, EV_ADD, NOTE_EXIT, 0, 1)]);
+    // SAFETY: a raw fork; the child only sleeps until it is killed (async-signal-safe calls only).
+    let holder = unsafe { libc::syscall(libc::SYS_fork) } as i32;
+    if holder == 0 {
+        // SAFETY: sleep, then _exit: nothing else runs in the child.
+        unsafe {
+            libc::sleep(30);
+            libc::_exit(0);
+        }
+    }
+    assert!(holder > 0, "fork: {}", std::io::Error::last_os_error());
+    release(&mut a);
+    assert_eq!(wait(&q, 4, LONG), vec![kev(pa, EVFILT_PROC, EXITED, NOTE_EXIT, 6 << 8, 1)]);
+    assert_eq!(q.knote_count(), 0);
+    assert!(wait(&q, 4, Duration::from_millis(100)).is_empty(), "the gone knote's pidfd reported again");
+    let mut b = child("exit 7");
+    let pb = b.id() as usize;
+    change(&q, &[kev(pb, EVFILT_PROC, EV_ADD, NOTE_EXIT, 0, 2)]);
+    release(&mut b);
+    assert_eq!(wait(&q, 4, LONG), vec![kev(pb, EVFILT_PROC, EXITED, NOTE_EXIT, 7 << 8, 2)]);
+    let st = q.stats();
+    assert_eq!((st.stale_events, st.rebuilds), (0, 0), "{st:?}");
+    // SAFETY: kill and waitpid on our own child.
+    unsafe {
+        libc::kill(holder, libc::SIGKILL);
+        let mut status = 0;
+        assert_eq!(libc::waitpid(holder, &mut status, 0), holder);
+    }
+    a.wait().expect("wait");
+    b.wait().expect("wait");
+}
+
+/// EVFILT_PROCDESC watches through its own duplicate of the caller's pidfd, so its file stays open after
+/// the knote goes: the same descriptor can be watched again, and reports the (unreaped) exit at once.
+#[test]
+fn procdesc_can_watch_the_same_descriptor_again_after_the_exit() {
+    let q = kq();
+    let mut c = child("exit 5");
+    // SAFETY: pidfd_open takes integers only; the child is this test's.
+    let pidfd = Fd(unsafe { libc::syscall(libc::SYS_pidfd_open, c.id() as libc::c_long, 0) } as i32);
+    assert!(pidfd.raw() >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    change(&q, &[kev(pidfd.id(), EVFILT_PROCDESC, EV_ADD, NOTE_EXIT, 0, 1)]);
+    release(&mut c);
+    let first = wait(&q, 4, LONG);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!((first[0].fflags, first[0].data, first[0].udata), (NOTE_EXIT, 5 << 8, 1));
+    for round in 2..5 {
+        change(&q, &[kev(pidfd.id(), EVFILT_PROCDESC, EV_ADD, NOTE_EXIT, 0, round)]);
+        let again = wait(&q, 4, LONG);
+        assert_eq!(again.len(), 1, "round {round}: {again:?}");
+        assert_eq!((again[0].fflags, again[0].data, again[0].udata), (NOTE_EXIT, 5 << 8, round), "round {round}");
+        assert_eq!(q.knote_count(), 0);
+    }
+    assert_eq!(c.wait().expect("wait").code(), Some(5));
+}
+
 #[test]
 fn proc_fork_and_track_through_the_process_connector() {
     let q = kq();

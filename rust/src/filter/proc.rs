@@ -76,6 +76,11 @@ fn open_pidfd(ch: &Kevent) -> Result<(RawFd, i32)> {
     }
 }
 
+/// A pidfd's registration: one-shot, since a process exits once. The report that says it exited also
+/// disarms it, so the pidfd kqrs opened itself is then closed without an EPOLL_CTL_DEL (the close removes
+/// it; were the file still open in a forked child, it would stay behind, disarmed, until that closes).
+const PIDFD_EVENTS: u32 = sys::EPOLLIN | sys::EPOLLONESHOT;
+
 fn register(st: &mut State, slot: u32) -> Result<()> {
     let tok = TAG_KNOTE | token(slot, st.knotes.gen(slot));
     let epfd = st.ep;
@@ -85,7 +90,7 @@ fn register(st: &mut State, slot: u32) -> Result<()> {
     if p.pidfd < 0 || p.registered {
         return Ok(());
     }
-    sys::epoll_add(epfd, p.pidfd, sys::EPOLLIN, tok)?;
+    sys::epoll_add(epfd, p.pidfd, PIDFD_EVENTS, tok)?;
     p.registered = true;
     Ok(())
 }
@@ -202,16 +207,30 @@ pub(crate) fn pidfd_ready(st: &mut State, slot: u32, revents: u32) {
     }
     let (pidfd, pid) = (p.pidfd, p.pid);
     match exit_status(pidfd, pid) {
-        Ok(status) => record_exit(st, slot, status),
-        Err(()) => {
-            if revents & sys::EPOLLHUP == 0 {
-                // A zombie of someone else's whose status we cannot read yet: stop listening for
-                // "readable" and wait for the hang-up that comes with its reaping.
-                let tok = TAG_KNOTE | token(slot, st.knotes.gen(slot));
-                let _ = sys::epoll_mod(st.ep, pidfd, 0, tok);
+        Ok(status) => {
+            if k_filter_is_proc(st, slot) {
+                // This report disarmed the registration (one-shot) of a pidfd only kqrs holds: closing it
+                // removes it, and no EPOLL_CTL_DEL is spent. A process descriptor's duplicate shares its
+                // file with the caller's, which stays open: that registration must go now, or the same
+                // descriptor could not be watched again (EEXIST).
+                if let Some(Knote { kind: Kind::Proc(p), .. }) = st.knotes.get_mut(slot) {
+                    p.registered = false;
+                }
             }
+            record_exit(st, slot, status);
+        }
+        Err(()) => {
+            // Not gone yet (or someone else's zombie whose status we cannot read yet): listen again,
+            // for the hang-up that comes with its reaping when it was readable already.
+            let events = if revents & sys::EPOLLHUP == 0 { sys::EPOLLONESHOT } else { PIDFD_EVENTS };
+            let tok = TAG_KNOTE | token(slot, st.knotes.gen(slot));
+            let _ = sys::epoll_mod(st.ep, pidfd, events, tok);
         }
     }
+}
+
+fn k_filter_is_proc(st: &State, slot: u32) -> bool {
+    st.knotes.get(slot).is_some_and(|k| k.filter == EVFILT_PROC)
 }
 
 fn record_exit(st: &mut State, slot: u32, status: ExitStatus) {
@@ -410,7 +429,7 @@ pub(crate) fn registrations(st: &State) -> Vec<(RawFd, u32, u64)> {
         .iter_slots()
         .filter_map(|(slot, k)| match &k.kind {
             Kind::Proc(p) if p.registered => {
-                Some((p.pidfd, sys::EPOLLIN, TAG_KNOTE | token(slot, st.knotes.gen(slot))))
+                Some((p.pidfd, PIDFD_EVENTS, TAG_KNOTE | token(slot, st.knotes.gen(slot))))
             }
             _ => None,
         })

@@ -17,6 +17,8 @@ pub const EPOLLHUP: u32 = libc::EPOLLHUP as u32;
 pub const EPOLLRDHUP: u32 = libc::EPOLLRDHUP as u32;
 /// epoll_event.events bit (u32): Edge-triggered registration.
 pub const EPOLLET: u32 = libc::EPOLLET as u32;
+/// epoll_event.events bit (u32): Report once, then stay registered but disarmed until a MOD.
+pub const EPOLLONESHOT: u32 = libc::EPOLLONESHOT as u32;
 /// epoll_event.events bit (u32): Priority data (for /proc/self/mountinfo: the mount table changed).
 pub const EPOLLPRI: u32 = libc::EPOLLPRI as u32;
 
