@@ -172,17 +172,18 @@ fn sleep(core: &Core, w: &Waiter, deadline: Option<u64>) -> Slept {
 }
 
 #[derive(Default)]
+#[repr(C)]
 struct Inner {
     items: VecDeque<Py<PyAny>>,
-    getters: VecDeque<Arc<Waiter>>,
-    putters: VecDeque<Arc<Waiter>>,
-    closed: bool,
     /// fileno(): readable while `items` is not empty (or closed); -1 until asked for.
     efd: RawFd,
-    efd_on: bool,
     /// _space_fileno(): readable while there is room (or closed); -1 until asked for.
     space_fd: RawFd,
+    efd_on: bool,
     space_on: bool,
+    closed: bool,
+    getters: VecDeque<Arc<Waiter>>,
+    putters: VecDeque<Arc<Waiter>>,
     /// asyncio's waiters, per event loop (kqrs/_queue.py); made on first use.
     loops: Option<Py<PyDict>>,
 }
@@ -355,7 +356,12 @@ impl Patience {
     }
 }
 
-/// The shared state: the count first, beside the lock (one cache line for both under contention).
+/// The shared state, laid out (repr(C), cache-line aligned) so that what every put and get writes is in
+/// one line: the count, the lock word and, at the head of `Inner`, the items' deque and the fds. (Left to
+/// the compiler, the count went after the 120-byte `Inner`, on another line than the lock word: 4
+/// producers / 4 consumers on free-threaded 3.13t ran ~7% slower.) The waiter lists, in the next line,
+/// are only read while nobody waits.
+#[repr(C, align(64))]
 struct Core {
     /// The item count (mirrors `items.len()`, written under the lock; read without it).
     len: AtomicUsize,
@@ -363,6 +369,10 @@ struct Core {
     /// Times a waiter went to sleep (for tests: a herd would show up here).
     sleeps: AtomicU64,
 }
+
+// The hot fields of `Inner` fit in Core's first line after the count (8 bytes) and the mutex's lock word
+// and poison flag (std's Mutex keeps them before the data: 8 bytes).
+const _: () = assert!(std::mem::offset_of!(Inner, closed) + 16 < 64);
 
 impl crate::counted::Counted for Core {
     fn count(&self) -> usize {
