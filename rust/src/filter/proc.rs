@@ -208,11 +208,11 @@ pub(crate) fn pidfd_ready(st: &mut State, slot: u32, revents: u32) {
     let (pidfd, pid) = (p.pidfd, p.pid);
     match exit_status(pidfd, pid) {
         Ok(status) => {
+            // This report disarmed the registration (one-shot). An EVFILT_PROC pidfd is kqrs's own file:
+            // closing it removes the registration, so no EPOLL_CTL_DEL is spent (record_exit skips it once
+            // `registered` is false). An EVFILT_PROCDESC duplicate shares the caller's file, which stays
+            // open: record_exit deletes that one, or the same descriptor could not be watched again.
             if k_filter_is_proc(st, slot) {
-                // This report disarmed the registration (one-shot) of a pidfd only kqrs holds: closing it
-                // removes it, and no EPOLL_CTL_DEL is spent. A process descriptor's duplicate shares its
-                // file with the caller's, which stays open: that registration must go now, or the same
-                // descriptor could not be watched again (EEXIST).
                 if let Some(Knote { kind: Kind::Proc(p), .. }) = st.knotes.get_mut(slot) {
                     p.registered = false;
                 }
