@@ -213,10 +213,16 @@ pub(crate) fn ready(st: &mut State, token: u64) {
 }
 
 fn after_read(st: &mut State, absolute: bool) {
+    let armed = if absolute { st.src.rt_armed } else { st.src.mono_armed };
+    if armed == u64::MAX && crate::filter::timer::none_pending(st, absolute) {
+        // No timer: the edge was the kick alone, and there is nothing to expire or re-arm (this is the
+        // wake-up of a thread blocked for a USER trigger: no clock is read for it).
+        return;
+    }
     let now = sys::clock_ns(absolute);
     let armed = if absolute { &mut st.src.rt_armed } else { &mut st.src.mono_armed };
     if *armed <= now {
         *armed = u64::MAX; // it expired (an absolute one-shot arm, now disarmed): re-armed for the next one
     }
-    crate::filter::timer::expire(st, absolute);
+    crate::filter::timer::expire(st, absolute, now);
 }

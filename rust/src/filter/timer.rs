@@ -213,10 +213,19 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) {
     }
 }
 
-/// The source fired (or was read): every timer of that clock that is due counts its expirations and is
-/// queued; the source is re-armed for the next deadline.
-pub(crate) fn expire(st: &mut State, absolute: bool) {
-    let now = sys::clock_ns(absolute);
+/// Whether no timer of that clock is waiting to expire (its heap is empty).
+#[inline]
+pub(crate) fn none_pending(st: &State, absolute: bool) -> bool {
+    if absolute {
+        st.rt_timers.heap.is_empty()
+    } else {
+        st.timers.heap.is_empty()
+    }
+}
+
+/// The source fired (or was read) at `now` (on that clock): every timer of that clock that is due counts
+/// its expirations and is queued; the source is re-armed for the next deadline.
+pub(crate) fn expire(st: &mut State, absolute: bool, now: u64) {
     while let Some(&Reverse(e)) = heap_mut(st, absolute).heap.peek() {
         let (deadline, slot, gen, epoch) = e;
         if deadline > now {
