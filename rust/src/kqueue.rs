@@ -582,6 +582,7 @@ impl Kqueue {
 
     /// The hot path of a poll: one epoll_wait into a small buffer, and nothing else when it is empty.
     /// Everything else is out of line, so that this path saves and restores little.
+    #[inline(always)]
     fn poll(&self, events: &mut [Kevent]) -> Result<usize> {
         let guard = hazard::enter(self.id, &self.slotless);
         if self.is_closed() || self.active_hint.load(Ordering::Acquire) {
