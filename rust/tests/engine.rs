@@ -959,6 +959,14 @@ fn pidfd_open_is_available() {
     drop(Fd(fd));
 }
 
+/// A process descriptor (pidfd_open) for one of this test's children.
+fn pidfd_open(pid: u32) -> Fd {
+    // SAFETY: pidfd_open takes integers only.
+    let pidfd = Fd(unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0) } as i32);
+    assert!(pidfd.raw() >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    pidfd
+}
+
 #[test]
 fn proc_exit_reports_the_wait_status_and_leaves_the_child_unreaped() {
     let q = kq();
@@ -1017,9 +1025,7 @@ fn proc_of_no_process_is_esrch_and_bad_fflags_einval() {
 fn procdesc_reports_the_exit_through_a_pidfd() {
     let q = kq();
     let mut c = child("exit 4");
-    // SAFETY: pidfd_open takes integers only; the child is this test's.
-    let pidfd = Fd(unsafe { libc::syscall(libc::SYS_pidfd_open, c.id() as libc::c_long, 0) } as i32);
-    assert!(pidfd.raw() >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    let pidfd = pidfd_open(c.id());
     change(&q, &[kev(pidfd.id(), EVFILT_PROCDESC, EV_ADD, NOTE_EXIT, 0, 9)]);
     // NOTE_FORK is not for process descriptors
     let mut out = [Kevent::default(); 1];
@@ -1080,9 +1086,7 @@ fn proc_exit_while_another_fd_still_holds_the_pidfd() {
 fn procdesc_can_watch_the_same_descriptor_again_after_the_exit() {
     let q = kq();
     let mut c = child("exit 5");
-    // SAFETY: pidfd_open takes integers only; the child is this test's.
-    let pidfd = Fd(unsafe { libc::syscall(libc::SYS_pidfd_open, c.id() as libc::c_long, 0) } as i32);
-    assert!(pidfd.raw() >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    let pidfd = pidfd_open(c.id());
     change(&q, &[kev(pidfd.id(), EVFILT_PROCDESC, EV_ADD, NOTE_EXIT, 0, 1)]);
     release(&mut c);
     let first = wait(&q, 4, LONG);

@@ -201,7 +201,7 @@ fn exit_status(pidfd: RawFd, pid: i32) -> std::result::Result<ExitStatus, ()> {
 
 /// The pidfd is readable (the process exited) or hung up (it was reaped).
 pub(crate) fn pidfd_ready(st: &mut State, slot: u32, revents: u32) {
-    let Some(Knote { kind: Kind::Proc(p), .. }) = st.knotes.get(slot) else { return };
+    let Some(Knote { kind: Kind::Proc(p), filter, .. }) = st.knotes.get_mut(slot) else { return };
     if p.exit.is_some() {
         return;
     }
@@ -212,10 +212,8 @@ pub(crate) fn pidfd_ready(st: &mut State, slot: u32, revents: u32) {
             // closing it removes the registration, so no EPOLL_CTL_DEL is spent (record_exit skips it once
             // `registered` is false). An EVFILT_PROCDESC duplicate shares the caller's file, which stays
             // open: record_exit deletes that one, or the same descriptor could not be watched again.
-            if k_filter_is_proc(st, slot) {
-                if let Some(Knote { kind: Kind::Proc(p), .. }) = st.knotes.get_mut(slot) {
-                    p.registered = false;
-                }
+            if *filter == EVFILT_PROC {
+                p.registered = false;
             }
             record_exit(st, slot, status);
         }
@@ -227,10 +225,6 @@ pub(crate) fn pidfd_ready(st: &mut State, slot: u32, revents: u32) {
             let _ = sys::epoll_mod(st.ep, pidfd, events, tok);
         }
     }
-}
-
-fn k_filter_is_proc(st: &State, slot: u32) -> bool {
-    st.knotes.get(slot).is_some_and(|k| k.filter == EVFILT_PROC)
 }
 
 fn record_exit(st: &mut State, slot: u32, status: ExitStatus) {
