@@ -342,7 +342,20 @@ impl Kqueue {
 
     /// kevent(2): applies `changes` in order, then (unless a change produced an entry) collects pending
     /// events into `events`, waiting up to `timeout` (None = forever). EINTR is retried with the time left.
+    #[inline]
     pub fn kevent(&self, changes: &[Kevent], events: &mut [Kevent], timeout: Option<Duration>) -> Result<usize> {
+        if changes.is_empty() && timeout == Some(Duration::ZERO) && !events.is_empty() {
+            // A poll: its epoll_wait in the caller's frame (see `poll`).
+            match self.poll(events) {
+                Err(Errno(libc::EINTR)) => {}
+                r => return r,
+            }
+        }
+        self.kevent_general(changes, events, timeout)
+    }
+
+    #[inline(never)]
+    fn kevent_general(&self, changes: &[Kevent], events: &mut [Kevent], timeout: Option<Duration>) -> Result<usize> {
         let wait = Wait::after(timeout);
         match self.kevent_once(changes, events, wait) {
             // the changes are applied: only the wait is retried, with the time left
@@ -571,7 +584,7 @@ impl Kqueue {
 
     /// Waits for and collects pending events into `events` as `wait` says. Returns 0 only once the
     /// deadline has passed (at once for `Wait::Poll`). Returns EINTR to the caller.
-    #[inline]
+    #[inline(always)]
     pub fn collect(&self, events: &mut [Kevent], wait: Wait) -> Result<usize> {
         if wait == Wait::Poll && !events.is_empty() {
             self.poll(events)
@@ -660,7 +673,7 @@ impl Kqueue {
     /// The general collect: waits, harvests, and looks again while that can find more. `prefetched` is a
     /// first batch of epoll events the caller already took (the poll fast path). The caller holds a hazard
     /// slot for this kqueue.
-    #[inline(never)]
+    #[inline(always)]
     fn collect_in(&self, events: &mut [Kevent], wait: Wait, prefetched: &[sys::EpollEvent]) -> Result<usize> {
         if events.is_empty() {
             return Ok(0);

@@ -512,28 +512,46 @@ fn fd_kind(st: &mut State, fd: RawFd) -> Result<FdKind> {
 /// Bytes readable (or, for a listening socket, connections waiting); None where the fd has no such count
 /// (eventfd, timerfd, epoll, ...: no syscall is spent on them), unless the process registered one for it
 /// (a `kqrs.EventQueue`'s fd: its item count; see `counted.rs`).
+/// Inlined: a socket's, pipe's or tty's FIONREAD is made in the caller's frame.
+#[inline(always)]
 fn read_data(st: &mut State, fd: RawFd, kind: FdKind) -> Result<Option<isize>> {
-    if kind == FdKind::Other {
-        return Ok(crate::counted::data(fd));
+    match kind {
+        FdKind::Socket | FdKind::Pipe | FdKind::Char => match sys::fionread(fd) {
+            Ok(n) => Ok(Some(n as isize)),
+            Err(e) => fionread_failed(st, fd, kind, e),
+        },
+        _ => read_data_other(st, fd, kind),
     }
+}
+
+#[inline(never)]
+fn read_data_other(st: &mut State, fd: RawFd, kind: FdKind) -> Result<Option<isize>> {
     if kind == FdKind::Kqueue {
         // FreeBSD's filt_kqueue: the events the watched kqueue holds. Its lock is taken inside this one's:
         // nesting has no cycles (epoll refuses them), so neither does the lock order.
         let id = st.filters.nested.iter().find(|&&(f, _)| f == fd).map(|&(_, id)| id);
         return Ok(id.and_then(crate::registry::by_id).map(|k| k.pending_count() as isize));
     }
-    if kind == FdKind::Listener {
-        return Ok(listen_queue(fd));
+    match kind {
+        FdKind::Listener => Ok(listen_queue(fd)),
+        FdKind::Other => Ok(crate::counted::data(fd)),
+        _ => match sys::fionread(fd) {
+            Ok(n) => Ok(Some(n as isize)),
+            Err(e) => fionread_failed(st, fd, kind, e),
+        },
     }
-    match sys::fionread(fd) {
-        Ok(n) => Ok(Some(n as isize)),
-        Err(Errno(libc::EBADF)) => Err(Errno(libc::EBADF)),
-        Err(Errno(libc::EINVAL)) if kind == FdKind::Socket => {
+}
+
+#[cold]
+fn fionread_failed(st: &mut State, fd: RawFd, kind: FdKind, e: Errno) -> Result<Option<isize>> {
+    match e {
+        Errno(libc::EBADF) => Err(e),
+        Errno(libc::EINVAL) if kind == FdKind::Socket => {
             // A listening socket: the accept queue's length, from now on without trying FIONREAD.
             entry_mut(st, fd).kind = FdKind::Listener;
             Ok(listen_queue(fd))
         }
-        Err(_) => Ok(None),
+        _ => Ok(None),
     }
 }
 
@@ -566,6 +584,9 @@ fn write_data(fd: RawFd, kind: FdKind) -> Result<Option<isize>> {
 }
 
 /// What knote `slot` on `fd` reports for epoll events `revents`; None when it may not report now.
+/// (Inlined: its FIONREAD is the syscall of a ready socket's report, and each frame live across a
+/// syscall costs a mispredicted return on kernel exit.)
+#[inline(always)]
 fn evaluate(st: &mut State, slot: u32, fd: RawFd, revents: u32) -> Result<Option<Kevent>> {
     let kind = fd_kind(st, fd)?;
     let Some(k) = st.knotes.get(slot) else { return Ok(None) };

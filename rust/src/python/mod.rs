@@ -439,7 +439,7 @@ thread_local! {
 
 /// Runs `f` with an output buffer of `n` events: on the stack for a handful, else the thread's own when
 /// free (a signal handler may call control() while an outer call holds it), else a fresh one.
-#[inline]
+#[inline(always)]
 pub(crate) fn with_outbuf<R>(n: usize, f: impl FnOnce(&mut [Kevent]) -> R) -> R {
     if n <= 8 {
         let mut small = [Kevent::default(); 8];
@@ -465,6 +465,8 @@ pub(crate) fn with_outbuf<R>(n: usize, f: impl FnOnce(&mut [Kevent]) -> R) -> R 
 /// One kevent() call from Python: applies `changes` and collects into `out` as `wait` says. The GIL is
 /// released only when the call may block or has changes to apply; on EINTR the signal handlers run (an
 /// exception from one ends the call: PEP 475) and the wait goes on for the time left.
+/// (Inlined for a poll, whose epoll_wait then runs in the caller's frame: see sys/direct.rs.)
+#[inline(always)]
 pub(crate) fn kevent_py(
     py: Python<'_>,
     kq: &Kqueue,
@@ -476,6 +478,17 @@ pub(crate) fn kevent_py(
         // Cannot block: no need to release the GIL.
         return kq.collect(out, wait).map_err(|e| map_err(kq, e));
     }
+    kevent_py_general(py, kq, changes, out, wait)
+}
+
+#[inline(never)]
+fn kevent_py_general(
+    py: Python<'_>,
+    kq: &Kqueue,
+    changes: &[Kevent],
+    out: &mut [Kevent],
+    wait: Wait,
+) -> Result<usize, PyErr> {
     if (wait == Wait::Poll || out.is_empty()) && changes.len() <= 64 {
         // A few changes and no wait: applied with the GIL held (as epoll.register is), but a kick that
         // wakes another thread is made with the GIL released, as os.eventfd_write makes its write: the
@@ -787,21 +800,25 @@ impl PyKqueue {
         // A call reports each knote at most once: no need for more room than there are knotes (plus the
         // changes' error entries), however large max_events is.
         let max = (maxevents as usize).min((kq.knote_count_hint() + changes.len() + 64).max(4096));
-        let list = with_outbuf(max, |out| -> PyResult<Bound<'py, PyList>> {
-            let n = kevent_py(py, kq, changes, out, wait)?;
-            if n == 0 {
-                return Ok(PyList::empty(py));
-            }
-            if n == 1 {
-                // the common poll: no vector to allocate
-                return PyList::new(py, [Bound::new(py, PyKevent::from_kevent(&out[0]))?]);
-            }
-            let mut objs = Vec::with_capacity(n);
-            for k in &out[..n] {
-                objs.push(Bound::new(py, PyKevent::from_kevent(k))?);
-            }
-            PyList::new(py, objs)
-        })?;
+        let list = with_outbuf(
+            max,
+            #[inline(always)]
+            |out| -> PyResult<Bound<'py, PyList>> {
+                let n = kevent_py(py, kq, changes, out, wait)?;
+                if n == 0 {
+                    return Ok(PyList::empty(py));
+                }
+                if n == 1 {
+                    // the common poll: no vector to allocate
+                    return PyList::new(py, [Bound::new(py, PyKevent::from_kevent(&out[0]))?]);
+                }
+                let mut objs = Vec::with_capacity(n);
+                for k in &out[..n] {
+                    objs.push(Bound::new(py, PyKevent::from_kevent(k))?);
+                }
+                PyList::new(py, objs)
+            },
+        )?;
         if signals {
             hook_signal_module(py)?;
         }

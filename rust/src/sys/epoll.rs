@@ -130,6 +130,7 @@ impl<const N: usize> Default for EventBuf<N> {
 
 /// epoll_wait (epoll_pwait2 for ns timeouts where the kernel has it) into `len` entries at `events`,
 /// which must be valid for writes of that many; timeout in ns, None = forever.
+#[inline(always)]
 fn epoll_wait_raw(epfd: RawFd, events: *mut EpollEvent, len: usize, timeout_ns: Option<u64>) -> Result<usize> {
     let max = len.min(i32::MAX as usize) as i32;
     if let Some(ns) = timeout_ns {
@@ -141,6 +142,10 @@ fn epoll_wait_raw(epfd: RawFd, events: *mut EpollEvent, len: usize, timeout_ns: 
                 unsafe { libc::syscall(libc::SYS_epoll_pwait2, epfd, events, max, &ts as *const _, 0usize, 8usize) };
             return cvt_long(r).map(|n| n as usize);
         }
+    }
+    if timeout_ns == Some(0) {
+        // SAFETY: `events` is valid for writes of `max` entries (caller's contract).
+        return unsafe { super::direct::epoll_poll(epfd, events, max) };
     }
     let ms: i32 = match timeout_ns {
         None => -1,

@@ -2,12 +2,11 @@
 
 use super::{cvt, cvt_long, getpid, track, Errno, RawFd, Result};
 
-/// Bytes waiting to be read (FIONREAD / SIOCINQ).
+/// Bytes waiting to be read (FIONREAD / SIOCINQ), asked with a direct syscall (`direct.rs`: it is on the
+/// hot path of every ready socket's report).
+#[inline(always)]
 pub fn fionread(fd: RawFd) -> Result<i64> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int through the pointer, which is valid.
-    cvt(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) })?;
-    Ok(n as i64)
+    super::direct::fionread(fd)
 }
 
 /// Bytes queued in a socket's send queue (SIOCOUTQ).

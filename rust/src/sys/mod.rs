@@ -7,6 +7,7 @@
 mod cmem;
 mod connector;
 mod dead;
+mod direct;
 mod epoll;
 mod eventfd;
 mod fdinfo;

@@ -1,0 +1,219 @@
+//! Direct syscalls for the two calls on the hot path: the non-blocking `epoll_wait` of a poll and the
+//! `FIONREAD` ioctl that gives a ready socket its `data`.
+//!
+//! Why not libc's wrappers: on this kind of machine (a VM whose kernel fills the return stack buffer on
+//! every kernel exit), each call frame that is live across a syscall costs a mispredicted return, ~4 ns
+//! each; libc's wrapper is one such frame, and its cancellation and errno bookkeeping add a few more ns.
+//! Here the `syscall` instruction sits in the caller's frame. The kernel's answer is returned as it is:
+//! a negative value is -errno, and libc's `errno` is left untouched.
+//!
+//! Only calls that never block go through here: a blocking wait stays with libc, where it is a
+//! cancellation point for C callers. Architectures without an `asm!` path here use libc.
+
+use super::{Errno, RawFd, Result};
+
+/// The raw result of a syscall: >= 0, or -errno.
+#[inline(always)]
+fn result(r: isize) -> Result<usize> {
+    if r < 0 {
+        Err(Errno((-r) as i32))
+    } else {
+        Ok(r as usize)
+    }
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod arch {
+    /// syscall(2) with four arguments.
+    ///
+    /// # Safety
+    /// The arguments must be what syscall `nr` expects (any pointer valid for what the kernel does with it).
+    #[inline(always)]
+    pub unsafe fn syscall4(nr: usize, a: usize, b: usize, c: usize, d: usize) -> isize {
+        let r: isize;
+        // SAFETY: the caller passes valid arguments for `nr`; the x86_64 syscall ABI: number in rax,
+        // arguments in rdi, rsi, rdx, r10; the kernel clobbers rcx and r11 and returns in rax; no stack use.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") nr as isize => r,
+                in("rdi") a,
+                in("rsi") b,
+                in("rdx") c,
+                in("r10") d,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack, preserves_flags)
+            );
+        }
+        r
+    }
+
+    /// epoll_wait(epfd, events, max, 0).
+    ///
+    /// # Safety
+    /// `events` must be valid for writes of `max` entries.
+    #[inline(always)]
+    pub unsafe fn epoll_poll(epfd: usize, events: usize, max: usize) -> isize {
+        // SAFETY: caller's contract for `events`; the timeout (0) is a plain value.
+        unsafe { syscall4(libc::SYS_epoll_wait as usize, epfd, events, max, 0) }
+    }
+
+    /// ioctl(fd, req, arg).
+    ///
+    /// # Safety
+    /// `arg` must be what `req` expects.
+    #[inline(always)]
+    pub unsafe fn ioctl(fd: usize, req: usize, arg: usize) -> isize {
+        // SAFETY: caller's contract.
+        unsafe { syscall4(libc::SYS_ioctl as usize, fd, req, arg, 0) }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+mod arch {
+    /// svc #0 with five arguments.
+    ///
+    /// # Safety
+    /// The arguments must be what syscall `nr` expects (any pointer valid for what the kernel does with it).
+    #[inline(always)]
+    pub unsafe fn syscall5(nr: usize, a: usize, b: usize, c: usize, d: usize, e: usize) -> isize {
+        let r: isize;
+        // SAFETY: the caller passes valid arguments for `nr`; the aarch64 syscall ABI: number in x8,
+        // arguments in x0..x4, result in x0; the kernel preserves every other register.
+        unsafe {
+            std::arch::asm!(
+                "svc 0",
+                in("x8") nr,
+                inlateout("x0") a as isize => r,
+                in("x1") b,
+                in("x2") c,
+                in("x3") d,
+                in("x4") e,
+                options(nostack, preserves_flags)
+            );
+        }
+        r
+    }
+
+    /// epoll_wait(epfd, events, max, 0). aarch64 has no epoll_wait: epoll_pwait with a null signal mask
+    /// is the same call.
+    ///
+    /// # Safety
+    /// `events` must be valid for writes of `max` entries.
+    #[inline(always)]
+    pub unsafe fn epoll_poll(epfd: usize, events: usize, max: usize) -> isize {
+        // SAFETY: caller's contract for `events`; the timeout (0) and the null mask are plain values.
+        unsafe { syscall5(libc::SYS_epoll_pwait as usize, epfd, events, max, 0, 0) }
+    }
+
+    /// ioctl(fd, req, arg).
+    ///
+    /// # Safety
+    /// `arg` must be what `req` expects.
+    #[inline(always)]
+    pub unsafe fn ioctl(fd: usize, req: usize, arg: usize) -> isize {
+        // SAFETY: caller's contract.
+        unsafe { syscall5(libc::SYS_ioctl as usize, fd, req, arg, 0, 0) }
+    }
+}
+
+/// epoll_wait(epfd, events, max, 0): what is ready now, without blocking.
+///
+/// # Safety
+/// `events` must be valid for writes of `max` (> 0) entries.
+#[inline(always)]
+pub(crate) unsafe fn epoll_poll(epfd: RawFd, events: *mut libc::epoll_event, max: i32) -> Result<usize> {
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        // SAFETY: `events` is valid for writes of `max` entries (caller's contract).
+        let r = unsafe { arch::epoll_poll(epfd as usize, events as usize, max as usize) };
+        result(r)
+    }
+    #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    {
+        // SAFETY: as above, through libc.
+        super::cvt(unsafe { libc::epoll_wait(epfd, events, max, 0) }).map(|n| n as usize)
+    }
+}
+
+/// ioctl(fd, FIONREAD): bytes waiting to be read.
+#[inline(always)]
+pub(crate) fn fionread(fd: RawFd) -> Result<i64> {
+    let mut n: libc::c_int = 0;
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        // SAFETY: FIONREAD writes one int through the pointer, which is valid and outlives the call.
+        let r = unsafe { arch::ioctl(fd as usize, libc::FIONREAD as usize, &mut n as *mut libc::c_int as usize) };
+        result(r)?;
+    }
+    #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    {
+        // SAFETY: FIONREAD writes one int through the pointer, which is valid.
+        super::cvt(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) })?;
+    }
+    Ok(n as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errno_now() -> i32 {
+        Errno::last().0
+    }
+
+    fn set_errno(v: i32) {
+        // SAFETY: __errno_location returns this thread's errno, valid for writes.
+        unsafe { *libc::__errno_location() = v };
+    }
+
+    /// The same answer as libc's wrapper gives, errors included, and libc's errno left alone.
+    #[test]
+    fn epoll_poll_answers_as_libc_does() {
+        let (ep, efd) = (crate::sys::epoll_create().unwrap_or(-1), crate::sys::eventfd().unwrap_or(-1));
+        assert!(ep >= 0 && efd >= 0);
+        let mut buf = [crate::sys::empty_event(); 4];
+        let poll = |fd: RawFd, buf: &mut [libc::epoll_event; 4]| {
+            // SAFETY: `buf` holds 4 entries.
+            unsafe { epoll_poll(fd, buf.as_mut_ptr(), 4) }
+        };
+        assert_eq!(poll(ep, &mut buf), Ok(0));
+        assert_eq!(crate::sys::epoll_add(ep, efd, libc::EPOLLIN as u32, 77), Ok(()));
+        assert_eq!(crate::sys::eventfd_write(efd, 1), Ok(()));
+        assert_eq!(poll(ep, &mut buf), Ok(1));
+        let (events, token) = (buf[0].events, buf[0].u64);
+        assert_eq!((events, token), (libc::EPOLLIN as u32, 77));
+        set_errno(1234);
+        assert_eq!(poll(efd, &mut buf), Err(Errno(libc::EINVAL)));
+        assert_eq!(poll(-1, &mut buf), Err(Errno(libc::EBADF)));
+        assert_eq!(errno_now(), 1234);
+        crate::sys::close(efd);
+        crate::sys::close(ep);
+    }
+
+    #[test]
+    fn fionread_answers_as_libc_does() {
+        let mut sv = [0; 2];
+        // SAFETY: `sv` has room for the two fds socketpair writes.
+        assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) }, 0);
+        assert_eq!(fionread(sv[0]), Ok(0));
+        // SAFETY: the buffer is valid for 3 bytes.
+        assert_eq!(unsafe { libc::write(sv[1], b"abc".as_ptr().cast(), 3) }, 3);
+        assert_eq!(fionread(sv[0]), Ok(3));
+        let ep = crate::sys::epoll_create().unwrap_or(-1);
+        assert!(ep >= 0);
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through a valid pointer.
+        let libc_says = unsafe { libc::ioctl(ep, libc::FIONREAD, &mut n) };
+        assert_eq!(libc_says, -1);
+        let libc_errno = errno_now();
+        set_errno(1234);
+        assert_eq!(fionread(ep), Err(Errno(libc_errno)));
+        assert_eq!(fionread(-1), Err(Errno(libc::EBADF)));
+        assert_eq!(errno_now(), 1234);
+        for fd in [sv[0], sv[1], ep] {
+            crate::sys::close(fd);
+        }
+    }
+}
