@@ -1126,9 +1126,12 @@ def test_trackerr_when_the_connector_socket_overflows(kq, spawn, pipes):
     before = set(connector_sockets())
     apply(kq, proc(p.pid, NOTE_TRACK | NOTE_FORK | NOTE_EXIT), proc(bystander.pid, NOTE_FORK | NOTE_EXIT))
     (inode,) = set(connector_sockets()) - before
-    _set_receive_buffer(inode, 1)  # kqrs asks for a big one; make it overflow on purpose (the minimum)
     p.release()
     (g,) = struct.unpack("i", os.read(info_r, 4))
+    # g's fork message is queued now (the kernel sends it before fork() returns in p). Only from here is
+    # the socket shrunk to make it overflow on purpose (kqrs asks for a big one): shrunk any earlier, the
+    # forks of every other process on a busy machine could fill it first and drop g's fork message too.
+    _set_receive_buffer(inode, 1)
     # fill the kqueue's connector socket with other processes' forks and exits
     subprocess.run(["sh", "-c", "i=0; while [ $i -lt 600 ]; do (:) & i=$((i+1)); done; wait"], check=True)
     drops = connector_sockets()[inode]["drops"]
