@@ -82,7 +82,8 @@ pub fn kernel_release() -> (u32, u32) {
     if unsafe { libc::uname(&mut u) } != 0 {
         return (0, 0);
     }
-    let rel: Vec<u8> = u.release.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    // (c_char is i8 on x86_64 and u8 on aarch64: to_ne_bytes reads the byte either way, with no cast.)
+    let rel: Vec<u8> = u.release.iter().take_while(|&&c| c != 0).map(|&c| c.to_ne_bytes()[0]).collect();
     let s = String::from_utf8_lossy(&rel);
     let mut it = s.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty());
     let major = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
