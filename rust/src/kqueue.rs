@@ -512,8 +512,9 @@ impl Kqueue {
         changes: &[Kevent],
         events: &mut [Kevent],
     ) -> (Result<Option<usize>>, PendingKick<'_>) {
+        // The pending kick's hazard slot covers the locked state too (its fd stays open until the kick).
         let mut pending = PendingKick { kick: None, _hz: hazard::enter(self.id, &self.slotless) };
-        let mut st = match self.lock_open() {
+        let mut st = match self.lock_inside() {
             Ok(st) => st,
             Err(e) => return (Err(e), pending),
         };
