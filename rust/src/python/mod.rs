@@ -735,6 +735,8 @@ impl PyKqueue {
     }
 }
 
+crate::sys::pycall::fast_method!(Control: PyKqueue => fast_control);
+
 /// `kq.control(changelist, max_events[, timeout])` called with positional arguments only (sys/pycall.rs).
 fn fast_control<'a, 'py>(
     py: Python<'py>,
@@ -913,7 +915,7 @@ fn _kqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<queue::PyEventQueue>()?;
     // The hottest methods' plain calls skip PyO3's argument parser (sys/pycall.rs).
     let py = m.py();
-    crate::sys::pycall::install::<0, PyKqueue>(py, c"control", fast_control)?;
+    crate::sys::pycall::install::<0, PyKqueue, Control>(py, c"control")?;
     queue::install_fast(py)?;
     selector::install_fast(py)?;
     m.add_function(wrap_pyfunction!(_has_epoll_pwait2, m)?)?;

@@ -30,6 +30,7 @@ use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::os_error;
+use crate::sys::pycall::fast_method;
 use crate::sys::{self, Errno, RawFd};
 
 /// A waiter's futex word.
@@ -618,13 +619,18 @@ fn fast_put_nowait<'a, 'py>(
     Some(q.put_nowait(py, item).map(|()| py.None().into_bound(py)))
 }
 
+fast_method!(Get: PyEventQueue => fast_get);
+fast_method!(GetNowait: PyEventQueue => fast_get_nowait);
+fast_method!(Put: PyEventQueue => fast_put);
+fast_method!(PutNowait: PyEventQueue => fast_put_nowait);
+
 /// Installs the fast paths above (slots 1-4 of sys/pycall.rs).
 pub(crate) fn install_fast(py: Python<'_>) -> PyResult<()> {
     use crate::sys::pycall::install;
-    install::<1, PyEventQueue>(py, c"get", fast_get)?;
-    install::<2, PyEventQueue>(py, c"get_nowait", fast_get_nowait)?;
-    install::<3, PyEventQueue>(py, c"put", fast_put)?;
-    install::<4, PyEventQueue>(py, c"put_nowait", fast_put_nowait)
+    install::<1, PyEventQueue, Get>(py, c"get")?;
+    install::<2, PyEventQueue, GetNowait>(py, c"get_nowait")?;
+    install::<3, PyEventQueue, Put>(py, c"put")?;
+    install::<4, PyEventQueue, PutNowait>(py, c"put_nowait")
 }
 
 #[pymethods]

@@ -233,14 +233,20 @@ fn fast_get_key<'a, 'py>(
     Some(s.get_key(py, f))
 }
 
+crate::sys::pycall::fast_method!(Select: PySelector => fast_select);
+crate::sys::pycall::fast_method!(Register: PySelector => fast_register);
+crate::sys::pycall::fast_method!(Modify: PySelector => fast_modify);
+crate::sys::pycall::fast_method!(Unregister: PySelector => fast_unregister);
+crate::sys::pycall::fast_method!(GetKey: PySelector => fast_get_key);
+
 /// Installs the fast paths above (slots 5-9 of sys/pycall.rs).
 pub(crate) fn install_fast(py: Python<'_>) -> PyResult<()> {
     use crate::sys::pycall::install;
-    install::<5, PySelector>(py, c"select", fast_select)?;
-    install::<6, PySelector>(py, c"register", fast_register)?;
-    install::<7, PySelector>(py, c"modify", fast_modify)?;
-    install::<8, PySelector>(py, c"unregister", fast_unregister)?;
-    install::<9, PySelector>(py, c"get_key", fast_get_key)
+    install::<5, PySelector, Select>(py, c"select")?;
+    install::<6, PySelector, Register>(py, c"register")?;
+    install::<7, PySelector, Modify>(py, c"modify")?;
+    install::<8, PySelector, Unregister>(py, c"unregister")?;
+    install::<9, PySelector, GetKey>(py, c"get_key")
 }
 
 #[pymethods]

@@ -31,21 +31,38 @@ use pyo3::PyClass;
 pub const MAX_ARGS: usize = 3;
 
 /// A method's fast path: the instance (of class `T`, frozen), the positional arguments. `None`: not handled
-/// here, the call goes to PyO3's method.
-pub type Fast<T> =
-    for<'a, 'py> fn(Python<'py>, &'a T, &[Borrowed<'a, 'py, PyAny>]) -> Option<PyResult<Bound<'py, PyAny>>>;
-
-/// One installed method: its fast path (a `Fast<T>` as an address: the slot's trampoline knows `T`) and the
-/// PyO3 method it stands in front of.
-struct Slot {
-    fast: *const (),
-    full: Py<PyAny>,
+/// here, the call goes to PyO3's method. A type per method (see `fast_method!`), so that each slot's
+/// trampoline calls it directly (inlined: no indirect call, and the result never goes through memory).
+pub trait Fast<T> {
+    fn call<'a, 'py>(
+        py: Python<'py>,
+        this: &'a T,
+        args: &[Borrowed<'a, 'py, PyAny>],
+    ) -> Option<PyResult<Bound<'py, PyAny>>>;
 }
 
-// SAFETY: `fast` is the address of a plain function (no data behind it); `full` is a `Py`, Send and Sync.
-unsafe impl Send for Slot {}
-// SAFETY: as for Send: nothing in a Slot is written after it is set.
-unsafe impl Sync for Slot {}
+/// `fast_method!(Name: Class => function)`: the `Fast` type `Name` whose `call` is `function`.
+macro_rules! fast_method {
+    ($name:ident: $t:ty => $f:path) => {
+        pub(crate) struct $name;
+        impl $crate::sys::pycall::Fast<$t> for $name {
+            #[inline(always)]
+            fn call<'a, 'py>(
+                py: pyo3::Python<'py>,
+                this: &'a $t,
+                args: &[pyo3::Borrowed<'a, 'py, pyo3::PyAny>],
+            ) -> Option<pyo3::PyResult<pyo3::Bound<'py, pyo3::PyAny>>> {
+                $f(py, this, args)
+            }
+        }
+    };
+}
+pub(crate) use fast_method;
+
+/// One installed method: the PyO3 method its fast path stands in front of.
+struct Slot {
+    full: Py<PyAny>,
+}
 
 /// How many methods can be installed (one trampoline each).
 const SLOTS: usize = 12;
@@ -81,7 +98,7 @@ fn call_full(
 
 /// The body of every trampoline: the fast path when the call is plain, else PyO3's method.
 #[inline(always)]
-fn dispatch<T: PyClass<Frozen = True> + Sync>(
+fn dispatch<T: PyClass<Frozen = True> + Sync, F: Fast<T>>(
     id: usize,
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
@@ -114,15 +131,12 @@ fn dispatch<T: PyClass<Frozen = True> + Sync>(
     // (descr_check, before calling the C function), and `install::<ID, T>` made this slot's descriptor on
     // `T`'s type.
     let this = unsafe { me.cast_unchecked::<T>() };
-    // SAFETY: slot `id` holds a `Fast<T>` stored by `install::<ID, T>`, the only one that hands this
-    // trampoline (the one for `ID` and `T`) to CPython; fn pointers round-trip through `*const ()`.
-    let fast = unsafe { std::mem::transmute::<*const (), Fast<T>>(slot.fast) };
     let mut buf = [me; MAX_ARGS];
     for (i, b) in buf.iter_mut().enumerate().take(nargs) {
         // SAFETY: `args[i]` for i < nargs is a positional argument, a valid object borrowed for the call.
         *b = unsafe { Borrowed::from_ptr(py, *args.add(i)) };
     }
-    let r = catch_unwind(AssertUnwindSafe(|| fast(py, this.get(), &buf[..nargs])));
+    let r = catch_unwind(AssertUnwindSafe(|| F::call(py, this.get(), &buf[..nargs])));
     match r {
         Ok(None) => call_full(py, &slot.full, slf, args, nargs, kwnames),
         Ok(Some(Ok(obj))) => obj.into_ptr(),
@@ -143,21 +157,20 @@ fn dispatch<T: PyClass<Frozen = True> + Sync>(
 }
 
 /// The trampoline of slot `ID`, as CPython calls a METH_FASTCALL|METH_KEYWORDS method.
-extern "C" fn trampoline<const ID: usize, T: PyClass<Frozen = True> + Sync>(
+extern "C" fn trampoline<const ID: usize, T: PyClass<Frozen = True> + Sync, F: Fast<T>>(
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    dispatch::<T>(ID, slf, args, nargs, kwnames)
+    dispatch::<T, F>(ID, slf, args, nargs, kwnames)
 }
 
-/// Puts `fast` in front of the method `name` of class `T` (made, not yet used): slot `ID` must be free.
+/// Puts `F` in front of the method `name` of class `T` (made, not yet used): slot `ID` must be free.
 /// The method keeps its name, its docstring and text signature (PyO3's, copied).
-pub fn install<const ID: usize, T: PyClass<Frozen = True> + Sync>(
+pub fn install<const ID: usize, T: PyClass<Frozen = True> + Sync, F: Fast<T>>(
     py: Python<'_>,
     name: &'static CStr,
-    fast: Fast<T>,
 ) -> PyResult<()> {
     const { assert!(ID < SLOTS) };
     let ty = py.get_type::<T>();
@@ -170,12 +183,12 @@ pub fn install<const ID: usize, T: PyClass<Frozen = True> + Sync>(
         None => doc.unwrap_or_default(),
     };
     let doc_c = std::ffi::CString::new(doc_c).unwrap_or_default();
-    if INSTALLED[ID].set(Slot { fast: fast as *const (), full: full.unbind() }).is_err() {
+    if INSTALLED[ID].set(Slot { full: full.unbind() }).is_err() {
         return Err(pyo3::exceptions::PyRuntimeError::new_err("kqrs: fast method slot taken twice"));
     }
     let def = Box::leak(Box::new(ffi::PyMethodDef {
         ml_name: name.as_ptr(),
-        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: trampoline::<ID, T> },
+        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: trampoline::<ID, T, F> },
         ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
         ml_doc: Box::leak(doc_c.into_boxed_c_str()).as_ptr(),
     }));
