@@ -505,6 +505,15 @@ fn kevent_py_general(
             r => r.map(|n| n.unwrap_or(0)).map_err(|e| map_err(kq, e)),
         };
     }
+    if changes.is_empty() && !out.is_empty() {
+        // A wait often finds an event ready at once (an event loop's select() right after its callbacks
+        // wrote): look first, with the GIL held, and only an empty look goes on to the wait, which
+        // releases the GIL, reads the clock for its slices and has the kernel set up a timeout.
+        let n = kq.collect(out, Wait::Poll).map_err(|e| map_err(kq, e))?;
+        if n > 0 {
+            return Ok(n);
+        }
+    }
     // A long wait goes in slices; after an empty one the kqueue checks that its fd was not closed behind
     // its back (os.close() of it by another thread wakes no one): then the wait fails with EBADF.
     let first = slice(wait);
