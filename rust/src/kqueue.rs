@@ -205,7 +205,8 @@ impl Kqueue {
         Ok(locked)
     }
 
-    /// `lock_open` for a caller that holds a hazard slot for this kqueue already (the collect path).
+    /// `lock_open` for a caller that holds a hazard slot for this kqueue already (the collect path, and
+    /// `apply_deferring_kick` under its pending kick's slot).
     #[inline]
     fn lock_inside(&self) -> Result<Locked<'_>> {
         let st = self.lock();

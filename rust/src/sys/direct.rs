@@ -22,7 +22,7 @@ fn result(r: isize) -> Result<usize> {
     }
 }
 
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[cfg(all(target_os = "linux", target_arch = "x86_64", target_pointer_width = "64"))]
 mod arch {
     /// syscall(2) with four arguments.
     ///
@@ -124,13 +124,19 @@ mod arch {
 /// `events` must be valid for writes of `max` (> 0) entries.
 #[inline(always)]
 pub(crate) unsafe fn epoll_poll(epfd: RawFd, events: *mut libc::epoll_event, max: i32) -> Result<usize> {
-    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    #[cfg(all(
+        target_os = "linux",
+        any(all(target_arch = "x86_64", target_pointer_width = "64"), target_arch = "aarch64")
+    ))]
     {
         // SAFETY: `events` is valid for writes of `max` entries (caller's contract).
         let r = unsafe { arch::epoll_poll(epfd as usize, events as usize, max as usize) };
         result(r)
     }
-    #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    #[cfg(not(all(
+        target_os = "linux",
+        any(all(target_arch = "x86_64", target_pointer_width = "64"), target_arch = "aarch64")
+    )))]
     {
         // SAFETY: as above, through libc.
         super::cvt(unsafe { libc::epoll_wait(epfd, events, max, 0) }).map(|n| n as usize)
@@ -141,13 +147,19 @@ pub(crate) unsafe fn epoll_poll(epfd: RawFd, events: *mut libc::epoll_event, max
 #[inline(always)]
 pub(crate) fn fionread(fd: RawFd) -> Result<i64> {
     let mut n: libc::c_int = 0;
-    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    #[cfg(all(
+        target_os = "linux",
+        any(all(target_arch = "x86_64", target_pointer_width = "64"), target_arch = "aarch64")
+    ))]
     {
         // SAFETY: FIONREAD writes one int through the pointer, which is valid and outlives the call.
         let r = unsafe { arch::ioctl(fd as usize, libc::FIONREAD as usize, &mut n as *mut libc::c_int as usize) };
         result(r)?;
     }
-    #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    #[cfg(not(all(
+        target_os = "linux",
+        any(all(target_arch = "x86_64", target_pointer_width = "64"), target_arch = "aarch64")
+    )))]
     {
         // SAFETY: FIONREAD writes one int through the pointer, which is valid.
         super::cvt(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) })?;

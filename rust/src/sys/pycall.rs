@@ -128,7 +128,7 @@ fn dispatch<T: PyClass<Frozen = True> + Sync, F: Fast<T>>(
     // SAFETY: `slf` is the instance the method descriptor was called on, alive for the call.
     let me = unsafe { Borrowed::from_ptr(py, slf_nn.as_ptr()) };
     // SAFETY: CPython's method descriptor checks that `self` is an instance of the type it was made for
-    // (descr_check, before calling the C function), and `install::<ID, T>` made this slot's descriptor on
+    // (descr_check, before calling the C function), and `install::<ID, T, F>` made this slot's descriptor on
     // `T`'s type.
     let this = unsafe { me.cast_unchecked::<T>() };
     let mut buf = [me; MAX_ARGS];
