@@ -516,29 +516,26 @@ fn fd_kind(st: &mut State, fd: RawFd) -> Result<FdKind> {
 #[inline(always)]
 fn read_data(st: &mut State, fd: RawFd, kind: FdKind) -> Result<Option<isize>> {
     match kind {
-        FdKind::Socket | FdKind::Pipe | FdKind::Char => match sys::fionread(fd) {
-            Ok(n) => Ok(Some(n as isize)),
-            Err(e) => fionread_failed(st, fd, kind, e),
-        },
-        _ => read_data_other(st, fd, kind),
-    }
-}
-
-#[inline(never)]
-fn read_data_other(st: &mut State, fd: RawFd, kind: FdKind) -> Result<Option<isize>> {
-    if kind == FdKind::Kqueue {
-        // FreeBSD's filt_kqueue: the events the watched kqueue holds. Its lock is taken inside this one's:
-        // nesting has no cycles (epoll refuses them), so neither does the lock order.
-        let id = st.filters.nested.iter().find(|&&(f, _)| f == fd).map(|&(_, id)| id);
-        return Ok(id.and_then(crate::registry::by_id).map(|k| k.pending_count() as isize));
-    }
-    match kind {
-        FdKind::Listener => Ok(listen_queue(fd)),
-        FdKind::Other => Ok(crate::counted::data(fd)),
+        FdKind::Listener | FdKind::Kqueue | FdKind::Other => read_data_other(st, fd, kind),
         _ => match sys::fionread(fd) {
             Ok(n) => Ok(Some(n as isize)),
             Err(e) => fionread_failed(st, fd, kind, e),
         },
+    }
+}
+
+/// `read_data` for the kinds FIONREAD does not answer.
+#[inline(never)]
+fn read_data_other(st: &mut State, fd: RawFd, kind: FdKind) -> Result<Option<isize>> {
+    match kind {
+        FdKind::Kqueue => {
+            // FreeBSD's filt_kqueue: the events the watched kqueue holds. Its lock is taken inside this
+            // one's: nesting has no cycles (epoll refuses them), so neither does the lock order.
+            let id = st.filters.nested.iter().find(|&&(f, _)| f == fd).map(|&(_, id)| id);
+            Ok(id.and_then(crate::registry::by_id).map(|k| k.pending_count() as isize))
+        }
+        FdKind::Listener => Ok(listen_queue(fd)),
+        _ => Ok(crate::counted::data(fd)),
     }
 }
 

@@ -8,7 +8,8 @@
 //! a negative value is -errno, and libc's `errno` is left untouched.
 //!
 //! Only calls that never block go through here: a blocking wait stays with libc, where it is a
-//! cancellation point for C callers. Architectures without an `asm!` path here use libc.
+//! cancellation point for C callers. Architectures without an `asm!` path here use libc, with the same
+//! answers (-errno, errno left alone).
 
 use super::{Errno, RawFd, Result};
 
@@ -118,52 +119,62 @@ mod arch {
     }
 }
 
+/// Elsewhere: libc's wrappers, answering as the kernel does (-errno) and leaving errno as it was.
+#[cfg(not(any(
+    all(target_os = "linux", target_arch = "x86_64", target_pointer_width = "64"),
+    all(target_os = "linux", target_arch = "aarch64")
+)))]
+mod arch {
+    /// Runs a libc call that answers -1 and sets errno on failure; returns its result or -errno, with
+    /// this thread's errno put back as it was.
+    fn raw(call: impl FnOnce() -> libc::c_int) -> isize {
+        // SAFETY: __errno_location returns this thread's errno, valid for reads and writes.
+        let errno = unsafe { libc::__errno_location() };
+        // SAFETY: as above.
+        let saved = unsafe { *errno };
+        let r = call();
+        // SAFETY: as above.
+        let r = if r < 0 { -(unsafe { *errno } as isize) } else { r as isize };
+        // SAFETY: as above.
+        unsafe { *errno = saved };
+        r
+    }
+
+    /// epoll_wait(epfd, events, max, 0).
+    ///
+    /// # Safety
+    /// `events` must be valid for writes of `max` entries.
+    pub unsafe fn epoll_poll(epfd: usize, events: usize, max: usize) -> isize {
+        // SAFETY: caller's contract for `events`.
+        raw(|| unsafe { libc::epoll_wait(epfd as i32, events as *mut libc::epoll_event, max as i32, 0) })
+    }
+
+    /// ioctl(fd, req, arg).
+    ///
+    /// # Safety
+    /// `arg` must be what `req` expects.
+    pub unsafe fn ioctl(fd: usize, req: usize, arg: usize) -> isize {
+        // SAFETY: caller's contract.
+        raw(|| unsafe { libc::ioctl(fd as i32, req as _, arg) })
+    }
+}
+
 /// epoll_wait(epfd, events, max, 0): what is ready now, without blocking.
 ///
 /// # Safety
 /// `events` must be valid for writes of `max` (> 0) entries.
 #[inline(always)]
 pub(crate) unsafe fn epoll_poll(epfd: RawFd, events: *mut libc::epoll_event, max: i32) -> Result<usize> {
-    #[cfg(all(
-        target_os = "linux",
-        any(all(target_arch = "x86_64", target_pointer_width = "64"), target_arch = "aarch64")
-    ))]
-    {
-        // SAFETY: `events` is valid for writes of `max` entries (caller's contract).
-        let r = unsafe { arch::epoll_poll(epfd as usize, events as usize, max as usize) };
-        result(r)
-    }
-    #[cfg(not(all(
-        target_os = "linux",
-        any(all(target_arch = "x86_64", target_pointer_width = "64"), target_arch = "aarch64")
-    )))]
-    {
-        // SAFETY: as above, through libc.
-        super::cvt(unsafe { libc::epoll_wait(epfd, events, max, 0) }).map(|n| n as usize)
-    }
+    // SAFETY: `events` is valid for writes of `max` entries (caller's contract).
+    result(unsafe { arch::epoll_poll(epfd as usize, events as usize, max as usize) })
 }
 
 /// ioctl(fd, FIONREAD): bytes waiting to be read.
 #[inline(always)]
 pub(crate) fn fionread(fd: RawFd) -> Result<i64> {
     let mut n: libc::c_int = 0;
-    #[cfg(all(
-        target_os = "linux",
-        any(all(target_arch = "x86_64", target_pointer_width = "64"), target_arch = "aarch64")
-    ))]
-    {
-        // SAFETY: FIONREAD writes one int through the pointer, which is valid and outlives the call.
-        let r = unsafe { arch::ioctl(fd as usize, libc::FIONREAD as usize, &mut n as *mut libc::c_int as usize) };
-        result(r)?;
-    }
-    #[cfg(not(all(
-        target_os = "linux",
-        any(all(target_arch = "x86_64", target_pointer_width = "64"), target_arch = "aarch64")
-    )))]
-    {
-        // SAFETY: FIONREAD writes one int through the pointer, which is valid.
-        super::cvt(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) })?;
-    }
+    // SAFETY: FIONREAD writes one int through the pointer, which is valid and outlives the call.
+    result(unsafe { arch::ioctl(fd as usize, libc::FIONREAD as usize, &mut n as *mut libc::c_int as usize) })?;
     Ok(n as i64)
 }
 
