@@ -1,5 +1,6 @@
 //! Direct syscalls for the two calls on the hot path: the non-blocking `epoll_wait` of a poll and the
-//! `FIONREAD` ioctl that gives a ready socket its `data`.
+//! `FIONREAD` ioctl that gives a ready socket its `data`; and the fork child handler's close_range(2), so
+//! that it calls into no libc code the child would have to fault in.
 //!
 //! Why not libc's wrappers: on this kind of machine (a VM whose kernel fills the return stack buffer on
 //! every kernel exit), each call frame that is live across a syscall costs a mispredicted return, ~4 ns
@@ -69,6 +70,26 @@ mod arch {
         // SAFETY: caller's contract.
         unsafe { syscall4(libc::SYS_ioctl as usize, fd, req, arg, 0) }
     }
+
+    /// close_range(first, last, 0).
+    ///
+    /// # Safety
+    /// None beyond close's: the caller owns every fd in the range.
+    #[inline(always)]
+    pub unsafe fn close_range(first: usize, last: usize) -> isize {
+        // SAFETY: plain values.
+        unsafe { syscall4(libc::SYS_close_range as usize, first, last, 0, 0) }
+    }
+
+    /// close(fd).
+    ///
+    /// # Safety
+    /// The caller owns the fd.
+    #[inline(always)]
+    pub unsafe fn close(fd: usize) -> isize {
+        // SAFETY: a plain value.
+        unsafe { syscall4(libc::SYS_close as usize, fd, 0, 0, 0) }
+    }
 }
 
 #[cfg(all(target_os = "linux", target_arch = "aarch64"))]
@@ -117,6 +138,26 @@ mod arch {
         // SAFETY: caller's contract.
         unsafe { syscall5(libc::SYS_ioctl as usize, fd, req, arg, 0, 0) }
     }
+
+    /// close_range(first, last, 0).
+    ///
+    /// # Safety
+    /// None beyond close's: the caller owns every fd in the range.
+    #[inline(always)]
+    pub unsafe fn close_range(first: usize, last: usize) -> isize {
+        // SAFETY: plain values.
+        unsafe { syscall5(libc::SYS_close_range as usize, first, last, 0, 0, 0) }
+    }
+
+    /// close(fd).
+    ///
+    /// # Safety
+    /// The caller owns the fd.
+    #[inline(always)]
+    pub unsafe fn close(fd: usize) -> isize {
+        // SAFETY: a plain value.
+        unsafe { syscall5(libc::SYS_close as usize, fd, 0, 0, 0, 0) }
+    }
 }
 
 /// Elsewhere: libc's wrappers, answering as the kernel does (-errno) and leaving errno as it was.
@@ -157,6 +198,26 @@ mod arch {
         // SAFETY: caller's contract.
         raw(|| unsafe { libc::ioctl(fd as i32, req as _, arg) })
     }
+
+    /// close_range(first, last, 0) (ENOSYS where libc has no number for it).
+    ///
+    /// # Safety
+    /// None beyond close's: the caller owns every fd in the range.
+    pub unsafe fn close_range(first: usize, last: usize) -> isize {
+        // SAFETY: plain values.
+        raw(|| unsafe {
+            libc::syscall(libc::SYS_close_range, first as libc::c_uint, last as libc::c_uint, 0) as libc::c_int
+        })
+    }
+
+    /// close(fd).
+    ///
+    /// # Safety
+    /// The caller owns the fd.
+    pub unsafe fn close(fd: usize) -> isize {
+        // SAFETY: a plain value.
+        raw(|| unsafe { libc::close(fd as i32) })
+    }
 }
 
 /// epoll_wait(epfd, events, max, 0): what is ready now, without blocking.
@@ -167,6 +228,26 @@ mod arch {
 pub(crate) unsafe fn epoll_poll(epfd: RawFd, events: *mut libc::epoll_event, max: i32) -> Result<usize> {
     // SAFETY: `events` is valid for writes of `max` entries (caller's contract).
     result(unsafe { arch::epoll_poll(epfd as usize, events as usize, max as usize) })
+}
+
+/// In a fork child: closes fds `first..=last`, all kqrs's own, with one close_range(2) (5.9+), or one by
+/// one where the kernel has none. No libc call: the fork child handler runs this, and a libc function the
+/// parent never called costs the child a page fault to reach (its code is not mapped in the child until
+/// touched); errno is left alone too.
+#[inline(always)]
+pub(crate) fn close_owned_range(first: RawFd, last: RawFd) {
+    if last > first {
+        // SAFETY: the caller owns every fd in the range (kqrs's own, in a fork child).
+        if unsafe { arch::close_range(first as usize, last as usize) } == 0 {
+            return;
+        }
+    }
+    for fd in first..=last {
+        // SAFETY: as above.
+        unsafe {
+            arch::close(fd as usize);
+        }
+    }
 }
 
 /// ioctl(fd, FIONREAD): bytes waiting to be read.
@@ -238,5 +319,33 @@ mod tests {
         for fd in [sv[0], sv[1], ep] {
             crate::sys::close(fd);
         }
+    }
+
+    /// A run of fds goes in one close_range(2), a single fd in one close(2); errno is left alone.
+    #[test]
+    fn close_owned_range_closes_the_run_and_nothing_else() {
+        let efd = crate::sys::eventfd().unwrap_or(-1);
+        assert!(efd >= 0);
+        // Four fds at fresh numbers of their own (other tests make fds concurrently).
+        // SAFETY: F_DUPFD_CLOEXEC duplicates an fd this test owns.
+        let first = unsafe { libc::fcntl(efd, libc::F_DUPFD_CLOEXEC, 4000) };
+        assert!(first >= 4000);
+        let mut run = vec![first];
+        for i in 1..4 {
+            // SAFETY: as above; dup3 onto a number of this test's choosing (first + i is free or ours).
+            let fd = unsafe { libc::dup3(efd, first + i, libc::O_CLOEXEC) };
+            assert_eq!(fd, first + i);
+            run.push(fd);
+        }
+        let open = |fd: RawFd| crate::sys::fd_is_open(fd);
+        set_errno(4321);
+        close_owned_range(first, first + 2);
+        assert_eq!(errno_now(), 4321);
+        assert_eq!(run.iter().map(|&fd| open(fd)).collect::<Vec<_>>(), [false, false, false, true]);
+        set_errno(4321);
+        close_owned_range(first + 3, first + 3);
+        assert_eq!(errno_now(), 4321);
+        assert!(!open(first + 3) && open(efd));
+        crate::sys::close(efd);
     }
 }

@@ -110,22 +110,13 @@ pub fn close_owned_in_child() {
     close_run(start, end);
 }
 
-/// Closes fds `start..end` (all kqrs's own), with one close_range(2) where the kernel has it (5.9+; an
-/// older one says ENOSYS and they are closed one by one). Nothing is remembered between calls: a write to
-/// a static would cost the child a copy-on-write fault.
+/// Closes fds `start..end` (all kqrs's own; none when empty), with one close_range(2) where the kernel
+/// has it (5.9+; an older one says ENOSYS and they are closed one by one), by direct syscalls (direct.rs).
+/// Nothing is remembered between calls: a write to a static would cost the child a copy-on-write fault.
+#[inline(always)]
 fn close_run(start: RawFd, end: RawFd) {
-    if end - start >= 2 {
-        // SAFETY: close_range(2) of fds kqrs created and nobody else owns in this child; no flags.
-        let r = unsafe { libc::syscall(libc::SYS_close_range, start as libc::c_uint, (end - 1) as libc::c_uint, 0) };
-        if r == 0 {
-            return;
-        }
-    }
-    for fd in start..end {
-        // SAFETY: the fd was created by kqrs and is owned by no one else in this child.
-        unsafe {
-            libc::close(fd);
-        }
+    if end > start {
+        super::direct::close_owned_range(start, end - 1);
     }
 }
 
