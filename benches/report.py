@@ -133,6 +133,25 @@ def _rows() -> list[Row]:
                 t,
             )
         )
+    a(
+        Row(
+            "changes10000.floor",
+            "the floor under `changes10000`: the same 10,000 `epoll_ctl` ADD then DEL in a plain loop (in Rust, "
+            "no knotes, one call from Python) vs `epoll.register`/`unregister` loops, per fd",
+            "cycle10000/floor",
+            "cycle10000/epoll",
+            "time",
+        )
+    )
+    a(
+        Row(
+            "changes10000.over_floor",
+            "`changes10000`'s changelists vs that floor: what kqrs adds to the kernel's own work, per fd",
+            "cycle10000/kqrs",
+            "cycle10000/floor",
+            "time",
+        )
+    )
     for n in (1000, 10000):
         a(
             Row(

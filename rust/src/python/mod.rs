@@ -837,6 +837,21 @@ impl PyKqueue {
     }
 }
 
+/// The kernel's floor under a changelist, for the benchmarks: `epoll_ctl(ADD)` of every fd of `fds` into
+/// `epfd` (a `select.epoll`'s fd) with `events`, then `epoll_ctl(DEL)` of each, in a plain loop with no
+/// knotes and no Python per call. Stops at the first failure (OSError).
+#[pyfunction]
+#[pyo3(signature = (epfd, fds, events, /))]
+fn _epoll_ctl_cycle(epfd: i32, fds: Vec<i32>, events: u32) -> PyResult<()> {
+    for &fd in &fds {
+        crate::sys::epoll_add(epfd, fd, events, fd as u64).map_err(os_error)?;
+    }
+    for &fd in &fds {
+        crate::sys::epoll_del(epfd, fd).map_err(os_error)?;
+    }
+    Ok(())
+}
+
 #[pyfunction]
 fn _has_epoll_pwait2() -> bool {
     crate::sys::has_epoll_pwait2()
@@ -928,6 +943,7 @@ fn _kqrs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     queue::install_fast(py)?;
     selector::install_fast(py)?;
     m.add_function(wrap_pyfunction!(_has_epoll_pwait2, m)?)?;
+    m.add_function(wrap_pyfunction!(_epoll_ctl_cycle, m)?)?;
     m.add_function(wrap_pyfunction!(_has_wipeonfork, m)?)?;
     m.add_function(wrap_pyfunction!(_filter_supported, m)?)?;
     m.add_function(wrap_pyfunction!(_proc_support, m)?)?;
