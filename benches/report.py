@@ -960,6 +960,24 @@ def main() -> None:
         "- Process exits: children are forks blocked on one pipe (released by closing it) that `_exit(0)`; "
         "per-exit rows time one more child's release → its event. `proc.asyncio` on Python 3.11 uses asyncio's "
         "ThreadedChildWatcher (a thread per child); 3.12+ uses pidfds.",
+        "- What the misses are made of (measured on this machine, December 2026): `changes10000` is bound by "
+        "the kernel's epoll_ctl: the `changes10000.floor` side makes the same syscalls in a plain loop with "
+        "nothing around them and is itself 0.93-0.95 of Python's loop, over the 0.90 target; kqrs's "
+        "changelists run 1-3% above that floor (`changes10000.over_floor`). `engine.one_ready_data` makes the "
+        "same two syscalls as its baseline (epoll_wait, FIONREAD), issued directly; the 3-6% left is the "
+        "kqueue's lock (two atomic read-modify-writes) and the knote bookkeeping around them. "
+        "`xthread.p50` moves by microseconds from run to run with where and when the woken thread is scheduled "
+        "(a wake-up costs 8-15 µs on this VM); what is systematic is about 0.4 µs at p10: a USER trigger "
+        "spends longer than `os.eventfd_write` before its syscall (the changelist is parsed, the kqueue "
+        "locked, the knote queued). With a GIL, the woken "
+        "thread also finds the GIL taken back by the triggering thread more often after a USER trigger than "
+        "after `os.eventfd_write` (60-75% of wake-ups vs about 50%), for reasons not pinned down. Fork "
+        "rows: a page "
+        "fault costs a fork child about 3 µs here, so what counts is the pages a child touches. Loading kqrs's "
+        "extension adds about four (CPython's after-fork allocations then take glibc malloc's slow path), "
+        "as loading `_ssl` or `_ctypes` does; the kqueues' fork handler touches two more (its code and one "
+        "data page); the knote tables are not copied at all (MADV_WIPEONFORK). `proc.1000` makes "
+        "the same five syscalls per child on both sides; its rounds are dominated by 1,000 processes exiting.",
         "",
     ]
     title = f"kqrs benchmarks — commit {short}{' (uncommitted changes)' if dirty else ''}, {when}"
