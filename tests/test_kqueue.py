@@ -12,6 +12,7 @@ import fcntl
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -1005,3 +1006,26 @@ def test_the_extension_is_an_attribute_before_first_use():
     code = "import kqrs; print(kqrs._kqrs.KQ_EV_ADD, kqrs.kqueue().closed)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "1 False", out.stderr
+
+
+def test_the_benchmarks_epoll_ctl_floor_does_each_call_and_fails_loudly() -> None:
+    """`_kqrs._epoll_ctl_cycle` (the floor side of benches' changes rows): every fd added then removed, and a
+    failure stops it with the OSError of the call that failed, leaving what came before it as it was."""
+    a, b = socket.socketpair()
+    ep = select.epoll()
+    try:
+        b.send(b"x")
+        _kqrs._epoll_ctl_cycle(ep.fileno(), [a.fileno(), b.fileno()], select.EPOLLIN)
+        assert ep.poll(0) == []  # both removed again
+        ep.register(a.fileno(), select.EPOLLIN)
+        with pytest.raises(FileExistsError):
+            _kqrs._epoll_ctl_cycle(ep.fileno(), [b.fileno(), a.fileno()], select.EPOLLIN)
+        with pytest.raises(FileExistsError):  # b went in before a failed, and stayed
+            ep.register(b.fileno(), select.EPOLLIN)
+        with pytest.raises(OSError) as e:
+            _kqrs._epoll_ctl_cycle(-1, [a.fileno()], select.EPOLLIN)
+        assert e.value.errno == errno.EBADF
+    finally:
+        ep.close()
+        a.close()
+        b.close()
