@@ -230,24 +230,24 @@ pub(crate) unsafe fn epoll_poll(epfd: RawFd, events: *mut libc::epoll_event, max
     result(unsafe { arch::epoll_poll(epfd as usize, events as usize, max as usize) })
 }
 
-/// In a fork child: closes fds `first..=last`, all kqrs's own, with one close_range(2) (5.9+), or one by
-/// one where the kernel has none. No libc call: the fork child handler runs this, and a libc function the
-/// parent never called costs the child a page fault to reach (its code is not mapped in the child until
-/// touched); errno is left alone too.
+/// close_range(first, last, 0): closes fds `first..=last` (ENOSYS before Linux 5.9).
+///
+/// # Safety
+/// The caller owns every fd in the range.
 #[inline(always)]
-pub(crate) fn close_owned_range(first: RawFd, last: RawFd) {
-    if last > first {
-        // SAFETY: the caller owns every fd in the range (kqrs's own, in a fork child).
-        if unsafe { arch::close_range(first as usize, last as usize) } == 0 {
-            return;
-        }
-    }
-    for fd in first..=last {
-        // SAFETY: as above.
-        unsafe {
-            arch::close(fd as usize);
-        }
-    }
+pub(crate) unsafe fn close_range(first: RawFd, last: RawFd) -> Result<()> {
+    // SAFETY: the caller's contract.
+    result(unsafe { arch::close_range(first as usize, last as usize) }).map(|_| ())
+}
+
+/// close(fd).
+///
+/// # Safety
+/// The caller owns the fd.
+#[inline(always)]
+pub(crate) unsafe fn close(fd: RawFd) -> Result<()> {
+    // SAFETY: the caller's contract.
+    result(unsafe { arch::close(fd as usize) }).map(|_| ())
 }
 
 /// ioctl(fd, FIONREAD): bytes waiting to be read.
@@ -321,9 +321,9 @@ mod tests {
         }
     }
 
-    /// A run of fds goes in one close_range(2), a single fd in one close(2); errno is left alone.
+    /// close_range(2) closes the run and nothing else, close(2) one fd; errno is left alone.
     #[test]
-    fn close_owned_range_closes_the_run_and_nothing_else() {
+    fn close_range_and_close_close_those_fds_and_nothing_else() {
         let efd = crate::sys::eventfd().unwrap_or(-1);
         assert!(efd >= 0);
         // Four fds at fresh numbers of their own (other tests make fds concurrently).
@@ -339,11 +339,13 @@ mod tests {
         }
         let open = |fd: RawFd| crate::sys::fd_is_open(fd);
         set_errno(4321);
-        close_owned_range(first, first + 2);
+        // SAFETY: the test owns these fds.
+        assert_eq!(unsafe { close_range(first, first + 2) }, Ok(()));
         assert_eq!(errno_now(), 4321);
         assert_eq!(run.iter().map(|&fd| open(fd)).collect::<Vec<_>>(), [false, false, false, true]);
         set_errno(4321);
-        close_owned_range(first + 3, first + 3);
+        // SAFETY: as above.
+        assert_eq!(unsafe { close(first + 3) }, Ok(()));
         assert_eq!(errno_now(), 4321);
         assert!(!open(first + 3) && open(efd));
         crate::sys::close(efd);

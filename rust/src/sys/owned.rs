@@ -110,13 +110,21 @@ pub fn close_owned_in_child() {
     close_run(start, end);
 }
 
-/// Closes fds `start..end` (all kqrs's own; none when empty), with one close_range(2) where the kernel
-/// has it (5.9+; an older one says ENOSYS and they are closed one by one), by direct syscalls (direct.rs).
-/// Nothing is remembered between calls: a write to a static would cost the child a copy-on-write fault.
+/// Closes fds `start..end` (all kqrs's own), with one close_range(2) where the kernel has it (5.9+; an
+/// older one says ENOSYS and they are closed one by one). Direct syscalls (direct.rs): a libc function the
+/// parent never called is code the child would have to fault in. Nothing is remembered between calls: a
+/// write to a static would cost the child a copy-on-write fault.
 #[inline(always)]
 fn close_run(start: RawFd, end: RawFd) {
-    if end > start {
-        super::direct::close_owned_range(start, end - 1);
+    if end - start >= 2 {
+        // SAFETY: fds kqrs created and nobody else owns in this child.
+        if unsafe { super::direct::close_range(start, end - 1) }.is_ok() {
+            return;
+        }
+    }
+    for fd in start..end {
+        // SAFETY: as above.
+        let _ = unsafe { super::direct::close(fd) };
     }
 }
 
