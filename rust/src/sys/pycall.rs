@@ -59,10 +59,24 @@ macro_rules! fast_method {
 }
 pub(crate) use fast_method;
 
-/// One installed method: the PyO3 method its fast path stands in front of.
+/// One installed method: the PyO3 method its fast path stands in front of, and the method definition
+/// CPython's descriptor points to (kept here, in static memory: a definition boxed and leaked instead is a
+/// small permanent heap chunk, and every one of those drains glibc's cache of free chunks, which a fork child
+/// of CPython then misses: its after-fork allocations take malloc's slow path and fault in heap pages).
 struct Slot {
     full: Py<PyAny>,
+    def: MethodDef,
+    /// The docstring `def` points to.
+    _doc: std::ffi::CString,
 }
+
+/// A `PyMethodDef` that may live in a static.
+struct MethodDef(ffi::PyMethodDef);
+// SAFETY: written once before it is shared (inside the slot's OnceLock), read-only afterwards; its pointers
+// are to 'static data (the name, the trampoline) and to the slot's own docstring, which lives as long.
+unsafe impl Sync for MethodDef {}
+// SAFETY: as for Sync: nothing in it is tied to a thread.
+unsafe impl Send for MethodDef {}
 
 /// How many methods can be installed (one trampoline each).
 const SLOTS: usize = 12;
@@ -183,17 +197,21 @@ pub fn install<const ID: usize, T: PyClass<Frozen = True> + Sync, F: Fast<T>>(
         None => doc.unwrap_or_default(),
     };
     let doc_c = std::ffi::CString::new(doc_c).unwrap_or_default();
-    if INSTALLED[ID].set(Slot { full: full.unbind() }).is_err() {
-        return Err(pyo3::exceptions::PyRuntimeError::new_err("kqrs: fast method slot taken twice"));
-    }
-    let def = Box::leak(Box::new(ffi::PyMethodDef {
+    let def = MethodDef(ffi::PyMethodDef {
         ml_name: name.as_ptr(),
         ml_meth: ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: trampoline::<ID, T, F> },
         ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-        ml_doc: Box::leak(doc_c.into_boxed_c_str()).as_ptr(),
-    }));
-    // SAFETY: `ty` is a type object; `def` is leaked, so it outlives the type as CPython requires.
-    let descr = unsafe { ffi::PyDescr_NewMethod(ty.as_type_ptr(), def) };
+        ml_doc: doc_c.as_ptr(), // the CString's heap buffer: it stays put when the CString moves
+    });
+    if INSTALLED[ID].set(Slot { full: full.unbind(), def, _doc: doc_c }).is_err() {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err("kqrs: fast method slot taken twice"));
+    }
+    let Some(slot) = INSTALLED[ID].get() else {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err("kqrs: fast method slot not set"));
+    };
+    // SAFETY: `ty` is a type object; `slot.def` is in a static that is never cleared, so it outlives the type
+    // as CPython requires, and CPython only reads it.
+    let descr = unsafe { ffi::PyDescr_NewMethod(ty.as_type_ptr(), std::ptr::from_ref(&slot.def.0).cast_mut()) };
     // SAFETY: PyDescr_NewMethod returns a new reference or null with an exception set.
     let descr = unsafe { Bound::from_owned_ptr_or_err(py, descr) }?;
     ty.setattr(name.to_str().unwrap_or_default(), descr)
