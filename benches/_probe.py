@@ -13,7 +13,7 @@ and have been retrieved.
 Fork: os.fork() + os._exit(0) in the child + waitpid(), timed in a process that holds MODE's state. Every
 fork mode first imports MODULES (comma-separated: what `deps` printed, i.e. every module `import kqrs`
 brings in but kqrs's own), so that the sides differ only in kqrs; the JSON lists `sys.modules` for the
-caller to check that.
+caller to check that. Every fork mode pins itself (and so its children) to one CPU, the same for all.
 """
 
 from __future__ import annotations
@@ -115,6 +115,10 @@ def deps() -> dict:
 def fork(mode: str, forks: int, modules: list[str]) -> dict:
     import importlib
 
+    # Every side runs on the same one CPU (the last this process may use), its children with it: a fork's
+    # cost then does not depend on where the scheduler puts the child and where the parent wakes, which on a
+    # shared 2-core machine moved the medians of identical sides by 5-10% from run to run.
+    os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
     keep: list = []
     for m in modules:
         importlib.import_module(m)

@@ -951,7 +951,9 @@ def main() -> None:
         "(TIMER knotes too, in case they take one); kernel memory (epoll items, timerfds) is not in RSS and "
         "not counted.",
         "- Fork rows: every side is a fresh process that first imports the modules `import kqrs` brings in "
-        "(besides kqrs's own), so that the sides differ only in kqrs; `fork.import.bare` leaves them out.",
+        "(besides kqrs's own), so that the sides differ only in kqrs; `fork.import.bare` leaves them out. Every "
+        "side runs pinned to the same one CPU, children included (unpinned, identical sides differed by 5-10% "
+        "from run to run on this shared machine).",
         "- `kqrs.EventQueue` rows: every side is a fresh queue per round (threads started inside the timing, "
         "a few tens of µs of milliseconds). `queue.4x4.simplequeue`'s target is 1.25 on CPython with a GIL and "
         "1.00 on free-threaded CPython (the table shows the one of the interpreter measured). In "
