@@ -29,6 +29,9 @@ impl<T> ForkLock<T> {
     /// fork child). A poisoned lock is taken over (its users keep it consistent at every step).
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         let gen = crate::fork_generation();
+        // (An unstamped holder may be a thread of a parent, gone here, only in a process forked from one
+        // that used kqrs.)
+        let forked = crate::sys::forked_from_kqrs();
         let mut waited = 0u32;
         let mut g = loop {
             match self.lock.try_lock() {
@@ -36,7 +39,7 @@ impl<T> ForkLock<T> {
                 Err(TryLockError::Poisoned(p)) => break p.into_inner(),
                 Err(TryLockError::WouldBlock) => {
                     let h = self.holder.load(Ordering::SeqCst);
-                    let gone = if h == UNSTAMPED { gen != 0 && waited >= PATIENCE } else { h != gen };
+                    let gone = if h == UNSTAMPED { forked && waited >= PATIENCE } else { h != gen };
                     if gone {
                         return None;
                     }

@@ -2,7 +2,7 @@
 //! knote table behind a mutex that is never held while blocking, and the lock-free entry into the wait.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::consts::*;
@@ -27,16 +27,11 @@ pub(crate) fn token(index: u32, gen: u32) -> u64 {
     index as u64 | ((gen as u64 & 0x7fff_ffff) << 32)
 }
 
-static ATFORK: Once = Once::new();
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-extern "C" fn on_fork_child() {
-    // Async-signal-safe: atomics and close(2) only. Every kqueue of the parent reads as closed from now
-    // on, and its fds (and every other fd kqrs made) are closed, so their numbers are free in the child.
-    sys::fork_child_reset();
-}
-
-/// The fork generation of this process: bumped in every child after fork().
+/// The fork epoch of this process: a fork child has a new one (sys/host.rs), so every kqueue of its parent
+/// reads as closed there. (The fork handlers, registered with the first epoch, close the parent's fds in the
+/// child, so their numbers are free there.)
 #[inline]
 pub fn fork_generation() -> u64 {
     sys::fork_gen()
@@ -148,10 +143,7 @@ impl Kqueue {
     /// Makes a kqueue whose fd is the existing epoll instance `fd`, which it then owns (fails with EINVAL
     /// when `fd` is not an epoll fd; the fd is left open then).
     pub fn adopt(fd: RawFd) -> Result<Kqueue> {
-        ATFORK.call_once(|| {
-            let _ = sys::atfork_child(on_fork_child);
-        });
-        hazard::init(fork_generation());
+        hazard::init(fork_generation()); // (the first epoch registers the fork handlers)
         if !sys::fd_is_open(fd) {
             return Err(errno(libc::EBADF));
         }

@@ -3,22 +3,24 @@
 use super::{close, eventfd, eventfd_write, RawFd, Result};
 use std::sync::atomic::Ordering;
 
-// The fd lives in the fork page (host.rs): the fork child handler forgets it there.
-use super::host::FORK;
+// The fd lives in the epoch page (host.rs), which a fork child gets zero-filled: it forgets it there at no
+// cost (the fork handler closes it with kqrs's other fds).
+use super::host::epoch_page;
 
 /// The process's always-readable eventfd (created once; closed and forgotten in a fork child).
 pub fn dead_fd() -> Result<RawFd> {
-    let fd = FORK.dead.load(Ordering::Acquire);
-    if fd >= 0 {
-        return Ok(fd);
+    let slot = &epoch_page().dead; // the fd + 1; 0 for none
+    let fd = slot.load(Ordering::Acquire);
+    if fd > 0 {
+        return Ok(fd - 1);
     }
     let new = eventfd()?;
     eventfd_write(new, 1)?;
-    match FORK.dead.compare_exchange(-1, new, Ordering::AcqRel, Ordering::Acquire) {
+    match slot.compare_exchange(0, new + 1, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => Ok(new),
         Err(existing) => {
             close(new);
-            Ok(existing)
+            Ok(existing - 1)
         }
     }
 }

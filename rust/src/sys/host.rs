@@ -1,49 +1,127 @@
 //! The process and the kernel it runs on: clocks, the pid, the fork handler, the kernel's release.
 
-use super::{Errno, Result};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
+use std::sync::Once;
 
-/// What the fork child handler reads and writes, on one cache line of one page. Every page a fork child
-/// writes costs it a copy-on-write fault, and every page the parent never touched costs it a fault even to
-/// read: keeping the handler's state here keeps it to this page's one fault.
+/// What the fork handlers read, on one cache line of one page. Every page a fork child writes costs it a
+/// copy-on-write fault (about 4 µs here), and every page the parent never touched costs it a fault even to
+/// read: the child handler only reads this page, and only this one among kqrs's statics.
 #[repr(C, align(64))]
 pub struct ForkPage {
-    /// The fork generation: bumped in every fork child (`fork_gen`).
-    gen: AtomicU64,
-    /// The generation whose fds the owned-fd bitmap lists (owned.rs); older bits are stale, those fds were
-    /// closed by the fork child handler. u64::MAX while the bitmap is being cleared.
+    /// The epoch whose fds the owned-fd bitmap lists (owned.rs); older ones are stale, those fds were
+    /// closed by a fork child handler. u64::MAX while the bitmap is being cleared.
     pub(super) owned_gen: AtomicU64,
-    /// The process's dead fd (dead.rs), -1 for none.
-    pub(super) dead: AtomicI32,
     /// kqrs has watched signals in this process: signal.rs has state to reset in a fork child.
     pub(super) signals: AtomicBool,
 }
 
-pub(super) static FORK: ForkPage = ForkPage {
-    gen: AtomicU64::new(0),
-    owned_gen: AtomicU64::new(0),
-    dead: AtomicI32::new(-1),
-    signals: AtomicBool::new(false),
-};
+pub(super) static FORK: ForkPage = ForkPage { owned_gen: AtomicU64::new(0), signals: AtomicBool::new(false) };
 
-/// The fork generation of this process: bumped in every child after fork().
-#[inline]
-pub fn fork_gen() -> u64 {
-    FORK.gen.load(Ordering::Relaxed)
+/// What a fork child must find reset, at the start of a page of its own marked MADV_WIPEONFORK: the kernel
+/// hands the child that page zero-filled, so resetting it costs the child handler no write (and no fault).
+#[repr(C)]
+pub(super) struct Epoch {
+    /// This process's fork epoch (`fork_gen`): 0 until first asked for, then a number that no ancestor of
+    /// this process had.
+    epoch: AtomicU64,
+    /// The process's dead fd (dead.rs) plus one; 0 for none.
+    pub(super) dead: AtomicI32,
 }
 
-/// The fork child handler's work (async-signal-safe: atomics, close(2), close_range(2), sigaction(2)).
-/// Closes every fd kqrs owns, forgets the dead fd, puts back the dispositions of watched signals, then
-/// bumps the generation, so every kqueue of the parent reads as closed from now on.
+/// Where a kernel without MADV_WIPEONFORK (before 4.14) keeps the epoch: in plain memory, which the child
+/// handler zeroes itself.
+static FALLBACK: Epoch = Epoch { epoch: AtomicU64::new(0), dead: AtomicI32::new(0) };
+/// The epoch page: FALLBACK's address or a page mapped once and never unmapped; null until first used.
+static PAGE: AtomicPtr<Epoch> = AtomicPtr::new(std::ptr::null_mut());
+/// One past the highest epoch handed out in this process or an ancestor (a fork child inherits it): a new
+/// epoch is always above every epoch a kqrs object this process inherited can carry.
+static NEXT: AtomicU64 = AtomicU64::new(1);
+static HANDLERS: Once = Once::new();
+
+/// The fork epoch of this process: it names the process kqrs objects were made in, so that one used in a
+/// fork child reads as closed. Different in a fork child from its parent's (and every ancestor's).
+#[inline]
+pub fn fork_gen() -> u64 {
+    let p = PAGE.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: PAGE only ever holds FALLBACK's address or that of a page mapped once, never unmapped.
+        let e = unsafe { &*p }.epoch.load(Ordering::Acquire);
+        if e != 0 {
+            return e;
+        }
+    }
+    new_epoch()
+}
+
+/// The first call in this process: hands out an epoch (one of the racing threads' wins).
+#[cold]
+#[inline(never)]
+fn new_epoch() -> u64 {
+    let page = epoch_page();
+    let mine = NEXT.fetch_add(1, Ordering::SeqCst);
+    match page.epoch.compare_exchange(0, mine, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => mine,
+        Err(theirs) => theirs,
+    }
+}
+
+/// This process or an ancestor handed out an epoch before this one: kqrs state (locks, tables) may have
+/// been inherited from a parent.
+pub fn forked_from_kqrs() -> bool {
+    fork_gen() > 1
+}
+
+/// The epoch page, made on first use (one page, MADV_WIPEONFORK; FALLBACK where the kernel refuses), and
+/// then the fork handlers registered (they need it: the prepare handler reads the epoch).
+pub(super) fn epoch_page() -> &'static Epoch {
+    let p = PAGE.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: as in fork_gen.
+        return unsafe { &*p };
+    }
+    let fallback = std::ptr::from_ref(&FALLBACK).cast_mut();
+    let fresh = super::map_wiped_page().map_or(fallback, |q| q.as_ptr().cast());
+    let page = match PAGE.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => fresh,
+        Err(theirs) => {
+            if let Some(mine) = std::ptr::NonNull::new(fresh.cast::<u8>()).filter(|_| fresh != fallback) {
+                super::unmap_wiped_page(mine);
+            }
+            theirs
+        }
+    };
+    HANDLERS.call_once(|| {
+        // SAFETY: the handlers are plain extern "C" fns with 'static lifetime. (A failure, ENOMEM, leaves
+        // fork children holding kqrs's fds, as with no handler at all; nothing else depends on them.)
+        let _ = unsafe { libc::pthread_atfork(Some(on_fork_prepare), None, Some(on_fork_child)) };
+    });
+    // SAFETY: as in fork_gen.
+    unsafe { &*page }
+}
+
+/// Before fork(), in the forking thread: the owned-fd bitmap lists only this process's fds afterwards.
+extern "C" fn on_fork_prepare() {
+    super::owned_prepare_fork();
+}
+
+/// In the fork child.
+extern "C" fn on_fork_child() {
+    fork_child_reset();
+}
+
+/// The fork child handler's work (async-signal-safe: atomic loads, close(2), close_range(2), sigaction(2)).
+/// Closes every fd kqrs owns (the dead fd among them) and puts back the dispositions of watched signals.
+/// The epoch page comes zero-filled: this process has no epoch yet, so every kqueue of the parent reads as
+/// closed, and no dead fd. Nothing is written but where the kernel could not mark that page.
 pub fn fork_child_reset() {
     super::close_owned_in_child();
-    if FORK.dead.load(Ordering::Relaxed) != -1 {
-        FORK.dead.store(-1, Ordering::SeqCst); // closed with kqrs's other fds
-    }
     if FORK.signals.load(Ordering::Relaxed) {
         super::signals_reset_in_child();
     }
-    FORK.gen.fetch_add(1, Ordering::SeqCst);
+    if PAGE.load(Ordering::Relaxed) == std::ptr::from_ref(&FALLBACK).cast_mut() {
+        FALLBACK.epoch.store(0, Ordering::SeqCst);
+        FALLBACK.dead.store(0, Ordering::SeqCst);
+    }
 }
 
 /// Nanoseconds since the epoch (CLOCK_REALTIME) or since boot (CLOCK_MONOTONIC).
@@ -63,17 +141,6 @@ pub fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }
 
-/// Registers `child` to run in the child process after fork(). It must be async-signal-safe.
-pub fn atfork_child(child: extern "C" fn()) -> Result<()> {
-    // SAFETY: the handler is a plain extern "C" fn with 'static lifetime.
-    let r = unsafe { libc::pthread_atfork(None, None, Some(child)) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(Errno(r))
-    }
-}
-
 /// Kernel release as (major, minor).
 pub fn kernel_release() -> (u32, u32) {
     // SAFETY: utsname is plain old data; all-zero is valid.
@@ -89,4 +156,34 @@ pub fn kernel_release() -> (u32, u32) {
     let major = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     let minor = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     (major, minor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In a fork child the epoch page reads as fresh (no epoch, no dead fd) though the child handler wrote
+    /// nothing to it, and the child's new epoch is above the parent's.
+    #[test]
+    fn a_fork_child_gets_a_fresh_epoch_above_its_parents() {
+        let parent = fork_gen();
+        assert_eq!(fork_gen(), parent, "an epoch is handed out once");
+        let dead = super::super::dead_fd();
+        assert!(matches!(dead, Ok(fd) if epoch_page().dead.load(Ordering::SeqCst) == fd + 1), "{dead:?}");
+        // SAFETY: the child only reads and writes atomics, then leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let fresh = epoch_page().dead.load(Ordering::SeqCst) == 0;
+            let mine = fork_gen();
+            let code = if fresh && mine > parent && fork_gen() == mine && forked_from_kqrs() { 0 } else { 1 };
+            // SAFETY: ends the child at once, running nothing of the parent's.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child saw a stale epoch page");
+        assert_eq!(fork_gen(), parent, "the parent keeps its epoch");
+    }
 }

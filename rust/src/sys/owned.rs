@@ -5,9 +5,11 @@
 //! and close(2), both async-signal-safe, so a fork while other threads are inside kqrs cannot deadlock the
 //! child, and the child holds none of the parent's kqueue fds.
 //!
-//! The handler only reads the bitmap (a write would cost the child a copy-on-write fault): the bitmap says
-//! which generation it describes (`FORK.owned_gen`, on the fork page), and the child clears its stale
-//! bits the first time it tracks an fd of its own.
+//! The child handler only reads the bitmap (a write, or a read of a page the parent never touched, would
+//! cost the child a page fault). The bitmap says which fork epoch it describes (`FORK.owned_gen`): a fork
+//! child's stale bits (fds of its parent, closed by its fork handler) are cleared the first time it tracks
+//! an fd of its own, or by the prepare handler before it forks itself, so that what the child handler
+//! finds is always the forking process's own fds.
 
 use super::host::{fork_gen, FORK};
 use super::RawFd;
@@ -82,14 +84,29 @@ pub fn owned_fd_count() -> usize {
     OWNED[..=(max as usize / 64)].iter().map(|w| w.load(Ordering::SeqCst).count_ones() as usize).sum()
 }
 
-/// In a fork child: closes every fd kqrs owns. Async-signal-safe (atomics, close and close_range only).
-/// kqrs's fds mostly come in runs of consecutive numbers (a kqueue and its timer source, kqueues made one
-/// after another), and a run goes in one close_range(2) instead of a close(2) each.
+/// Before fork(), in the forking process (the pthread_atfork prepare handler): makes the bitmap list this
+/// process's fds only, so that the child handler can close what it lists without asking whose they are
+/// (asking would read the epoch page, which a fork child gets fresh: a page fault). Stale bits (a fork
+/// child that forks before it tracked an fd of its own) are cleared here, once. A bitmap another thread is
+/// clearing lists none of this process's fds yet (`track` waits for the clearing): the child skips it.
+pub fn owned_prepare_fork() {
+    if OWNED_MAX.load(Ordering::SeqCst) < 0 {
+        return;
+    }
+    let cur = FORK.owned_gen.load(Ordering::Acquire);
+    if cur != CLEARING && cur != fork_gen() {
+        freshen();
+    }
+}
+
+/// In a fork child: closes every fd kqrs owns. Async-signal-safe (atomic loads, close and close_range
+/// only). kqrs's fds mostly come in runs of consecutive numbers (a kqueue and its timer source, kqueues
+/// made one after another), and a run goes in one close_range(2) instead of a close(2) each.
 pub fn close_owned_in_child() {
     let max = OWNED_MAX.load(Ordering::SeqCst);
-    // Called before the generation is bumped: a bitmap of an older generation (or being cleared) lists
-    // no fd of this process's parent.
-    if max < 0 || !current() {
+    // The prepare handler made the bitmap the parent's own, unless another thread was clearing it then
+    // (and so had none of the parent's fds in it).
+    if max < 0 || FORK.owned_gen.load(Ordering::SeqCst) == CLEARING {
         return;
     }
     // The run being gathered: [start, end) (start == end: none).

@@ -137,6 +137,23 @@ fn unmap(p: NonNull<u8>, len: usize) {
     unsafe { libc::munmap(p.as_ptr().cast(), len) };
 }
 
+/// One zeroed page of its own that a fork child gets zero-filled (MADV_WIPEONFORK) for the fork epoch
+/// (host.rs); None where the kernel cannot mark it so (nothing stays mapped then).
+pub fn map_wiped_page() -> Option<NonNull<u8>> {
+    let p = map(PAGE)?;
+    if mark(p, PAGE) {
+        Some(p)
+    } else {
+        unmap(p, PAGE);
+        None
+    }
+}
+
+/// Gives back a page `map_wiped_page` made that nothing refers to.
+pub fn unmap_wiped_page(p: NonNull<u8>) {
+    unmap(p, PAGE);
+}
+
 /// The allocation failure the global allocator reports (it aborts): a size that overflows, or a mapping
 /// the kernel refused.
 #[cold]
