@@ -342,8 +342,8 @@ def _rows() -> list[Row]:
             "fork.user",
             "fork + `_exit` + `waitpid`, 10 kqueues × 1,000 USER knotes vs a process that never imported "
             "kqrs (nor the modules it imports)",
-            "fork/user.median",
-            "fork/bare.median",
+            "fork/user.best",
+            "fork/bare.best",
             "us",
             1.05,
         )
@@ -353,8 +353,8 @@ def _rows() -> list[Row]:
             "fork.import",
             "fork + `_exit` + `waitpid`, `import kqrs` only vs a process that never imported kqrs (nor the "
             "modules it imports)",
-            "fork/import.median",
-            "fork/bare.median",
+            "fork/import.best",
+            "fork/bare.best",
             "us",
             1.02,
         )
@@ -363,8 +363,18 @@ def _rows() -> list[Row]:
         Row(
             "fork.import.samedeps",
             "fork + `_exit` + `waitpid`, `import kqrs` only vs no kqrs, both holding the modules kqrs imports",
-            "fork/import.median",
-            "fork/base.median",
+            "fork/import.best",
+            "fork/base.best",
+            "us",
+        )
+    )
+    a(
+        Row(
+            "fork.null",
+            "fork + `_exit` + `waitpid`, the same process without kqrs twice (with and without the modules kqrs "
+            "imports, none today): the measurement's own noise",
+            "fork/base.best",
+            "fork/bare.best",
             "us",
         )
     )
@@ -372,8 +382,8 @@ def _rows() -> list[Row]:
         Row(
             "fork.read",
             "fork + `_exit` + `waitpid`, 1,000 sockets in 10 kqueues (READ) vs in 10 `select.epoll`",
-            "fork/read_kqrs.median",
-            "fork/read_epoll.median",
+            "fork/read_kqrs.best",
+            "fork/read_epoll.best",
             "us",
         )
     )
@@ -951,9 +961,12 @@ def main() -> None:
         "(TIMER knotes too, in case they take one); kernel memory (epoll items, timerfds) is not in RSS and "
         "not counted.",
         "- Fork rows: every side is a fresh process that first imports the modules `import kqrs` brings in "
-        "(besides kqrs's own), so that the sides differ only in kqrs; `fork.import.bare` leaves them out. Every "
-        "side runs pinned to the same one CPU, children included (unpinned, identical sides differed by 5-10% "
-        "from run to run on this shared machine).",
+        "(besides kqrs's own), so that the sides differ only in kqrs (`fork.import` and `fork.user` compare with "
+        "a process without them; they are none today). Every side runs pinned to the same one CPU, children "
+        "included, in 24 chunks of 50 forks, alternating with the other sides; its figure is the fastest chunk "
+        "median. The median of all of a side's forks moved by up to 8% between identical sides in one run "
+        "(host load comes in spells longer than a chunk); `fork.null` shows what the method makes of two "
+        "identical sides.",
         "- `kqrs.EventQueue` rows: every side is a fresh queue per round (threads started inside the timing, "
         "a few tens of µs of milliseconds). `queue.4x4.simplequeue`'s target is 1.25 on CPython with a GIL and "
         "1.00 on free-threaded CPython (the table shows the one of the interpreter measured). In "
