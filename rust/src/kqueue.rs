@@ -1238,6 +1238,9 @@ impl State {
 
     /// Reports what the active queue holds, at most once per knote per call.
     fn drain_active(&mut self, out: &mut [Kevent], n: &mut usize) {
+        if self.queued_live == 0 && self.active.is_empty() && !self.src.kicked {
+            return; // nothing queued and no kick to reset: what settle_kick would find (the common poll)
+        }
         let mut todo = self.active.len();
         while todo > 0 && *n < out.len() {
             todo -= 1;

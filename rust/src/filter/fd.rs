@@ -481,11 +481,20 @@ pub(crate) fn enabled_changed(st: &mut State, slot: u32, on: bool) -> Result<()>
 }
 
 /// What `fd` is, learnt on its first report and kept with its registration (one fstat per registration).
+#[inline]
 fn fd_kind(st: &mut State, fd: RawFd) -> Result<FdKind> {
-    let e = entry(st, fd);
-    if e.kind != FdKind::Unknown {
-        return Ok(e.kind);
+    let kind = entry(st, fd).kind;
+    if kind != FdKind::Unknown {
+        return Ok(kind);
     }
+    learn_fd_kind(st, fd)
+}
+
+/// `fd_kind` on an fd's first report.
+#[cold]
+#[inline(never)]
+fn learn_fd_kind(st: &mut State, fd: RawFd) -> Result<FdKind> {
+    let e = entry(st, fd);
     let f = sys::fstat(fd)?;
     if e.fp == 0 {
         entry_mut(st, fd).fp = fingerprint(&f);
