@@ -120,6 +120,9 @@ pub struct Kqueue {
     /// Something is on the active queue (shared with the state; see `State::active_hint`).
     active_hint: Arc<AtomicBool>,
     fork_gen: u64,
+    /// Where this process's fork epoch lives (sys/host.rs): read on every call, so one load from the kqueue
+    /// (and one from that page) tells a fork child's copy from the kqueue itself.
+    epoch: &'static AtomicU64,
     closed: AtomicBool,
     /// Threads inside the wait path that found no hazard slot of their own.
     slotless: AtomicUsize,
@@ -163,6 +166,7 @@ impl Kqueue {
             knotes_hint: AtomicUsize::new(0),
             active_hint,
             fork_gen: fork_generation(),
+            epoch: sys::epoch_cell(),
             closed: AtomicBool::new(false),
             slotless: AtomicUsize::new(0),
             own_dup: AtomicI32::new(-1),
@@ -178,7 +182,13 @@ impl Kqueue {
     /// Closed by close(), or inherited across fork() (a kqueue is not inherited).
     #[inline]
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.fork_gen != fork_generation()
+        self.closed.load(Ordering::Acquire) || self.forked()
+    }
+
+    /// This is a fork child's copy of the kqueue (made in another process, an ancestor).
+    #[inline]
+    fn forked(&self) -> bool {
+        self.epoch.load(Ordering::Acquire) != self.fork_gen
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -212,7 +222,7 @@ impl Kqueue {
     /// its wait path any more, then closes its fds. Closing twice is fine. In a forked child it only marks
     /// the kqueue closed.
     pub fn close(&self) {
-        if self.fork_gen != fork_generation() {
+        if self.forked() {
             self.closed.store(true, Ordering::Release);
             return;
         }
@@ -251,7 +261,7 @@ impl Kqueue {
     /// `alias` is another fd of the same epoll instance (the C face keeps one), through which threads still
     /// blocked on it are woken.
     pub fn close_detached(&self, alias: RawFd) {
-        if self.fork_gen != fork_generation() {
+        if self.forked() {
             self.closed.store(true, Ordering::Release);
             return;
         }
@@ -793,7 +803,7 @@ impl Kqueue {
 
 impl Drop for Kqueue {
     fn drop(&mut self) {
-        if self.fork_gen != fork_generation() {
+        if self.forked() {
             // A kqueue inherited across fork(): its fds were closed by the fork handler (their numbers
             // may name the child's own files by now), and its state may have been copied in the middle
             // of another thread's change. Leak it untouched.

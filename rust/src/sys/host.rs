@@ -65,6 +65,13 @@ fn new_epoch() -> u64 {
     }
 }
 
+/// Where this process's fork epoch is kept, once it has one (read there, it is `fork_gen()` in this process
+/// and anything else in a fork child: 0 until the child asks for its own).
+pub fn epoch_cell() -> &'static AtomicU64 {
+    fork_gen();
+    &epoch_page().epoch
+}
+
 /// This process or an ancestor handed out an epoch before this one: kqrs state (locks, tables) may have
 /// been inherited from a parent.
 pub fn forked_from_kqrs() -> bool {
