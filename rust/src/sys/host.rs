@@ -37,6 +37,9 @@ static PAGE: AtomicPtr<Epoch> = AtomicPtr::new(std::ptr::null_mut());
 /// epoch is always above every epoch a kqrs object this process inherited can carry.
 static NEXT: AtomicU64 = AtomicU64::new(1);
 static HANDLERS: Once = Once::new();
+/// The first epoch of the oldest process in this line that used kqrs (a fork child inherits it): a process
+/// whose epoch differs was forked from one that used kqrs, and may hold its copied state.
+static ORIGIN: AtomicU64 = AtomicU64::new(0);
 
 /// The fork epoch of this process: it names the process kqrs objects were made in, so that one used in a
 /// fork child reads as closed. Different in a fork child from its parent's (and every ancestor's).
@@ -59,10 +62,12 @@ pub fn fork_gen() -> u64 {
 fn new_epoch() -> u64 {
     let page = epoch_page();
     let mine = NEXT.fetch_add(1, Ordering::SeqCst);
-    match page.epoch.compare_exchange(0, mine, Ordering::AcqRel, Ordering::Acquire) {
+    let epoch = match page.epoch.compare_exchange(0, mine, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => mine,
         Err(theirs) => theirs,
-    }
+    };
+    let _ = ORIGIN.compare_exchange(0, epoch, Ordering::AcqRel, Ordering::Acquire);
+    epoch
 }
 
 /// Where this process's fork epoch is kept, once it has one (read there, it is `fork_gen()` in this process
@@ -72,20 +77,30 @@ pub fn epoch_cell() -> &'static AtomicU64 {
     &epoch_page().epoch
 }
 
-/// This process or an ancestor handed out an epoch before this one: kqrs state (locks, tables) may have
-/// been inherited from a parent.
+/// This process was forked from one that used kqrs: kqrs state (locks, tables) may have been inherited
+/// from a parent, with threads holding it that do not exist here.
 pub fn forked_from_kqrs() -> bool {
-    fork_gen() > 1
+    let epoch = fork_gen();
+    ORIGIN.load(Ordering::Acquire) != epoch
 }
 
-/// The epoch page, made on first use (one page, MADV_WIPEONFORK; FALLBACK where the kernel refuses), and
-/// then the fork handlers registered (they need it: the prepare handler reads the epoch).
+/// The epoch page, made on first use (one page, MADV_WIPEONFORK; FALLBACK where the kernel refuses), after
+/// the fork handlers are registered. (The prepare handler reads the epoch only once kqrs owns an fd, which
+/// takes an epoch: it never gets here with the page missing, which would register handlers from inside a
+/// fork, under glibc's atfork lock.)
 pub(super) fn epoch_page() -> &'static Epoch {
     let p = PAGE.load(Ordering::Acquire);
     if !p.is_null() {
         // SAFETY: as in fork_gen.
         return unsafe { &*p };
     }
+    // The fork handlers first, the page after: everything that makes an fd or a kqueue asks for the epoch
+    // first, so none can exist, nor be forked, before the handlers that close it in the child.
+    HANDLERS.call_once(|| {
+        // SAFETY: the handlers are plain extern "C" fns with 'static lifetime. (A failure, ENOMEM, leaves
+        // fork children holding kqrs's fds, as with no handler at all; nothing else depends on them.)
+        let _ = unsafe { libc::pthread_atfork(Some(on_fork_prepare), None, Some(on_fork_child)) };
+    });
     let fallback = std::ptr::from_ref(&FALLBACK).cast_mut();
     let fresh = super::map_wiped_page().map_or(fallback, |q| q.as_ptr().cast());
     let page = match PAGE.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
@@ -97,11 +112,6 @@ pub(super) fn epoch_page() -> &'static Epoch {
             theirs
         }
     };
-    HANDLERS.call_once(|| {
-        // SAFETY: the handlers are plain extern "C" fns with 'static lifetime. (A failure, ENOMEM, leaves
-        // fork children holding kqrs's fds, as with no handler at all; nothing else depends on them.)
-        let _ = unsafe { libc::pthread_atfork(Some(on_fork_prepare), None, Some(on_fork_child)) };
-    });
     // SAFETY: as in fork_gen.
     unsafe { &*page }
 }
@@ -175,6 +185,7 @@ mod tests {
     fn a_fork_child_gets_a_fresh_epoch_above_its_parents() {
         let parent = fork_gen();
         assert_eq!(fork_gen(), parent, "an epoch is handed out once");
+        assert!(!forked_from_kqrs(), "the test process was not forked from one that used kqrs");
         let dead = super::super::dead_fd();
         assert!(matches!(dead, Ok(fd) if epoch_page().dead.load(Ordering::SeqCst) == fd + 1), "{dead:?}");
         // SAFETY: the child only reads and writes atomics, then leaves with _exit.

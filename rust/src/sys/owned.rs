@@ -40,7 +40,9 @@ fn freshen() {
         if cur != CLEARING
             && FORK.owned_gen.compare_exchange(cur, CLEARING, Ordering::AcqRel, Ordering::Acquire).is_ok()
         {
-            let max = OWNED_MAX.swap(-1, Ordering::SeqCst);
+            // The bits go before `OWNED_MAX` does (no thread tracks meanwhile: `track` waits here), so a
+            // child forked halfway through still has a `OWNED_MAX` that covers every bit left behind.
+            let max = OWNED_MAX.load(Ordering::SeqCst);
             if max >= 0 {
                 for w in &OWNED[..=(max as usize / 64)] {
                     if w.load(Ordering::Relaxed) != 0 {
@@ -48,6 +50,7 @@ fn freshen() {
                     }
                 }
             }
+            OWNED_MAX.store(-1, Ordering::SeqCst);
             FORK.owned_gen.store(gen, Ordering::Release);
             return;
         }
@@ -88,7 +91,8 @@ pub fn owned_fd_count() -> usize {
 /// process's fds only, so that the child handler can close what it lists without asking whose they are
 /// (asking would read the epoch page, which a fork child gets fresh: a page fault). Stale bits (a fork
 /// child that forks before it tracked an fd of its own) are cleared here, once. A bitmap another thread is
-/// clearing lists none of this process's fds yet (`track` waits for the clearing): the child skips it.
+/// clearing lists none of this process's fds yet (`track` waits for the clearing): the child skips it,
+/// and starts the clearing over itself (`close_owned_in_child`).
 pub fn owned_prepare_fork() {
     if OWNED_MAX.load(Ordering::SeqCst) < 0 {
         return;
@@ -99,14 +103,20 @@ pub fn owned_prepare_fork() {
     }
 }
 
-/// In a fork child: closes every fd kqrs owns. Async-signal-safe (atomic loads, close and close_range
+/// In a fork child: closes every fd kqrs owns. Async-signal-safe (atomics, close and close_range
 /// only). kqrs's fds mostly come in runs of consecutive numbers (a kqueue and its timer source, kqueues
 /// made one after another), and a run goes in one close_range(2) instead of a close(2) each.
 pub fn close_owned_in_child() {
-    let max = OWNED_MAX.load(Ordering::SeqCst);
     // The prepare handler made the bitmap the parent's own, unless another thread was clearing it then
-    // (and so had none of the parent's fds in it).
-    if max < 0 || FORK.owned_gen.load(Ordering::SeqCst) == CLEARING {
+    // (and so had none of the parent's fds in it yet). That thread does not exist here: the bitmap is
+    // marked stale again (a rare write), so that this process's own clearing starts over instead of waiting
+    // for it forever; `OWNED_MAX` still covers what is left to clear.
+    if FORK.owned_gen.load(Ordering::SeqCst) == CLEARING {
+        FORK.owned_gen.store(0, Ordering::SeqCst);
+        return;
+    }
+    let max = OWNED_MAX.load(Ordering::SeqCst);
+    if max < 0 {
         return;
     }
     // The run being gathered: [start, end) (start == end: none).
@@ -153,5 +163,58 @@ pub fn close(fd: RawFd) {
     // SAFETY: closing an fd number has no memory-safety effect; callers only close fds they own.
     unsafe {
         libc::close(fd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(fd: RawFd) -> bool {
+        OWNED[fd as usize / 64].load(Ordering::SeqCst) & (1 << (fd % 64)) != 0
+    }
+
+    /// A process forked while one of its parent's threads was clearing the bitmap (here: a child that
+    /// pretends so, with a stale bit for an fd number it has open) closes nothing of it, and its own first
+    /// `track` clears the leftovers instead of waiting forever for a thread that does not exist there.
+    /// Everything runs in forked children (atomics and syscalls only), so the test process's own bitmap is
+    /// never touched.
+    #[test]
+    fn a_child_forked_mid_clearing_closes_nothing_and_clears_it_itself() {
+        let _ = fork_gen(); // the fork handlers are registered with the first epoch
+                            // SAFETY: the child makes only syscalls and atomic operations, then leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let mut p = [-1; 2];
+            // SAFETY: p has room for the two fds.
+            let ok = unsafe { libc::pipe(p.as_mut_ptr()) } == 0;
+            let stale = p[0];
+            OWNED[stale as usize / 64].fetch_or(1 << (stale % 64), Ordering::SeqCst);
+            OWNED_MAX.fetch_max(stale, Ordering::SeqCst);
+            FORK.owned_gen.store(CLEARING, Ordering::SeqCst);
+            // SAFETY: as above.
+            let g = unsafe { libc::fork() };
+            if g == 0 {
+                // SAFETY: a hang below ends the grandchild with SIGALRM instead of the test run.
+                unsafe { libc::alarm(10) };
+                // SAFETY: fstat on an fd number, into a zeroed stat.
+                let open = unsafe { libc::fstat(stale, &mut std::mem::zeroed()) } == 0;
+                let mine = track(p[1]);
+                let code = if open && !listed(stale) && listed(mine) { 0 } else { 1 };
+                // SAFETY: ends the grandchild at once.
+                unsafe { libc::_exit(code) };
+            }
+            let mut status = 0;
+            // SAFETY: waits for the grandchild forked above.
+            let waited = g > 0 && unsafe { libc::waitpid(g, &mut status, 0) } == g;
+            let code = if ok && waited && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 { 0 } else { 1 };
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status:#x}");
     }
 }
