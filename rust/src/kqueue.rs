@@ -119,10 +119,8 @@ pub struct Kqueue {
     knotes_hint: AtomicUsize,
     /// Something is on the active queue (shared with the state; see `State::active_hint`).
     active_hint: Arc<AtomicBool>,
-    fork_gen: u64,
-    /// Where this process's fork epoch lives (sys/host.rs): read on every call, so one load from the kqueue
-    /// (and one from that page) tells a fork child's copy from the kqueue itself.
-    epoch: &'static AtomicU64,
+    /// The process the kqueue was made in (a fork child's copy reads as closed).
+    born: sys::ForkStamp,
     closed: AtomicBool,
     /// Threads inside the wait path that found no hazard slot of their own.
     slotless: AtomicUsize,
@@ -165,8 +163,7 @@ impl Kqueue {
             has_retired: AtomicBool::new(false),
             knotes_hint: AtomicUsize::new(0),
             active_hint,
-            fork_gen: fork_generation(),
-            epoch: sys::epoch_cell(),
+            born: sys::ForkStamp::now(),
             closed: AtomicBool::new(false),
             slotless: AtomicUsize::new(0),
             own_dup: AtomicI32::new(-1),
@@ -188,7 +185,7 @@ impl Kqueue {
     /// This is a fork child's copy of the kqueue (made in another process, an ancestor).
     #[inline]
     fn forked(&self) -> bool {
-        self.epoch.load(Ordering::Acquire) != self.fork_gen
+        self.born.forked()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

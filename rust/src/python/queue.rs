@@ -387,7 +387,7 @@ pub struct PyEventQueue {
     core: Arc<Core>,
     /// 0: unbounded.
     maxsize: usize,
-    fork_gen: u64,
+    born: crate::sys::ForkStamp,
 }
 
 impl PyEventQueue {
@@ -433,7 +433,7 @@ impl PyEventQueue {
     /// Inherited across fork(): reads as closed, and its lock is never taken.
     #[inline]
     fn is_forked(&self) -> bool {
-        self.fork_gen != crate::fork_generation()
+        self.born.forked()
     }
 
     #[inline]
@@ -647,7 +647,7 @@ impl PyEventQueue {
                 sleeps: AtomicU64::new(0),
             }),
             maxsize: maxsize.max(0) as usize,
-            fork_gen: crate::fork_generation(),
+            born: crate::sys::ForkStamp::now(),
         }
     }
 

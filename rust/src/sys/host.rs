@@ -70,11 +70,27 @@ fn new_epoch() -> u64 {
     epoch
 }
 
-/// Where this process's fork epoch is kept, once it has one (read there, it is `fork_gen()` in this process
-/// and anything else in a fork child: 0 until the child asks for its own).
-pub fn epoch_cell() -> &'static AtomicU64 {
-    fork_gen();
-    &epoch_page().epoch
+/// The process an object was made in, for objects that are checked on every call (a kqueue, an
+/// EventQueue): the epoch then, and where this process's epoch lives, so that the check is one load from
+/// the object and one from the epoch page (0 there, or a newer epoch, in a fork child).
+#[derive(Clone, Copy)]
+pub struct ForkStamp {
+    epoch: u64,
+    cell: &'static AtomicU64,
+}
+
+impl ForkStamp {
+    /// This process, now.
+    pub fn now() -> ForkStamp {
+        let epoch = fork_gen();
+        ForkStamp { epoch, cell: &epoch_page().epoch }
+    }
+
+    /// The object was made in another process (an ancestor of this fork child).
+    #[inline]
+    pub fn forked(&self) -> bool {
+        self.cell.load(Ordering::Acquire) != self.epoch
+    }
 }
 
 /// This process was forked from one that used kqrs: kqrs state (locks, tables) may have been inherited

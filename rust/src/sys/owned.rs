@@ -181,8 +181,9 @@ mod tests {
     /// never touched.
     #[test]
     fn a_child_forked_mid_clearing_closes_nothing_and_clears_it_itself() {
-        let _ = fork_gen(); // the fork handlers are registered with the first epoch
-                            // SAFETY: the child makes only syscalls and atomic operations, then leaves with _exit.
+        // the fork handlers are registered with the first epoch
+        let _ = fork_gen();
+        // SAFETY: the child makes only syscalls and atomic operations, then leaves with _exit.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {

@@ -43,6 +43,13 @@ pub fn wipeonfork_supported() -> bool {
 /// A fresh private anonymous read-write mapping of `len` bytes, marked MADV_WIPEONFORK where the kernel
 /// can; None when the kernel refuses.
 fn map(len: usize) -> Option<NonNull<u8>> {
+    let p = map_plain(len)?;
+    mark(p, len);
+    Some(p)
+}
+
+/// A fresh private anonymous read-write mapping of `len` bytes, unmarked; None when the kernel refuses.
+fn map_plain(len: usize) -> Option<NonNull<u8>> {
     // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing: it aliases nothing.
     let p = unsafe {
         libc::mmap(
@@ -57,9 +64,7 @@ fn map(len: usize) -> Option<NonNull<u8>> {
     if p == libc::MAP_FAILED {
         return None;
     }
-    let p = NonNull::new(p.cast())?;
-    mark(p, len);
-    Some(p)
+    NonNull::new(p.cast())
 }
 
 /// Marks a mapping made by `map` MADV_WIPEONFORK; whether the kernel took it.
@@ -140,7 +145,7 @@ fn unmap(p: NonNull<u8>, len: usize) {
 /// One zeroed page of its own that a fork child gets zero-filled (MADV_WIPEONFORK) for the fork epoch
 /// (host.rs); None where the kernel cannot mark it so (nothing stays mapped then).
 pub fn map_wiped_page() -> Option<NonNull<u8>> {
-    let p = map(PAGE)?;
+    let p = map_plain(PAGE)?;
     if mark(p, PAGE) {
         Some(p)
     } else {
