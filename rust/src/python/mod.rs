@@ -526,7 +526,7 @@ fn kevent_py_general(
         match res {
             Err(Errno(libc::EINTR)) => {
                 py.check_signals()?;
-                res = py.detach(|| kq.collect(out, slice(wait)));
+                res = py.detach(|| kq.collect_shared(out, slice(wait)));
             }
             Ok(0) if sliced && !expired(wait) => {
                 // A signal that came between two slices interrupted no wait: its handlers run now (an
@@ -535,7 +535,7 @@ fn kevent_py_general(
                 if kq.closed_behind() {
                     return Err(os_error(Errno(libc::EBADF)));
                 }
-                res = py.detach(|| kq.collect(out, slice(wait)));
+                res = py.detach(|| kq.collect_shared(out, slice(wait)));
             }
             r => return r.map_err(|e| map_err(kq, e)),
         }
