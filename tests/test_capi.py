@@ -58,6 +58,8 @@ CHECKS = [
     "close_gives_fds_back",
     "fork_child",
     "bad_input",
+    "buffers_checked_once",
+    "reused_number",
     "cancel",
     "sockets",
     "regular_file",

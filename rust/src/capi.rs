@@ -12,6 +12,7 @@
 //! Bad input never crashes: a negative count is EINVAL, a pointer the kernel cannot read or write EFAULT
 //! (checked the first time a thread hands a region over: `sys::user_kevents_in`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::kqueue::{fork_generation, Kqueue, Step, Wait};
@@ -27,6 +28,14 @@ struct Entry {
 /// Every kqueue handed out, by fd number (one process-wide table, like the kernel's).
 static TABLE: Mutex<(u64, Vec<Option<Entry>>)> = Mutex::new((0, Vec::new()));
 
+/// Bumped, with the table locked, each time an entry of it is added, removed or replaced: a thread's
+/// last lookup (`CallState::last`) stands while this has not moved.
+static TABLE_GEN: AtomicU64 = AtomicU64::new(1);
+
+fn table_changed() {
+    TABLE_GEN.fetch_add(1, Ordering::AcqRel);
+}
+
 fn table() -> MutexGuard<'static, (u64, Vec<Option<Entry>>)> {
     let mut t = TABLE.lock().unwrap_or_else(|p| p.into_inner());
     let gen = fork_generation();
@@ -37,6 +46,7 @@ fn table() -> MutexGuard<'static, (u64, Vec<Option<Entry>>)> {
             std::mem::forget(e);
         }
         t.0 = gen;
+        table_changed();
     }
     t
 }
@@ -56,6 +66,7 @@ fn reclaim(t: &mut (u64, Vec<Option<Entry>>)) {
     for slot in t.1.iter_mut() {
         if slot.as_ref().is_some_and(|e| !alive(e)) {
             if let Some(e) = slot.take() {
+                table_changed();
                 free(e);
             }
         }
@@ -86,6 +97,7 @@ fn make() -> Result<RawFd, Errno> {
     let kq = Arc::new(kq);
     crate::registry::register(&kq);
     t.1[fd as usize] = Some(Entry { kq });
+    table_changed();
     Ok(fd)
 }
 
@@ -101,14 +113,44 @@ fn check_fd(fd: i32) {
     if let Some(slot) = t.1.get_mut(fd as usize) {
         if slot.as_ref().is_some_and(|e| !alive(e)) {
             if let Some(e) = slot.take() {
+                table_changed();
                 free(e);
             }
         }
     }
 }
 
+/// What a thread keeps from one kevent() call to the next: the changelist copied in and the events before
+/// they are copied out (a call allocates nothing once they have grown to the sizes it needs), and the
+/// kqueue its last call used.
+#[derive(Default)]
+struct CallState {
+    changes: Vec<Kevent>,
+    out: Vec<Kevent>,
+    last: Option<Last>,
+}
+
+/// A thread's last table lookup: valid while `TABLE_GEN` still reads `gen`. (A kqueue freed since is kept
+/// in memory, its fds closed, until the thread's next call replaces it.)
+struct Last {
+    fd: i32,
+    gen: u64,
+    kq: Arc<Kqueue>,
+}
+
 thread_local! {
-    static CHANGES: std::cell::RefCell<Vec<Kevent>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Taken for the length of a call and put back after it (a signal handler calling kevent() meanwhile
+    /// finds it empty and makes its own). No closure holds it, so the call stays in one frame.
+    static STATE: std::cell::Cell<CallState> =
+        const { std::cell::Cell::new(CallState { changes: Vec::new(), out: Vec::new(), last: None }) };
+}
+
+/// `out` resized to `n` events (contents unspecified: the engine writes what it returns before it is read).
+fn room_in(out: &mut Vec<Kevent>, n: usize) -> &mut [Kevent] {
+    if out.len() < n {
+        out.resize(n, Kevent::default());
+    }
+    &mut out[..n]
 }
 
 /// What a kevent() call does next (see `sys::c_entry::kevent`): plain values only, so the frame that waits
@@ -163,14 +205,30 @@ fn finish(
 /// How long a blocked kevent() sleeps before it checks that its kqueue was not closed (see `finish`).
 const CLOSE_CHECK_MS: i32 = 1000;
 
-fn entry_of(fd: i32) -> Option<(Arc<Kqueue>, RawFd)> {
-    let t = table();
-    let kq = t.1.get(usize::try_from(fd).ok()?)?.as_ref()?.kq.clone();
+/// The kqueue C calls `fd` and the alias its waits use: `last` when the table has not changed since this
+/// thread looked it up (no lock, no reference count), else from the table, remembered in `last`.
+#[inline(always)]
+fn entry_of(fd: i32, last: &mut Option<Last>) -> Option<(&Kqueue, RawFd)> {
+    let gen = TABLE_GEN.load(Ordering::Acquire);
+    if !matches!(last, Some(l) if l.fd == fd && l.gen == gen) {
+        *last = None;
+        *last = lookup(fd);
+    }
+    let kq: &Kqueue = &last.as_ref()?.kq;
     let alias = kq.watch_own_fd().ok()?;
     Some((kq, alias))
 }
 
+#[inline(never)]
+fn lookup(fd: i32) -> Option<Last> {
+    let t = table();
+    let gen = TABLE_GEN.load(Ordering::Acquire); // (bumped only with the table locked)
+    let kq = t.1.get(usize::try_from(fd).ok()?)?.as_ref()?.kq.clone();
+    Some(Last { fd, gen, kq })
+}
+
 /// The first step of kevent(): checks the arguments, applies the changes, polls.
+#[inline(always)]
 pub(crate) fn begin(
     fd: i32,
     changelist: usize,
@@ -193,19 +251,30 @@ pub(crate) fn begin(
             Err(e) => return done(Err(e)),
         }
     };
-    let Some((kq, alias)) = entry_of(fd) else { return done(Err(Errno(libc::EBADF))) };
-    let mut out = vec![Kevent::default(); room(&kq, nevents as usize, nchanges as usize)];
-    let r = CHANGES.with(|cell| -> sys::Result<Step> {
-        let mut guard = cell.try_borrow_mut().ok();
-        let mut fresh = Vec::new();
-        let changes = match guard.as_deref_mut() {
-            Some(v) => v,
-            None => &mut fresh, // a signal handler calling kevent() during a kevent() call
-        };
-        sys::user_kevents_in(changelist, nchanges as usize, changes)?;
-        kq.begin_step(changes, &mut out, wait, alias)
-    });
-    finish(fd, &kq, r, &mut out, eventlist, nevents as usize, wait)
+    let mut state = STATE.take();
+    let step = begin_in(&mut state, fd, changelist, nchanges, eventlist, nevents, wait);
+    STATE.set(state);
+    step
+}
+
+#[inline(always)]
+fn begin_in(
+    state: &mut CallState,
+    fd: i32,
+    changelist: usize,
+    nchanges: i32,
+    eventlist: usize,
+    nevents: i32,
+    wait: Wait,
+) -> CStep {
+    let CallState { changes, out, last } = state;
+    let Some((kq, alias)) = entry_of(fd, last) else { return done(Err(Errno(libc::EBADF))) };
+    let out = room_in(out, room(kq, nevents as usize, nchanges as usize));
+    let r = match sys::user_kevents_in(changelist, nchanges as usize, changes) {
+        Ok(()) => kq.begin_step(changes, out, wait, alias),
+        Err(e) => Err(e),
+    };
+    finish(fd, kq, r, out, eventlist, nevents as usize, wait)
 }
 
 /// The step after a wait: harvests what the wait got (`got`, or `err` from epoll_wait).
@@ -218,10 +287,18 @@ pub(crate) fn resume(fd: i32, got: &[sys::EpollEvent], err: i32, eventlist: usiz
         check_fd(fd); // closed by another thread during the wait: freed now, and this call fails
         return done(Err(Errno(libc::EBADF)));
     }
-    let Some((kq, alias)) = entry_of(fd) else { return done(Err(Errno(libc::EBADF))) };
-    let mut out = vec![Kevent::default(); room(&kq, nevents.max(0) as usize, 0)];
-    let r = kq.resume_step(&mut out, wait, got, alias);
-    finish(fd, &kq, r, &mut out, eventlist, nevents.max(0) as usize, wait)
+    let mut state = STATE.take();
+    let CallState { out, last, .. } = &mut state;
+    let step = match entry_of(fd, last) {
+        Some((kq, alias)) => {
+            let out = room_in(out, room(kq, nevents.max(0) as usize, 0));
+            let r = kq.resume_step(out, wait, got, alias);
+            finish(fd, kq, r, out, eventlist, nevents.max(0) as usize, wait)
+        }
+        None => done(Err(Errno(libc::EBADF))),
+    };
+    STATE.set(state);
+    step
 }
 
 /// `kqueue()` for the entry point in sys.rs.

@@ -399,6 +399,7 @@ impl Kqueue {
     /// `Ok(Step::Done(n))` when the call is over; `Ok(Step::Wait(..))` when it must wait: the caller waits
     /// on that epoll fd (publishing `id()` in a hazard slot meanwhile) and hands what it got to
     /// `resume_step`. `alias` is another fd of this kqueue's epoll, used when its own number may be gone.
+    #[inline(always)]
     pub fn begin_step(&self, changes: &[Kevent], events: &mut [Kevent], wait: Wait, alias: RawFd) -> Result<Step> {
         if !changes.is_empty() {
             match self.apply_then_collect(changes, events)? {
@@ -415,7 +416,9 @@ impl Kqueue {
         self.resume_step(events, wait, &[], alias)
     }
 
-    /// Harvests what the caller's wait got (`prefetched`), then polls; see `begin_step`.
+    /// Harvests what the caller's wait got (`prefetched`), then polls; see `begin_step`. (Inlined, with
+    /// `begin_step`, into the C face's frame: see `poll_ready`.)
+    #[inline(always)]
     pub fn resume_step(
         &self,
         events: &mut [Kevent],
@@ -423,13 +426,17 @@ impl Kqueue {
         prefetched: &[sys::EpollEvent],
         alias: RawFd,
     ) -> Result<Step> {
-        let guard = hazard::enter(self.id, &self.slotless);
-        if self.is_closed() {
-            return Err(errno(libc::EBADF));
-        }
-        let r = self.collect_in(events, Wait::Poll, prefetched);
-        self.leave(guard);
-        let n = r?;
+        let n = if prefetched.is_empty() && !events.is_empty() {
+            self.poll(events)? // (the common C call, a poll: `collect`'s fast path)
+        } else {
+            let guard = hazard::enter(self.id, &self.slotless);
+            if self.is_closed() {
+                return Err(errno(libc::EBADF));
+            }
+            let r = self.collect_in(events, Wait::Poll, prefetched);
+            self.leave(guard);
+            r?
+        };
         if n > 0 || wait == Wait::Poll {
             return Ok(Step::Done(n));
         }

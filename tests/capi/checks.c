@@ -7,15 +7,20 @@
 #include <sys/event.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -228,6 +233,62 @@ static void check_bad_input(void) {
     close(kq);
 }
 
+/* A loop that hands kevent() the same changelist, timeout and eventlist every call has the kernel check them
+ * (process_vm_readv/writev, kqrs's way to EFAULT instead of a crash) once; later calls copy them directly. A
+ * seccomp filter makes those syscalls fail after the first calls: the loop must not notice, and a new
+ * buffer must (so the filter is known to bite). */
+static void check_buffers_checked_once(void) {
+    int kq = kqueue();
+    struct kevent ch, ev;
+    struct timespec zero = { 0, 0 };
+    add(kq, 1, EVFILT_USER, EV_ADD | EV_CLEAR, 0, 0);
+    EV_SET(&ch, 1, EVFILT_USER, 0, NOTE_TRIGGER, 0, NULL);
+    CHECK(kevent(kq, &ch, 1, &ev, 1, &zero) == 1 && ev.ident == 1, "the first trigger");
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_readv, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_writev, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+    };
+    struct sock_fprog prog = { sizeof code / sizeof code[0], code };
+    CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, "PR_SET_NO_NEW_PRIVS");
+    CHECK(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0, "seccomp filter");
+    for (int i = 0; i < 1000; i++) {
+        CHECK(kevent(kq, &ch, 1, &ev, 1, &zero) == 1 && ev.ident == 1, "trigger %d: the buffers were checked again", i);
+        CHECK(kevent(kq, NULL, 0, &ev, 1, &zero) == 0, "poll %d: the buffers were checked again", i);
+    }
+    struct kevent fresh[2];
+    errno = 0;
+    CHECK(kevent(kq, &ch, 1, &fresh[1], 1, &zero) == -1 && errno == ENOSYS, "a new eventlist was not checked");
+    close(kq);
+}
+
+/* A kqueue closed with close(2) whose number the next kqueue() gets: calls on that number reach the new
+ * kqueue, in the thread that used the old one (which remembers its last kqueue) as in another. */
+static void *poll_reused(void *arg) {
+    struct kevent ev;
+    int n = kevent(*(int *) arg, NULL, 0, &ev, 1, &(struct timespec){ 0, 0 });
+    return (void *) (intptr_t) (n == 1 && ev.ident == 2 ? 1 : 0);
+}
+
+static void check_reused_number(void) {
+    int old = kqueue();
+    add(old, 1, EVFILT_USER, EV_ADD, NOTE_TRIGGER, 0);
+    struct kevent ev;
+    CHECK(wait_one(old, &ev, 0) == 1 && ev.ident == 1, "the old kqueue's event");
+    close(old);
+    int kq = kqueue();
+    CHECK(kq == old, "kqueue() did not reuse the number (%d, was %d)", kq, old);
+    CHECK(wait_one(kq, &ev, 0) == 0, "the new kqueue reports the old one's event");
+    add(kq, 2, EVFILT_USER, EV_ADD, NOTE_TRIGGER, 0);
+    pthread_t t;
+    void *ok = NULL;
+    CHECK(pthread_create(&t, NULL, poll_reused, &kq) == 0 && pthread_join(t, &ok) == 0 && ok, "another thread");
+    CHECK(wait_one(kq, &ev, 0) == 1 && ev.ident == 2, "this thread");
+    close(kq);
+}
+
 static void *blocked_waiter(void *arg) {
     struct kevent ev;
     kevent(*(int *) arg, NULL, 0, &ev, 1, NULL);
@@ -317,6 +378,8 @@ static const struct { const char *name; void (*fn)(void); } CHECKS[] = {
     { "close_gives_fds_back", check_close_gives_fds_back },
     { "fork_child", check_fork_child },
     { "bad_input", check_bad_input },
+    { "buffers_checked_once", check_buffers_checked_once },
+    { "reused_number", check_reused_number },
     { "cancel", check_cancel },
     { "sockets", check_sockets },
     { "regular_file", check_regular_file },

@@ -35,6 +35,11 @@ pub extern "C-unwind" fn kevent(
 ) -> libc::c_int {
     let state = cancel_disable();
     let mut step = capi::begin(kq, changelist as usize, nchanges, eventlist as usize, nevents, timeout as usize);
+    if let CStep::Done(r) = step {
+        // The common call (changes applied, or a poll): no wait, so no wait buffer to set up.
+        cancel_restore(state);
+        return r;
+    }
     let mut buf = [EpollEvent { events: 0, u64: 0 }; 64];
     loop {
         match step {

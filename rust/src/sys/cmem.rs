@@ -7,24 +7,41 @@
 
 use super::{getpid, Errno, Result};
 
-thread_local! {
-    /// The last regions this thread handed over that proved readable / writable: (address, length).
-    static CHECKED: std::cell::Cell<[(usize, usize); 2]> = const { std::cell::Cell::new([(0, 0); 2]) };
+/// What a region handed over by a C caller is for: each use remembers its own last region, so that a caller
+/// passing the same changelist, timeout and eventlist every call has them all checked once.
+#[derive(Clone, Copy)]
+enum Use {
+    Changes = 0,
+    Timeout = 1,
+    Events = 2,
 }
 
-fn checked(ptr: usize, len: usize, write: bool) -> bool {
+thread_local! {
+    /// The last region this thread handed over for each `Use` that proved readable (changes, timeout) or
+    /// writable (events): (address, length).
+    static CHECKED: std::cell::Cell<[(usize, usize); 3]> = const { std::cell::Cell::new([(0, 0); 3]) };
+}
+
+fn checked(ptr: usize, len: usize, what: Use) -> bool {
     CHECKED.with(|c| {
-        let (p, l) = c.get()[usize::from(write)];
+        let (p, l) = c.get()[what as usize];
         p != 0 && ptr >= p && ptr.saturating_add(len) <= p + l
     })
 }
 
-fn remember(ptr: usize, len: usize, write: bool) {
+/// Asks the kernel whether `len` bytes at `ptr` can be used as `what` needs (unless this thread's last
+/// region for `what` covers them), and remembers them.
+fn check(ptr: usize, len: usize, what: Use) -> Result<()> {
+    if checked(ptr, len, what) {
+        return Ok(());
+    }
+    probe_user(ptr, len, matches!(what, Use::Events))?;
     CHECKED.with(|c| {
         let mut v = c.get();
-        v[usize::from(write)] = (ptr, len);
+        v[what as usize] = (ptr, len);
         c.set(v);
     });
+    Ok(())
 }
 
 /// Whether `len` bytes at `ptr` can be read (`write` false) or written, asked of the kernel.
@@ -68,10 +85,7 @@ pub fn user_kevents_in(ptr: usize, n: usize, out: &mut Vec<crate::Kevent>) -> Re
         return Ok(());
     }
     let len = n.checked_mul(std::mem::size_of::<crate::Kevent>()).ok_or(Errno(libc::EINVAL))?;
-    if !checked(ptr, len, false) {
-        probe_user(ptr, len, false)?;
-        remember(ptr, len, false);
-    }
+    check(ptr, len, Use::Changes)?;
     out.reserve(n);
     // SAFETY: the kernel proved `len` bytes at `ptr` readable (now or in an earlier call on this thread);
     // Kevent is plain old data with no invalid bit patterns, copied byte-wise so alignment does not matter.
@@ -95,10 +109,7 @@ pub fn user_kevents_out(ptr: usize, cap: usize, events: &[crate::Kevent]) -> Res
         return Ok(());
     }
     let room = n * std::mem::size_of::<crate::Kevent>();
-    if !checked(ptr, room, true) {
-        probe_user(ptr, room, true)?;
-        remember(ptr, room, true);
-    }
+    check(ptr, room, Use::Events)?;
     // SAFETY: the kernel proved `room` bytes at `ptr` writable; we write at most n <= cap kevents, byte-wise.
     unsafe {
         std::ptr::copy_nonoverlapping(
@@ -113,11 +124,9 @@ pub fn user_kevents_out(ptr: usize, cap: usize, events: &[crate::Kevent]) -> Res
 /// A C caller's `struct timespec` at `ptr` as (seconds, nanoseconds) (EFAULT for memory it cannot read).
 pub fn user_timespec(ptr: usize) -> Result<(i64, i64)> {
     let len = std::mem::size_of::<libc::timespec>();
-    if !checked(ptr, len, false) {
-        probe_user(ptr, len, false)?;
-    }
+    check(ptr, len, Use::Timeout)?;
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `len` bytes at `ptr` are readable (just checked); copied byte-wise into a local timespec.
+    // SAFETY: `len` bytes at `ptr` are readable (checked now or in an earlier call on this thread); copied byte-wise into a local timespec.
     unsafe {
         std::ptr::copy_nonoverlapping(ptr as *const u8, (&mut ts as *mut libc::timespec).cast::<u8>(), len);
     }
