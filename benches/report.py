@@ -3,10 +3,11 @@
     python benches/report.py --out RESULTS.md --command "..." [--chart SVG] [--commit SHA] [--dirty]
                              [--require-clean] [--smoke] RUNDIR [RUNDIR ...]
 
-Each RUNDIR holds bench.json (pytest-benchmark --benchmark-json), metrics.json (the `record` fixture)
-and engine.json (benches/engine.rs). Every row is kqrs / alternative, or a value (bytes, fds, threads);
-lower is better for kqrs. A row with a target is "met" when the ratio (or value) is at or under it in every
-run, "missed" when over it in every run, "mixed" otherwise. Every row is written, losses included.
+Each RUNDIR holds bench.json (pytest-benchmark --benchmark-json), metrics.json (the `record` fixture),
+engine.json (benches/engine.rs) and capi.json (benches/capi.c). Every row is kqrs / alternative, or a value
+(bytes, fds, threads); lower is better for kqrs. A row with a target is "met" when the ratio (or value) is at
+or under it in every run, "missed" when over it in every run, "mixed" otherwise. Every row is written, losses
+included.
 
 The chart has one horizontal bar per row with a target: the ratio of the worst run against the target
 (a tick), green when met, red when missed, amber when mixed; values (bytes, fds, threads) in a panel of
@@ -571,6 +572,34 @@ def _rows() -> list[Row]:
             "ns",
         )
     )
+    # -- the C face (kqrs's libkqueue.so.0, from a C program: benches/capi.c)
+    a(
+        Row(
+            "capi.empty",
+            "C face: `kevent()` timeout 0, nothing ready vs `epoll_wait` on an epoll with nothing ready",
+            "capi.empty/kqrs",
+            "capi.empty/base",
+            "ns",
+        )
+    )
+    a(
+        Row(
+            "capi.one_ready_data",
+            "C face: one ready socket with `data` vs `epoll_wait` + FIONREAD",
+            "capi.one_ready_data/kqrs",
+            "capi.one_ready_data/base",
+            "ns",
+        )
+    )
+    a(
+        Row(
+            "capi.user",
+            "C face: USER trigger + retrieve in one `kevent()` vs eventfd write + `epoll_wait` + read",
+            "capi.user/kqrs",
+            "capi.user/base",
+            "ns",
+        )
+    )
     return r
 
 
@@ -598,12 +627,13 @@ def load_run(d: str) -> dict[str, float]:
     if os.path.exists(p):
         with open(p) as f:
             vals.update(json.load(f)["metrics"])  # interleaved medians win over the per-side benchmarks
-    p = os.path.join(d, "engine.json")
-    if os.path.exists(p):
-        with open(p) as f:
-            for k, v in json.load(f).items():
-                vals[f"{k}/kqrs"] = v["kqrs_ns"]
-                vals[f"{k}/base"] = v["base_ns"]
+    for name in ("engine.json", "capi.json"):  # the same shape: {key: {kqrs_ns, base_ns, ...}}
+        p = os.path.join(d, name)
+        if os.path.exists(p):
+            with open(p) as f:
+                for k, v in json.load(f).items():
+                    vals[f"{k}/kqrs"] = v["kqrs_ns"]
+                    vals[f"{k}/base"] = v["base_ns"]
     return vals
 
 
@@ -972,6 +1002,12 @@ def main() -> None:
         "1.00 on free-threaded CPython (the table shows the one of the interpreter measured). In "
         "`queue.asyncio` the producer thread runs ahead, so most `async_get()`s find an item waiting; "
         "`queue.asyncio.pingpong` is the case where every item has to wake the loop.",
+        "- C face rows (`capi.*`, no targets): benches/capi.c, a C program built against the libkqueue.so.0 "
+        "built from the same tree, against the same calls made directly (glibc's wrappers). What a C call "
+        "adds to the engine's: two `pthread_setcancelstate` calls (thread cancellation is off while kqrs "
+        "works, so a cancellation point cannot unwind through it) and thread-local lookups through "
+        "`__tls_get_addr` (a shared library's thread-locals). Until December 2026 every C call also checked "
+        "its timeout with two syscalls and allocated its event buffer (an empty poll cost 10x `epoll_wait`).",
         "- Process exits: children are forks blocked on one pipe (released by closing it) that `_exit(0)`; "
         "per-exit rows time one more child's release → its event. `proc.asyncio` on Python 3.11 uses asyncio's "
         "ThreadedChildWatcher (a thread per child); 3.12+ uses pidfds.",

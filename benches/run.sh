@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every kqrs benchmark (the Rust engine bench and the pytest-benchmark suites) and writes a markdown
+# Runs every kqrs benchmark (the Rust engine bench, the C face's bench and the pytest-benchmark suites) and
+# writes a markdown
 # table of kqrs / alternative ratios to benches/RESULTS.md, with a chart of every ratio against its target
 # (benches/results.svg).
 #
@@ -82,12 +83,24 @@ else
   BENCH_OPTS=(--benchmark-min-rounds=100 --benchmark-max-time=0.5 --benchmark-min-time=0.0002 --benchmark-warmup=on)
 fi
 
+# The C face: kqrs's libkqueue.so.0 built from this tree (a smoke run may reuse the one tests/run-all.sh
+# installed, KQRS_CAPI_DIR), and benches/capi.c linked against it as a C program would be.
+CAPI=${KQRS_CAPI_DIR:-}
+if [ "$SMOKE" = 0 ] || [ -z "$CAPI" ]; then
+  CAPI="$WORK/capi"
+  echo "== building kqrs's C library into $CAPI"
+  bash scripts/build-capi.sh "$CAPI" >/dev/null
+fi
+cc -O2 -I"$CAPI/include/kqueue" benches/capi.c -L"$CAPI/lib" -Wl,-rpath,"$CAPI/lib" -lkqueue -o "$WORK/capi-bench"
+
 DIRS=()
 for i in $(seq 1 "$RUNS"); do
   D="$WORK/run$i"
   mkdir -p "$D"
   echo "== run $i/$RUNS: engine (cargo bench --bench engine)"
   KQRS_BENCH_ENGINE_JSON="$D/engine.json" cargo bench --quiet --bench engine -- $([ "$SMOKE" = 1 ] && echo --smoke)
+  echo "== run $i/$RUNS: C face (benches/capi.c)"
+  "$WORK/capi-bench" "$D/capi.json" $([ "$SMOKE" = 1 ] && echo --smoke)
   echo "== run $i/$RUNS: Python suites (pytest benches/)"
   KQRS_BENCH_METRICS="$D/metrics.json" "$PY" -m pytest benches -q -p no:cacheprovider -o addopts="" \
     --benchmark-disable-gc --benchmark-json="$D/bench.json" --benchmark-columns=median,iqr,rounds \
