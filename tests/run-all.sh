@@ -18,8 +18,9 @@ PYO3_PYTHON=${PYTHON:-python3} cargo clippy --quiet --all-targets --all-features
 .venv-style/bin/ruff check .
 .venv-style/bin/ruff format --check .
 
-phase "cargo test (engine alone, no Python)"
+phase "cargo test (engine alone, no Python; then the library's unit tests with the C face built in)"
 cargo test --quiet
+cargo test --quiet --features capi --lib
 
 phase "the C library (libkqueue.so.0), and libkqueue's own test suite against it"
 CAPI_DIR=$PWD/.capi

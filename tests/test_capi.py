@@ -57,6 +57,7 @@ CHECKS = [
     "signal_handler_still_runs",
     "close_gives_fds_back",
     "fork_child",
+    "fork_child_busy_parent",
     "bad_input",
     "buffers_checked_once",
     "reused_number",

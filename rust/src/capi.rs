@@ -12,7 +12,8 @@
 //! Bad input never crashes: a negative count is EINVAL, a pointer the kernel cannot read or write EFAULT
 //! (checked the first time a thread hands a region over: `sys::user_kevents_in`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::kqueue::{fork_generation, Kqueue, Step, Wait};
@@ -25,27 +26,26 @@ struct Entry {
     kq: Arc<Kqueue>,
 }
 
-/// Every kqueue handed out, by fd number (one process-wide table, like the kernel's).
-static TABLE: Mutex<(u64, Vec<Option<Entry>>)> = Mutex::new((0, Vec::new()));
+type Table = Vec<Option<Entry>>;
 
-/// Bumped, with the table locked, each time an entry of it is added, removed or replaced: a thread's
-/// last lookup (`CallState::last`) stands while this has not moved.
+/// Every kqueue handed out, by fd number (one process-wide table, like the kernel's). A fork child starts
+/// a table of its own: the parent's kqueues are closed there (their duplicates were closed by the fork
+/// handler), and the parent's table is left untouched, its lock too, which another of the parent's threads
+/// may have held at fork time.
+static TABLE: sys::EpochCell<Mutex<Table>> = sys::EpochCell::new();
+
+/// Bumped, with the table locked, each time an entry of it is added, removed or replaced (and when a fork
+/// child starts its table): a thread's last lookup (`CallState::last`) stands while this has not moved.
 static TABLE_GEN: AtomicU64 = AtomicU64::new(1);
 
 fn table_changed() {
     TABLE_GEN.fetch_add(1, Ordering::AcqRel);
 }
 
-fn table() -> MutexGuard<'static, (u64, Vec<Option<Entry>>)> {
-    let mut t = TABLE.lock().unwrap_or_else(|p| p.into_inner());
-    let gen = fork_generation();
-    if t.0 != gen {
-        // A fork child: the parent's kqueues are closed here (and their duplicates were closed by the fork
-        // handler); forget them without touching their state (copied mid-flight, maybe).
-        for e in t.1.drain(..).flatten() {
-            std::mem::forget(e);
-        }
-        t.0 = gen;
+fn table() -> MutexGuard<'static, Table> {
+    let (t, made) = TABLE.get(|| Mutex::new(Vec::new()));
+    let t = t.lock().unwrap_or_else(|p| p.into_inner());
+    if made {
         table_changed();
     }
     t
@@ -62,8 +62,8 @@ fn free(e: Entry) {
 }
 
 /// Frees every kqueue whose fd was closed (or reused) behind kqrs's back.
-fn reclaim(t: &mut (u64, Vec<Option<Entry>>)) {
-    for slot in t.1.iter_mut() {
+fn reclaim(t: &mut Table) {
+    for slot in t.iter_mut() {
         if slot.as_ref().is_some_and(|e| !alive(e)) {
             if let Some(e) = slot.take() {
                 table_changed();
@@ -88,15 +88,15 @@ fn make() -> Result<RawFd, Errno> {
     // The number is the caller's to close: not kqrs's to close in a fork child (see the module doc).
     sys::untrack(fd);
     let mut t = table();
-    if t.1.len() <= fd as usize {
-        t.1.resize_with(fd as usize + 1, || None);
+    if t.len() <= fd as usize {
+        t.resize_with(fd as usize + 1, || None);
     }
-    if let Some(old) = t.1[fd as usize].take() {
+    if let Some(old) = t[fd as usize].take() {
         free(old); // its fd was closed: this kqueue has its number now
     }
     let kq = Arc::new(kq);
     crate::registry::register(&kq);
-    t.1[fd as usize] = Some(Entry { kq });
+    t[fd as usize] = Some(Entry { kq });
     table_changed();
     Ok(fd)
 }
@@ -104,13 +104,13 @@ fn make() -> Result<RawFd, Errno> {
 /// Whether `fd` still names the kqueue kqrs handed out as `fd` (false once it was closed or reused).
 fn fd_still_kqueue(fd: i32) -> bool {
     let t = table();
-    t.1.get(fd as usize).and_then(|e| e.as_ref()).is_some_and(alive)
+    t.get(fd as usize).and_then(|e| e.as_ref()).is_some_and(alive)
 }
 
 /// After a call on `fd` failed with EBADF or EINVAL: if its fd was closed or reused, free the kqueue.
 fn check_fd(fd: i32) {
     let mut t = table();
-    if let Some(slot) = t.1.get_mut(fd as usize) {
+    if let Some(slot) = t.get_mut(fd as usize) {
         if slot.as_ref().is_some_and(|e| !alive(e)) {
             if let Some(e) = slot.take() {
                 table_changed();
@@ -130,19 +130,54 @@ struct CallState {
     last: Option<Last>,
 }
 
-/// A thread's last table lookup: valid while `TABLE_GEN` still reads `gen`. (A kqueue freed since is kept
-/// in memory, its fds closed, until the thread's next call replaces it.)
+/// A thread's last table lookup: valid while `TABLE_GEN` still reads `gen` in the fork epoch it was made
+/// in. (A kqueue freed since is kept in memory, its fds closed, until the thread's next call replaces it.)
 struct Last {
     fd: i32,
     gen: u64,
+    epoch: u64,
     kq: Arc<Kqueue>,
 }
 
+/// Buffers above this many events are not kept for the next call.
+const KEEP_EVENTS: usize = 4096;
+
 thread_local! {
-    /// Taken for the length of a call and put back after it (a signal handler calling kevent() meanwhile
-    /// finds it empty and makes its own). No closure holds it, so the call stays in one frame.
-    static STATE: std::cell::Cell<CallState> =
-        const { std::cell::Cell::new(CallState { changes: Vec::new(), out: Vec::new(), last: None }) };
+    /// Taken for the length of a call and put back after it. No closure holds it, so the call stays in one
+    /// frame.
+    static STATE: Cell<CallState> =
+        const { Cell::new(CallState { changes: Vec::new(), out: Vec::new(), last: None }) };
+    /// A call has `STATE` out: a signal handler calling kevent() meanwhile (or during the move itself)
+    /// makes do with a state of its own. (No destructor: readable until the thread is gone.)
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// This thread's state for one call, or a fresh one when a call is using it (re-entered from a signal
+/// handler) or the thread-locals are gone (a call from a thread-exit destructor): (state, whether to put it
+/// back).
+#[inline(always)]
+fn take_state() -> (CallState, bool) {
+    if BUSY.try_with(|b| b.replace(true)).unwrap_or(true) {
+        return (CallState::default(), false);
+    }
+    compiler_fence(Ordering::SeqCst); // (a signal handler runs on this thread: the order is enough)
+    (STATE.try_with(|s| s.take()).unwrap_or_default(), true)
+}
+
+#[inline(always)]
+fn put_state(mut state: CallState, keep: bool) {
+    if !keep {
+        return;
+    }
+    if state.out.capacity() > KEEP_EVENTS {
+        state.out = Vec::new();
+    }
+    if state.changes.capacity() > KEEP_EVENTS {
+        state.changes = Vec::new();
+    }
+    let _ = STATE.try_with(|s| s.set(state));
+    compiler_fence(Ordering::SeqCst);
+    let _ = BUSY.try_with(|b| b.set(false));
 }
 
 /// `out` resized to `n` events (contents unspecified: the engine writes what it returns before it is read).
@@ -210,7 +245,7 @@ const CLOSE_CHECK_MS: i32 = 1000;
 #[inline(always)]
 fn entry_of(fd: i32, last: &mut Option<Last>) -> Option<(&Kqueue, RawFd)> {
     let gen = TABLE_GEN.load(Ordering::Acquire);
-    if !matches!(last, Some(l) if l.fd == fd && l.gen == gen) {
+    if !matches!(last, Some(l) if l.fd == fd && l.gen == gen && l.epoch == fork_generation()) {
         *last = None;
         *last = lookup(fd);
     }
@@ -223,8 +258,8 @@ fn entry_of(fd: i32, last: &mut Option<Last>) -> Option<(&Kqueue, RawFd)> {
 fn lookup(fd: i32) -> Option<Last> {
     let t = table();
     let gen = TABLE_GEN.load(Ordering::Acquire); // (bumped only with the table locked)
-    let kq = t.1.get(usize::try_from(fd).ok()?)?.as_ref()?.kq.clone();
-    Some(Last { fd, gen, kq })
+    let kq = t.get(usize::try_from(fd).ok()?)?.as_ref()?.kq.clone();
+    Some(Last { fd, gen, epoch: fork_generation(), kq })
 }
 
 /// The first step of kevent(): checks the arguments, applies the changes, polls.
@@ -251,9 +286,9 @@ pub(crate) fn begin(
             Err(e) => return done(Err(e)),
         }
     };
-    let mut state = STATE.take();
+    let (mut state, keep) = take_state();
     let step = begin_in(&mut state, fd, changelist, nchanges, eventlist, nevents, wait);
-    STATE.set(state);
+    put_state(state, keep);
     step
 }
 
@@ -277,8 +312,16 @@ fn begin_in(
     finish(fd, kq, r, out, eventlist, nevents as usize, wait)
 }
 
-/// The step after a wait: harvests what the wait got (`got`, or `err` from epoll_wait).
-pub(crate) fn resume(fd: i32, got: &[sys::EpollEvent], err: i32, eventlist: usize, nevents: i32, wait: Wait) -> CStep {
+/// The step after a wait on the kqueue `id`: harvests what the wait got (`got`, or `err` from epoll_wait).
+pub(crate) fn resume(
+    fd: i32,
+    id: u64,
+    got: &[sys::EpollEvent],
+    err: i32,
+    eventlist: usize,
+    nevents: i32,
+    wait: Wait,
+) -> CStep {
     if err != 0 {
         // EINTR: a signal, as FreeBSD's kevent() reports it; anything else the wait said.
         return done(Err(Errno(err)));
@@ -287,9 +330,14 @@ pub(crate) fn resume(fd: i32, got: &[sys::EpollEvent], err: i32, eventlist: usiz
         check_fd(fd); // closed by another thread during the wait: freed now, and this call fails
         return done(Err(Errno(libc::EBADF)));
     }
-    let mut state = STATE.take();
+    let (mut state, keep) = take_state();
     let CallState { out, last, .. } = &mut state;
     let step = match entry_of(fd, last) {
+        // (Another kqueue under that number: the one waited on was closed during the wait.)
+        Some((kq, _)) if kq.id() != id => {
+            check_fd(fd);
+            done(Err(Errno(libc::EBADF)))
+        }
         Some((kq, alias)) => {
             let out = room_in(out, room(kq, nevents.max(0) as usize, 0));
             let r = kq.resume_step(out, wait, got, alias);
@@ -297,7 +345,7 @@ pub(crate) fn resume(fd: i32, got: &[sys::EpollEvent], err: i32, eventlist: usiz
         }
         None => done(Err(Errno(libc::EBADF))),
     };
-    STATE.set(state);
+    put_state(state, keep);
     step
 }
 

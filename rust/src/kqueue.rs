@@ -208,6 +208,10 @@ impl Kqueue {
     /// `apply_deferring_kick` under its pending kick's slot).
     #[inline]
     fn lock_inside(&self) -> Result<Locked<'_>> {
+        if self.is_closed() {
+            // (Before the lock too: in a fork child, a thread of the parent may have held it at fork time.)
+            return Err(errno(libc::EBADF));
+        }
         let st = self.lock();
         if self.is_closed() {
             return Err(errno(libc::EBADF));

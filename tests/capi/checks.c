@@ -210,6 +210,43 @@ static void check_fork_child(void) {
     close(kq);
 }
 
+static volatile int stop_spinning;
+
+static void *spin_changes(void *arg) {
+    struct kevent ch;
+    EV_SET(&ch, 5, EVFILT_USER, EV_ADD, 0, 0, NULL);
+    while (!stop_spinning)
+        kevent(*(int *) arg, &ch, 1, NULL, 0, NULL);
+    return NULL;
+}
+
+/* A fork child's call on its parent's kqueue fails with EBADF at once, also when another thread of the parent
+ * was inside that kqueue (holding its lock) at fork time, and when the forking thread used it last. */
+static void check_fork_child_busy_parent(void) {
+    int kq = kqueue();
+    add(kq, 1, EVFILT_USER, EV_ADD, 0, 0);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, spin_changes, &kq) == 0, "pthread_create");
+    for (int i = 0; i < 200; i++) {
+        add(kq, 1, EVFILT_USER, EV_ADD, 0, 0); /* the kqueue this thread used last */
+        pid_t pid = fork();
+        CHECK(pid >= 0, "fork");
+        if (pid == 0) {
+            alarm(5);
+            struct kevent ch;
+            EV_SET(&ch, 1, EVFILT_USER, 0, NOTE_TRIGGER, 0, NULL);
+            _exit(kevent(kq, &ch, 1, NULL, 0, NULL) == -1 && errno == EBADF ? 0 : 1);
+        }
+        int status = 0;
+        CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "fork %d: the child %s", i,
+              WIFSIGNALED(status) ? "hung (killed by its alarm)" : "did not fail with EBADF");
+    }
+    stop_spinning = 1;
+    pthread_join(t, NULL);
+    close(kq);
+}
+
 /* Bad pointers and counts fail with an errno; the kqueue is unharmed. */
 static void check_bad_input(void) {
     int kq = kqueue();
@@ -377,6 +414,7 @@ static const struct { const char *name; void (*fn)(void); } CHECKS[] = {
     { "signal_handler_still_runs", check_signal_handler_still_runs },
     { "close_gives_fds_back", check_close_gives_fds_back },
     { "fork_child", check_fork_child },
+    { "fork_child_busy_parent", check_fork_child_busy_parent },
     { "bad_input", check_bad_input },
     { "buffers_checked_once", check_buffers_checked_once },
     { "reused_number", check_reused_number },

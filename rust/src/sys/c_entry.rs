@@ -60,7 +60,7 @@ pub extern "C-unwind" fn kevent(
                     hazard::unpublish(t);
                 }
                 let got = &buf[..n.max(0) as usize];
-                step = capi::resume(kq, got, err, eventlist as usize, nevents, wait);
+                step = capi::resume(kq, id, got, err, eventlist as usize, nevents, wait);
             }
         }
     }

@@ -93,6 +93,45 @@ impl ForkStamp {
     }
 }
 
+/// A process-wide value of which each fork epoch has its own: a fork child's first `get` makes a fresh
+/// one, and never touches (locks, drops) the one it inherited, which a thread of its parent may have been
+/// using at fork time. Inherited values are leaked, as the state they describe belongs to the parent.
+/// (The C face's table of kqueues.)
+#[cfg(feature = "capi")]
+pub struct EpochCell<T: Send + Sync + 'static> {
+    cur: AtomicPtr<(u64, T)>,
+}
+
+#[cfg(feature = "capi")]
+impl<T: Send + Sync + 'static> EpochCell<T> {
+    pub const fn new() -> Self {
+        EpochCell { cur: AtomicPtr::new(std::ptr::null_mut()) }
+    }
+
+    /// This epoch's value (made by `make` on the epoch's first call) and whether this call made it.
+    pub fn get(&self, make: impl Fn() -> T) -> (&T, bool) {
+        let epoch = fork_gen();
+        let mut made = false;
+        loop {
+            let p = self.cur.load(Ordering::Acquire);
+            // SAFETY: a non-null pointer in `cur` came from Box::leak below and is never freed, so it is
+            // valid for the life of the process; it is only read through shared references.
+            if let Some(v) = unsafe { p.as_ref() } {
+                if v.0 == epoch {
+                    return (&v.1, made);
+                }
+            }
+            let fresh: &'static mut (u64, T) = Box::leak(Box::new((epoch, make())));
+            let fresh: *mut (u64, T) = fresh;
+            match self.cur.compare_exchange(p, fresh, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => made = true,
+                // SAFETY: `fresh` was never published (the exchange failed), so this is its only owner.
+                Err(_) => drop(unsafe { Box::from_raw(fresh) }),
+            }
+        }
+    }
+}
+
 /// This process was forked from one that used kqrs: kqrs state (locks, tables) may have been inherited
 /// from a parent, with threads holding it that do not exist here.
 pub fn forked_from_kqrs() -> bool {
@@ -219,5 +258,35 @@ mod tests {
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child saw a stale epoch page");
         assert_eq!(fork_gen(), parent, "the parent keeps its epoch");
+    }
+
+    /// An EpochCell gives one value per epoch: the same one on every call in a process, a fresh one in a
+    /// fork child (made there, so the child never touches the one it inherited), and the parent keeps its own.
+    #[cfg(feature = "capi")]
+    #[test]
+    fn an_epoch_cell_is_fresh_in_a_fork_child() {
+        static CELL: EpochCell<std::sync::Mutex<u32>> = EpochCell::new();
+        let (v, made) = CELL.get(|| std::sync::Mutex::new(7));
+        assert!(made);
+        *v.lock().unwrap_or_else(|p| p.into_inner()) = 8;
+        let (again, made) = CELL.get(|| std::sync::Mutex::new(0));
+        assert!(!made && std::ptr::eq(v, again));
+        // The parent's value stays locked across the fork, as if another of its threads held it then.
+        let held = v.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: the child only takes its own epoch's value (made after the fork), then leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let (mine, made) = CELL.get(|| std::sync::Mutex::new(1));
+            let ok = made && !std::ptr::eq(mine, v) && mine.try_lock().is_ok_and(|g| *g == 1);
+            // SAFETY: ends the child at once, running nothing of the parent's.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        drop(held);
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the child reused its parent's value");
+        assert_eq!(*v.lock().unwrap_or_else(|p| p.into_inner()), 8, "the parent's value changed");
     }
 }
