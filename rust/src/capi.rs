@@ -16,7 +16,7 @@ use std::cell::Cell;
 use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::kqueue::{fork_generation, Kqueue, Step, Wait};
+use crate::kqueue::{Kqueue, Step, Wait};
 use crate::sys::{self, Errno, RawFd};
 use crate::Kevent;
 
@@ -130,12 +130,13 @@ struct CallState {
     last: Option<Last>,
 }
 
-/// A thread's last table lookup: valid while `TABLE_GEN` still reads `gen` in the fork epoch it was made
-/// in. (A kqueue freed since is kept in memory, its fds closed, until the thread's next call replaces it.)
+/// A thread's last table lookup: valid while `TABLE_GEN` still reads `gen`. (A kqueue freed since is kept
+/// in memory, its fds closed, until the thread's next call replaces it. In a fork child it is a copy that
+/// reads closed, so the call fails with EBADF before any lock, and the child's first table bumps the
+/// generation.)
 struct Last {
     fd: i32,
     gen: u64,
-    epoch: u64,
     kq: Arc<Kqueue>,
 }
 
@@ -245,7 +246,7 @@ const CLOSE_CHECK_MS: i32 = 1000;
 #[inline(always)]
 fn entry_of(fd: i32, last: &mut Option<Last>) -> Option<(&Kqueue, RawFd)> {
     let gen = TABLE_GEN.load(Ordering::Acquire);
-    if !matches!(last, Some(l) if l.fd == fd && l.gen == gen && l.epoch == fork_generation()) {
+    if !matches!(last, Some(l) if l.fd == fd && l.gen == gen) {
         *last = None;
         *last = lookup(fd);
     }
@@ -259,7 +260,7 @@ fn lookup(fd: i32) -> Option<Last> {
     let t = table();
     let gen = TABLE_GEN.load(Ordering::Acquire); // (bumped only with the table locked)
     let kq = t.get(usize::try_from(fd).ok()?)?.as_ref()?.kq.clone();
-    Some(Last { fd, gen, epoch: fork_generation(), kq })
+    Some(Last { fd, gen, kq })
 }
 
 /// The first step of kevent(): checks the arguments, applies the changes, polls.

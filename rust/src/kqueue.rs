@@ -208,12 +208,13 @@ impl Kqueue {
     /// `apply_deferring_kick` under its pending kick's slot).
     #[inline]
     fn lock_inside(&self) -> Result<Locked<'_>> {
+        // Closed, or a fork child's copy (whose lock a thread of the parent may have held at fork time):
+        // told before the lock. A close() racing with this call is told after it.
         if self.is_closed() {
-            // (Before the lock too: in a fork child, a thread of the parent may have held it at fork time.)
             return Err(errno(libc::EBADF));
         }
         let st = self.lock();
-        if self.is_closed() {
+        if self.closed.load(Ordering::Acquire) {
             return Err(errno(libc::EBADF));
         }
         Ok(Locked { st, post: PostUnlock { kick: None, _hz: None } })
@@ -430,16 +431,11 @@ impl Kqueue {
         prefetched: &[sys::EpollEvent],
         alias: RawFd,
     ) -> Result<Step> {
-        let n = if prefetched.is_empty() && !events.is_empty() {
-            self.poll(events)? // (the common C call, a poll: `collect`'s fast path)
+        // A poll (the common C call) takes `collect`'s fast path; what a wait got, the general one.
+        let n = if prefetched.is_empty() {
+            self.collect(events, Wait::Poll)?
         } else {
-            let guard = hazard::enter(self.id, &self.slotless);
-            if self.is_closed() {
-                return Err(errno(libc::EBADF));
-            }
-            let r = self.collect_in(events, Wait::Poll, prefetched);
-            self.leave(guard);
-            r?
+            self.collect_with(events, Wait::Poll, prefetched)?
         };
         if n > 0 || wait == Wait::Poll {
             return Ok(Step::Done(n));

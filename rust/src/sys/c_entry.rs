@@ -35,12 +35,6 @@ pub extern "C-unwind" fn kevent(
 ) -> libc::c_int {
     let state = cancel_disable();
     let mut step = capi::begin(kq, changelist as usize, nchanges, eventlist as usize, nevents, timeout as usize);
-    if let CStep::Done(r) = step {
-        // The common call (changes applied, or a poll): no wait, so no wait buffer to set up.
-        cancel_restore(state);
-        return r;
-    }
-    let mut buf = [EpollEvent { events: 0, u64: 0 }; 64];
     loop {
         match step {
             CStep::Done(r) => {
@@ -48,7 +42,9 @@ pub extern "C-unwind" fn kevent(
                 return r;
             }
             CStep::Wait { ep, ms, id, wait } => {
-                // Everything live in this frame is plain data: a cancel here unwinds cleanly.
+                // Everything live in this frame is plain data: a cancel here unwinds cleanly. (The buffer is
+                // set up only for a wait: most calls never get here.)
+                let mut buf = [EpollEvent { events: 0, u64: 0 }; 64];
                 let token = hazard::publish(id);
                 cancel_restore(state);
                 // SAFETY: `buf` is valid for writes of 64 events; epoll_wait is libc's (a cancellation

@@ -126,7 +126,8 @@ pub fn user_timespec(ptr: usize) -> Result<(i64, i64)> {
     let len = std::mem::size_of::<libc::timespec>();
     check(ptr, len, Use::Timeout)?;
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `len` bytes at `ptr` are readable (checked now or in an earlier call on this thread); copied byte-wise into a local timespec.
+    // SAFETY: `len` bytes at `ptr` are readable (checked now or in an earlier call on this thread); copied
+    // byte-wise into a local timespec.
     unsafe {
         std::ptr::copy_nonoverlapping(ptr as *const u8, (&mut ts as *mut libc::timespec).cast::<u8>(), len);
     }
