@@ -6,7 +6,7 @@
 //!
 //! Environment: `KQRS_BENCH_SMOKE=1` (or `--smoke`) runs a tiny version; `KQRS_BENCH_ENGINE_JSON=path`
 //! also writes the results as JSON (`benches/report.py` reads it). Other arguments name the groups to
-//! run (`empty`, `one_ready`, `changes`, `user`; default all), e.g. for `perf record`; `--rounds N`
+//! run (`empty`, `one_ready`, `changes`, `user`, `xthread`; default all), e.g. for `perf record`; `--rounds N`
 //! overrides the number of rounds.
 
 use std::time::{Duration, Instant};
@@ -355,6 +355,118 @@ fn user(c: &Cfg, rows: &mut Vec<Row>) {
     close(ep);
 }
 
+/// Cross-thread wake-up latency: a thread blocked in kevent() (no changes, 1 slot, no timeout) woken by
+/// a USER trigger from another thread vs a thread blocked in epoll_wait(-1) woken by an eventfd write
+/// (and reading it back). The firing thread spins until the waiter has stamped its wake-up. Samples
+/// alternate between the sides in chunks; p50 of each.
+fn xthread(c: &Cfg, rows: &mut Vec<Row>) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    use std::sync::Arc;
+    let kq = Arc::new(Kqueue::new().unwrap());
+    kq.kevent(&[Kevent::new(1, EVFILT_USER, EV_ADD | EV_CLEAR, 0, 0, 0)], &mut [], None).unwrap();
+    let trig = [Kevent::new(1, EVFILT_USER, 0, NOTE_TRIGGER, 0, 0)];
+    let ep = epoll_create();
+    let efd = eventfd();
+    check(epoll_ctl(ep, libc::EPOLL_CTL_ADD, efd, libc::EPOLLIN as u32), "epoll_ctl");
+    let base = Instant::now();
+
+    struct Side {
+        armed: AtomicBool,
+        woke: AtomicBool,
+        t1: AtomicU64,
+        stop: AtomicBool,
+    }
+    let mk = || {
+        Arc::new(Side {
+            armed: AtomicBool::new(false),
+            woke: AtomicBool::new(false),
+            t1: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        })
+    };
+    let (sk, se) = (mk(), mk());
+    let hk = {
+        let (s, kq) = (sk.clone(), kq.clone());
+        std::thread::spawn(move || {
+            let mut out = [Kevent::default(); 1];
+            loop {
+                s.armed.store(true, SeqCst);
+                let n = kq.kevent(&[], &mut out, None).unwrap();
+                s.t1.store(base.elapsed().as_nanos() as u64, SeqCst);
+                assert_eq!(n, 1);
+                if s.stop.load(SeqCst) {
+                    return;
+                }
+                s.woke.store(true, SeqCst);
+            }
+        })
+    };
+    let he = {
+        let s = se.clone();
+        std::thread::spawn(move || {
+            let mut buf = [libc::epoll_event { events: 0, u64: 0 }; 1];
+            loop {
+                s.armed.store(true, SeqCst);
+                assert_eq!(epoll_wait(ep, &mut buf, -1), 1);
+                eventfd_read(efd);
+                s.t1.store(base.elapsed().as_nanos() as u64, SeqCst);
+                if s.stop.load(SeqCst) {
+                    return;
+                }
+                s.woke.store(true, SeqCst);
+            }
+        })
+    };
+    let sample = |s: &Side, fire: &dyn Fn()| -> f64 {
+        while !s.armed.swap(false, SeqCst) {
+            std::hint::spin_loop();
+        }
+        std::thread::sleep(Duration::from_micros(200));
+        let t0 = base.elapsed().as_nanos() as u64;
+        fire();
+        while !s.woke.swap(false, SeqCst) {
+            std::hint::spin_loop();
+        }
+        (s.t1.load(SeqCst) - t0) as f64
+    };
+    let fk = || {
+        kq.kevent(&trig, &mut [], Some(Duration::ZERO)).unwrap();
+    };
+    let fe = || eventfd_write(efd);
+    let (mut lk, mut le) = (Vec::new(), Vec::new());
+    let chunks = (c.rounds / 10).max(2);
+    for ch in 0..chunks {
+        for side in if ch % 2 == 0 { [0, 1] } else { [1, 0] } {
+            for _ in 0..50 {
+                if side == 0 {
+                    lk.push(sample(&sk, &fk));
+                } else {
+                    le.push(sample(&se, &fe));
+                }
+            }
+        }
+    }
+    for (s, fire) in [(&sk, &fk as &dyn Fn()), (&se, &fe)] {
+        while !s.armed.load(SeqCst) {
+            std::hint::spin_loop();
+        }
+        s.stop.store(true, SeqCst);
+        fire();
+    }
+    hk.join().unwrap();
+    he.join().unwrap();
+    rows.push(Row {
+        key: "engine.xthread.p50",
+        what: "cross-thread wake-up p50: USER trigger",
+        kqrs_ns: median(&mut lk),
+        base_ns: median(&mut le),
+        base: "eventfd write -> epoll_wait(-1) + read",
+        target: None,
+    });
+    close(efd);
+    close(ep);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let smoke = args.iter().any(|a| a == "--smoke") || std::env::var("KQRS_BENCH_SMOKE").is_ok_and(|v| v == "1");
@@ -391,6 +503,9 @@ fn main() {
     }
     if want("user") {
         user(&c, &mut rows);
+    }
+    if want("xthread") {
+        xthread(&c, &mut rows);
     }
 
     println!(

@@ -572,6 +572,16 @@ def _rows() -> list[Row]:
             "ns",
         )
     )
+    a(
+        Row(
+            "engine.xthread.p50",
+            "engine: cross-thread wake-up p50, a thread blocked in `kevent()` woken by a USER trigger vs a "
+            "thread blocked in `epoll_wait(-1)` woken by an eventfd write (and reading it back)",
+            "engine.xthread.p50/kqrs",
+            "engine.xthread.p50/base",
+            "ns",
+        )
+    )
     # -- the C face (kqrs's libkqueue.so.0, from a C program: benches/capi.c)
     a(
         Row(
@@ -1033,7 +1043,15 @@ def main() -> None:
         "`os.eventfd_write`; giving the eventfd side 0.8 µs of extra Python after its write turned a "
         "p50 ratio of 1.10 into 0.96 in the same run. On a busy host (p50 11-18 µs rather than 8) "
         "this row read 1.1-1.4 for the code before and after December's changes alike (a waiter without "
-        "the 1 s wait slices, which arm a kernel timer, did no better). Fork "
+        "the 1 s wait slices, which arm a kernel timer, did no better). `engine.xthread.p50` is the same "
+        "wake-up with no Python at all (Rust threads, the waker spinning until the woken thread stamps its "
+        "time): the engine alone is level with eventfd (0.9-1.1 from run to run, the eventfd side reading "
+        "its counter back), so what the Python row adds is the Python layer's and the GIL's. Two changes "
+        "tried on the Python row did not move it in 10 alternating runs each, and were not kept: harvesting "
+        "with the GIL held, so the woken thread asks for the GIL as soon as epoll_wait returns (median "
+        "ratio 1.10 vs 1.10), and laying the kqueue out so that a trigger and its harvest share one cache "
+        "line of state instead of five (the engine's time before the trigger's syscall and after the "
+        "wake-up, 155 and 260 ns, did not move). Fork "
         "rows: what a fork costs grows with what the parent holds (about 140 ns per resident private page: "
         "fork copies its page-table entry and the child's exit drops it) and with the pages the child "
         "touches (3-5 µs a page fault). The knote tables are not copied at all (MADV_WIPEONFORK); kqrs's fork "
