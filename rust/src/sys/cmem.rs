@@ -19,28 +19,37 @@ enum Use {
 thread_local! {
     /// The last region this thread handed over for each `Use` that proved readable (changes, timeout) or
     /// writable (events): (address, length).
-    static CHECKED: std::cell::Cell<[(usize, usize); 3]> = const { std::cell::Cell::new([(0, 0); 3]) };
+    static CHECKED: [std::cell::Cell<(usize, usize)>; 3] = const {
+        [std::cell::Cell::new((0, 0)), std::cell::Cell::new((0, 0)), std::cell::Cell::new((0, 0))]
+    };
 }
 
+/// Whether this thread's last region for `what` covers `len` bytes at `ptr` (every call asks: inlined, it
+/// reads one pair).
+#[inline(always)]
 fn checked(ptr: usize, len: usize, what: Use) -> bool {
     CHECKED.with(|c| {
-        let (p, l) = c.get()[what as usize];
+        let (p, l) = c[what as usize].get();
         p != 0 && ptr >= p && ptr.saturating_add(len) <= p + l
     })
 }
 
 /// Asks the kernel whether `len` bytes at `ptr` can be used as `what` needs (unless this thread's last
 /// region for `what` covers them), and remembers them.
+#[inline(always)]
 fn check(ptr: usize, len: usize, what: Use) -> Result<()> {
     if checked(ptr, len, what) {
         return Ok(());
     }
+    check_new(ptr, len, what)
+}
+
+/// A region this thread has not handed over for `what` before: asks the kernel.
+#[cold]
+#[inline(never)]
+fn check_new(ptr: usize, len: usize, what: Use) -> Result<()> {
     probe_user(ptr, len, matches!(what, Use::Events))?;
-    CHECKED.with(|c| {
-        let mut v = c.get();
-        v[what as usize] = (ptr, len);
-        c.set(v);
-    });
+    CHECKED.with(|c| c[what as usize].set((ptr, len)));
     Ok(())
 }
 
