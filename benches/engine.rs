@@ -376,46 +376,37 @@ fn xthread(c: &Cfg, rows: &mut Vec<Row>) {
         t1: AtomicU64,
         stop: AtomicBool,
     }
-    let mk = || {
-        Arc::new(Side {
+    // A thread that blocks in `wait` again and again, stamping each wake-up (until told to stop).
+    let waiter = |mut wait: Box<dyn FnMut() + Send>| {
+        let s = Arc::new(Side {
             armed: AtomicBool::new(false),
             woke: AtomicBool::new(false),
             t1: AtomicU64::new(0),
             stop: AtomicBool::new(false),
-        })
-    };
-    let (sk, se) = (mk(), mk());
-    let hk = {
-        let (s, kq) = (sk.clone(), kq.clone());
-        std::thread::spawn(move || {
-            let mut out = [Kevent::default(); 1];
-            loop {
-                s.armed.store(true, SeqCst);
-                let n = kq.kevent(&[], &mut out, None).unwrap();
-                s.t1.store(base.elapsed().as_nanos() as u64, SeqCst);
-                assert_eq!(n, 1);
-                if s.stop.load(SeqCst) {
-                    return;
-                }
-                s.woke.store(true, SeqCst);
+        });
+        let t = s.clone();
+        let h = std::thread::spawn(move || loop {
+            t.armed.store(true, SeqCst);
+            wait();
+            t.t1.store(base.elapsed().as_nanos() as u64, SeqCst);
+            if t.stop.load(SeqCst) {
+                return;
             }
-        })
+            t.woke.store(true, SeqCst);
+        });
+        (s, h)
     };
-    let he = {
-        let s = se.clone();
-        std::thread::spawn(move || {
-            let mut buf = [libc::epoll_event { events: 0, u64: 0 }; 1];
-            loop {
-                s.armed.store(true, SeqCst);
-                assert_eq!(epoll_wait(ep, &mut buf, -1), 1);
-                eventfd_read(efd);
-                s.t1.store(base.elapsed().as_nanos() as u64, SeqCst);
-                if s.stop.load(SeqCst) {
-                    return;
-                }
-                s.woke.store(true, SeqCst);
-            }
-        })
+    let (sk, hk) = {
+        let kq = kq.clone();
+        let mut out = [Kevent::default(); 1];
+        waiter(Box::new(move || assert_eq!(kq.kevent(&[], &mut out, None).unwrap(), 1)))
+    };
+    let (se, he) = {
+        let mut buf = [libc::epoll_event { events: 0, u64: 0 }; 1];
+        waiter(Box::new(move || {
+            assert_eq!(epoll_wait(ep, &mut buf, -1), 1);
+            eventfd_read(efd);
+        }))
     };
     let sample = |s: &Side, fire: &dyn Fn()| -> f64 {
         while !s.armed.swap(false, SeqCst) {
