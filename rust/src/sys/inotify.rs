@@ -54,17 +54,25 @@ pub fn inotify_rm_watch(ifd: RawFd, wd: i32) {
 
 /// Reads inotify events into `buf`, calling `f(wd, mask, cookie, name)` for each (`cookie` pairs the two
 /// halves of a rename; `name` is the entry of a watched directory the event is about, empty when it is
-/// about the watched file itself). Returns when the queue is empty.
-pub fn inotify_drain(ifd: RawFd, buf: &mut [u8], mut f: impl FnMut(i32, u32, u32, &[u8])) {
+/// about the watched file itself), until the queue is empty. Returns how many reads that took: one for a
+/// batch that left room for the largest event in `buf` (a read stops only at an empty queue or at an event
+/// that does not fit), instead of one more that finds nothing (the inotify fd is level-triggered in the
+/// kqueue's epoll: an event queued after the last read is reported again).
+pub fn inotify_drain(ifd: RawFd, buf: &mut [u8], mut f: impl FnMut(i32, u32, u32, &[u8])) -> usize {
+    let hdr = std::mem::size_of::<libc::inotify_event>();
+    // The kernel pads a name (with its NUL) to a multiple of the header's size.
+    let largest = hdr + (libc::NAME_MAX as usize + 1).next_multiple_of(hdr);
+    let mut reads = 0;
     loop {
         // SAFETY: buf is a valid writable buffer of buf.len() bytes.
         let r = unsafe { libc::read(ifd, buf.as_mut_ptr().cast(), buf.len()) };
+        reads += 1;
         if r <= 0 {
-            return;
+            return reads;
         }
+        let r = r as usize;
         let mut off = 0usize;
-        let hdr = std::mem::size_of::<libc::inotify_event>();
-        while off + hdr <= r as usize {
+        while off + hdr <= r {
             let b = &buf[off..off + hdr];
             let wd = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
             let mask = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
@@ -75,5 +83,78 @@ pub fn inotify_drain(ifd: RawFd, buf: &mut [u8], mut f: impl FnMut(i32, u32, u32
             f(wd, mask, cookie, name);
             off += hdr + len;
         }
+        if buf.len() - r >= largest {
+            return reads;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// A fresh directory under the temporary directory, removed with everything in it on drop.
+    struct TempDir(std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp_dir(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("kqrs-inotify-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        assert!(std::fs::create_dir(&p).is_ok());
+        TempDir(p)
+    }
+
+    /// (events seen, reads made) of one drain.
+    fn drain(ifd: RawFd) -> (Vec<Vec<u8>>, usize) {
+        let mut buf = [0u8; 4096];
+        let mut names = Vec::new();
+        let reads = inotify_drain(ifd, &mut buf, |_, _, _, name| names.push(name.to_vec()));
+        (names, reads)
+    }
+
+    #[test]
+    fn a_batch_that_fits_with_room_to_spare_is_drained_in_one_read() {
+        let dir = temp_dir("small");
+        let d = std::fs::File::open(&dir.0).ok();
+        let (ifd, dfd) = (inotify_init().unwrap_or(-1), d.as_ref().map_or(-1, |f| f.as_raw_fd()));
+        assert!(ifd >= 0 && dfd >= 0);
+        assert!(inotify_watch_fd(ifd, dfd, libc::IN_CREATE).is_ok());
+        for i in 0..3 {
+            assert!(std::fs::write(dir.0.join(format!("f{i}")), b"").is_ok());
+        }
+        let (names, reads) = drain(ifd);
+        assert_eq!(names, vec![b"f0".to_vec(), b"f1".to_vec(), b"f2".to_vec()]);
+        // The read returned far less than the buffer holds: the queue was empty, no second read to say so.
+        assert_eq!(reads, 1);
+        assert_eq!(drain(ifd), (Vec::new(), 1)); // (one read that finds nothing)
+        crate::sys::close(ifd);
+    }
+
+    #[test]
+    fn a_queue_longer_than_the_buffer_is_drained_to_the_end() {
+        let dir = temp_dir("large");
+        let d = std::fs::File::open(&dir.0).ok();
+        let (ifd, dfd) = (inotify_init().unwrap_or(-1), d.as_ref().map_or(-1, |f| f.as_raw_fd()));
+        assert!(ifd >= 0 && dfd >= 0);
+        assert!(inotify_watch_fd(ifd, dfd, libc::IN_CREATE).is_ok());
+        // 200 events of 16 + 112 bytes (a 100-byte name, padded): about six buffers' worth.
+        let want: Vec<Vec<u8>> = (0..200).map(|i| format!("{i:0>100}").into_bytes()).collect();
+        for n in &want {
+            assert!(std::fs::write(dir.0.join(String::from_utf8_lossy(n).as_ref()), b"").is_ok());
+        }
+        let (names, reads) = drain(ifd);
+        assert_eq!(names, want);
+        assert!(reads >= 7, "{reads} reads for 25,600 bytes of events in a 4,096-byte buffer");
+        let mut buf = [0u8; 4096];
+        // SAFETY: buf is a valid writable buffer of buf.len() bytes.
+        let r = unsafe { libc::read(ifd, buf.as_mut_ptr().cast(), buf.len()) };
+        assert_eq!((r, crate::sys::Errno::last().0), (-1, libc::EAGAIN)); // nothing left behind
+        crate::sys::close(ifd);
     }
 }
