@@ -103,11 +103,30 @@ mod tests {
         }
     }
 
-    fn temp_dir(tag: &str) -> TempDir {
+    /// A fresh directory (removed on drop) and an inotify instance watching it for IN_CREATE (closed on
+    /// drop).
+    struct Watched {
+        dir: TempDir,
+        ifd: RawFd,
+    }
+
+    impl Drop for Watched {
+        fn drop(&mut self) {
+            crate::sys::close(self.ifd);
+        }
+    }
+
+    fn watched_dir(tag: &str) -> Watched {
         let p = std::env::temp_dir().join(format!("kqrs-inotify-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         assert!(std::fs::create_dir(&p).is_ok());
-        TempDir(p)
+        let w = Watched { dir: TempDir(p), ifd: inotify_init().unwrap_or(-1) };
+        let d = std::fs::File::open(&w.dir.0).ok();
+        let dfd = d.as_ref().map_or(-1, |f| f.as_raw_fd());
+        assert!(w.ifd >= 0 && dfd >= 0);
+        // (The watch is on the directory's inode: it outlives the fd it was made through.)
+        assert!(inotify_watch_fd(w.ifd, dfd, libc::IN_CREATE).is_ok());
+        w
     }
 
     /// (events seen, reads made) of one drain.
@@ -120,33 +139,26 @@ mod tests {
 
     #[test]
     fn a_batch_that_fits_with_room_to_spare_is_drained_in_one_read() {
-        let dir = temp_dir("small");
-        let d = std::fs::File::open(&dir.0).ok();
-        let (ifd, dfd) = (inotify_init().unwrap_or(-1), d.as_ref().map_or(-1, |f| f.as_raw_fd()));
-        assert!(ifd >= 0 && dfd >= 0);
-        assert!(inotify_watch_fd(ifd, dfd, libc::IN_CREATE).is_ok());
+        let w = watched_dir("small");
+        let ifd = w.ifd;
         for i in 0..3 {
-            assert!(std::fs::write(dir.0.join(format!("f{i}")), b"").is_ok());
+            assert!(std::fs::write(w.dir.0.join(format!("f{i}")), b"").is_ok());
         }
         let (names, reads) = drain(ifd);
         assert_eq!(names, vec![b"f0".to_vec(), b"f1".to_vec(), b"f2".to_vec()]);
         // The read returned far less than the buffer holds: the queue was empty, no second read to say so.
         assert_eq!(reads, 1);
         assert_eq!(drain(ifd), (Vec::new(), 1)); // (one read that finds nothing)
-        crate::sys::close(ifd);
     }
 
     #[test]
     fn a_queue_longer_than_the_buffer_is_drained_to_the_end() {
-        let dir = temp_dir("large");
-        let d = std::fs::File::open(&dir.0).ok();
-        let (ifd, dfd) = (inotify_init().unwrap_or(-1), d.as_ref().map_or(-1, |f| f.as_raw_fd()));
-        assert!(ifd >= 0 && dfd >= 0);
-        assert!(inotify_watch_fd(ifd, dfd, libc::IN_CREATE).is_ok());
+        let w = watched_dir("large");
+        let ifd = w.ifd;
         // 200 events of 16 + 112 bytes (a 100-byte name, padded): about six buffers' worth.
         let want: Vec<Vec<u8>> = (0..200).map(|i| format!("{i:0>100}").into_bytes()).collect();
         for n in &want {
-            assert!(std::fs::write(dir.0.join(String::from_utf8_lossy(n).as_ref()), b"").is_ok());
+            assert!(std::fs::write(w.dir.0.join(String::from_utf8_lossy(n).as_ref()), b"").is_ok());
         }
         let (names, reads) = drain(ifd);
         assert_eq!(names, want);
@@ -155,6 +167,5 @@ mod tests {
         // SAFETY: buf is a valid writable buffer of buf.len() bytes.
         let r = unsafe { libc::read(ifd, buf.as_mut_ptr().cast(), buf.len()) };
         assert_eq!((r, crate::sys::Errno::last().0), (-1, libc::EAGAIN)); // nothing left behind
-        crate::sys::close(ifd);
     }
 }
